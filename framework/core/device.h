@@ -1,0 +1,27 @@
+#pragma once
+// Where a tensor's storage lives.
+#include <cstdint>
+#include <string>
+
+namespace longnet {
+
+/// A device: the host or the i-th CUDA GPU.
+struct Device {
+  enum class Kind : uint8_t { CPU, CUDA };
+  Kind kind = Kind::CPU;
+  int index = 0;
+
+  static Device cpu() { return {Kind::CPU, 0}; }
+  static Device cuda(int i = 0) { return {Kind::CUDA, i}; }
+  bool is_cpu() const { return kind == Kind::CPU; }
+  bool is_cuda() const { return kind == Kind::CUDA; }
+  bool operator==(const Device& o) const { return kind == o.kind && (is_cpu() || index == o.index); }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+  /// "cpu" or "cuda:0".
+  std::string str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
+};
+
+/// Parses "cpu", "cuda" or "cuda:N"; throws on anything else.
+Device device_from_string(const std::string& s);
+
+}  // namespace longnet

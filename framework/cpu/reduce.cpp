@@ -1,0 +1,69 @@
+#include "framework/cpu/reduce.h"
+
+#include <cmath>
+#include <limits>
+
+#include "framework/cpu/loops.h"
+
+namespace longnet::cpu {
+
+void reduce_rows(RowReduce op, const RowReduceParams& p) {
+  auto run = [&]<class T, class Acc>() {
+    const T* in = static_cast<const T*>(p.in);
+    parallel_for(
+        p.rows,
+        [&](int64_t r) {
+          const T* row = in + r * p.len;
+          switch (op) {
+            case RowReduce::Sum: {
+              Acc acc = 0;
+              for (int64_t j = 0; j < p.len; ++j) acc += static_cast<Acc>(row[j]);
+              static_cast<T*>(p.out)[r] = static_cast<T>(acc);
+              break;
+            }
+            case RowReduce::Max:
+            case RowReduce::ArgMax: {
+              T best = p.len ? row[0] : T(0);
+              int64_t at = 0;
+              for (int64_t j = 1; j < p.len; ++j) {
+                // NaN wins, like the first NaN would in a sort.
+                if (row[j] > best || (row[j] != row[j] && best == best)) {
+                  best = row[j];
+                  at = j;
+                }
+              }
+              if (op == RowReduce::Max) {
+                static_cast<T*>(p.out)[r] = best;
+              } else {
+                static_cast<int64_t*>(p.out)[r] = at;
+              }
+              break;
+            }
+            case RowReduce::LogSumExp: {
+              if constexpr (std::is_floating_point_v<T>) {
+                T m = -std::numeric_limits<T>::infinity();
+                for (int64_t j = 0; j < p.len; ++j) m = std::max(m, row[j]);
+                if (!std::isfinite(m)) {
+                  static_cast<T*>(p.out)[r] = m;
+                  break;
+                }
+                Acc acc = 0;
+                for (int64_t j = 0; j < p.len; ++j) acc += std::exp(static_cast<Acc>(row[j] - m));
+                static_cast<T*>(p.out)[r] = m + static_cast<T>(std::log(acc));
+              }
+              break;
+            }
+          }
+        },
+        std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, p.len)));
+  };
+  switch (p.dtype) {
+    case DType::F32: return run.template operator()<float, double>();
+    case DType::F64: return run.template operator()<double, double>();
+    case DType::I32: return run.template operator()<int32_t, int64_t>();
+    case DType::I64: return run.template operator()<int64_t, int64_t>();
+    default: LN_FAIL("[reduce] unsupported dtype ", dtype_name(p.dtype));
+  }
+}
+
+}  // namespace longnet::cpu

@@ -1,0 +1,25 @@
+#pragma once
+// Helpers the op implementations share: device checks, broadcast geometry, reduced-float upcasts.
+#include <initializer_list>
+#include <vector>
+
+#include "framework/core/tensor.h"
+
+namespace longnet::ops {
+
+/// Throws naming `op` unless every defined tensor is on the same device; returns that device.
+Device common_device(const char* op, std::initializer_list<Tensor> tensors);
+/// Throws naming `op` unless `t` is a CPU tensor (for kernels that exist only on the CPU so far).
+void require_cpu(const char* op, const Tensor& t);
+/// Throws naming `op` unless `t` has a float dtype.
+void require_float(const char* op, const Tensor& t);
+/// Throws naming `op` unless a and b have the same dtype.
+void require_same_dtype(const char* op, const Tensor& a, const Tensor& b);
+/// Strides that read `t` as if broadcast to `shape` (0 on broadcast dims).
+Strides broadcast_strides(const Tensor& t, const Shape& shape);
+/// The dtype CPU kernels compute `t` in: f32 for 16-bit floats, else t's own.
+DType cpu_compute_dtype(DType t);
+/// `t` converted to its CPU compute dtype (no copy when already there); not recorded.
+Tensor upcast_for_cpu(const Tensor& t);
+
+}  // namespace longnet::ops

@@ -1,0 +1,77 @@
+#include "framework/ops/copy.h"
+
+#include "framework/autograd/node.h"
+#include "framework/cpu/copy.h"
+#include "framework/ops/common.h"
+#include "framework/ops/device_copy.h"
+
+namespace longnet {
+
+void copy_(const Tensor& dst, const Tensor& src) {
+  LN_CHECK(dst.defined() && src.defined(), "[copy_] undefined tensor");
+  const Shape& shape = dst.shape();
+  LN_CHECK(src.dim() <= dst.dim() && broadcast_shapes(src.shape(), shape, "copy_") == shape,
+           "[copy_] cannot broadcast source ", shape_str(src.shape()), " to destination ",
+           shape_str(shape));
+  if (dst.device().is_cpu() && src.device().is_cpu()) {
+    const Strides ss = ops::broadcast_strides(src, shape);
+    cpu::copy(shape, {dst.raw_data(), dst.dtype(), dst.strides().data()},
+              {src.raw_data(), src.dtype(), ss.data()});
+    return;
+  }
+  ops::device_copy(dst, src);
+}
+
+void fill_(const Tensor& dst, double value) {
+  if (dst.device().is_cpu()) {
+    cpu::fill(dst.shape(), {dst.raw_data(), dst.dtype(), dst.strides().data()}, value);
+    return;
+  }
+  ops::device_fill(dst, value);
+}
+
+namespace {
+
+class CastBackward final : public autograd::Node {
+ public:
+  explicit CastBackward(DType from) : from_(from) {}
+  std::string name() const override { return "CastBackward"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& g) override { return {cast(g[0], from_)}; }
+
+ private:
+  DType from_;
+};
+
+class ToDeviceBackward final : public autograd::Node {
+ public:
+  explicit ToDeviceBackward(Device from) : from_(from) {}
+  std::string name() const override { return "ToDeviceBackward"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& g) override { return {to_device(g[0], from_)}; }
+
+ private:
+  Device from_;
+};
+
+}  // namespace
+
+Tensor cast(const Tensor& t, DType dtype) {
+  if (t.dtype() == dtype) return t;
+  Tensor out = Tensor::empty(t.shape(), dtype, t.device());
+  copy_(out, t);
+  if (is_floating(t.dtype()) && is_floating(dtype) && autograd::needs_grad({t})) {
+    autograd::record(std::make_shared<CastBackward>(t.dtype()), {t}, {out});
+  }
+  return out;
+}
+
+Tensor to_device(const Tensor& t, Device device) {
+  if (t.device() == device) return t;
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), device);
+  copy_(out, t);
+  if (autograd::needs_grad({t})) {
+    autograd::record(std::make_shared<ToDeviceBackward>(t.device()), {t}, {out});
+  }
+  return out;
+}
+
+}  // namespace longnet

@@ -1,0 +1,35 @@
+#pragma once
+// Float64 central-difference gradient checks and tensor comparisons for tests.
+#include <functional>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/ops/ops.h"
+
+namespace longnet::testing {
+
+/// A function of several tensors whose result is differentiated.
+using TensorFn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+/// Tolerances of a gradient check.
+struct GradcheckOptions {
+  double eps = 1e-6;
+  double atol = 1e-6;
+  double rtol = 1e-5;
+};
+
+/// Checks the analytic gradient of sum(fn(inputs) * w), for a fixed random w, against central
+/// differences, for every input that requires grad. Inputs must be contiguous f64 leaves; to test
+/// non-contiguous or broadcast arguments, fn views them (transpose, slice, expand) before the op.
+::testing::AssertionResult gradcheck(const TensorFn& fn, const std::vector<Tensor>& inputs,
+                                     GradcheckOptions opt = {});
+
+/// f64 leaf of the given shape with values from randn (seeded) that requires grad.
+Tensor leaf(const Shape& shape, uint64_t seed, double scale = 1.0);
+
+/// Checks that two tensors have the same shape and all |a - b| <= atol + rtol * |b|.
+::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double atol = 1e-6,
+                                     double rtol = 1e-5);
+
+}  // namespace longnet::testing

@@ -1,0 +1,11 @@
+#include "tools/longnet/commands.h"
+#include "tools/longnet/registry.h"
+
+namespace longnet::tools {
+
+void register_bench(CLI::App& app) {
+  CLI::App* bench = app.add_subcommand("bench", "Performance benchmarks (tables)");
+  bench->require_subcommand(1);
+}
+
+}  // namespace longnet::tools

@@ -1,0 +1,13 @@
+#pragma once
+// Subcommands of the longnet program. Each register_* adds its subcommand and options to the app;
+// run_selected runs whichever was chosen.
+#include <CLI/CLI.hpp>
+
+namespace longnet::tools {
+
+/// `longnet bench ...`: performance tables.
+void register_bench(CLI::App& app);
+/// Runs the chosen subcommand; returns the process exit code.
+int run_selected(CLI::App& app);
+
+}  // namespace longnet::tools

@@ -1,0 +1,24 @@
+// The longnet program: one binary, one subcommand per task.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "framework/core/error.h"
+#include "tools/longnet/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"longnet: train and run LongNet transformers"};
+  app.require_subcommand(1);
+  longnet::tools::register_bench(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    return longnet::tools::run_selected(app);
+  } catch (const longnet::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
