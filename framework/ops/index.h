@@ -1,0 +1,15 @@
+#pragma once
+// Indexing ops.
+#include "framework/core/tensor.h"
+
+namespace longnet {
+
+/// Entries of x at `index` (1-D, i32/i64) along dim: out.shape[dim] = index.numel().
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+/// out[i][j][k] = x[i][index[i][j][k]][k] for dim = 1 (and likewise for other dims);
+/// index has x's number of dims and sizes no larger than x's off `dim`.
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+/// A copy of x with src added at `index` along dim: out[i][index[i][j][k]][k] += src[i][j][k].
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);
+
+}  // namespace longnet
