@@ -1,0 +1,240 @@
+#include "framework/ops/matmul.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "framework/autograd/grad_mode.h"
+#include "framework/autograd/node.h"
+#include "framework/cpu/matmul.h"
+#include "framework/ops/common.h"
+#include "framework/ops/copy.h"
+#include "framework/ops/elementwise.h"
+#include "framework/ops/factory.h"
+#include "framework/ops/view.h"
+
+namespace longnet {
+namespace {
+
+// How BLAS can read a (rows, cols) matrix with strides (sr, sc) in place: row-major with leading
+// dim sr, or as the transpose of a row-major matrix with leading dim sc. Size-1 dims may carry any
+// stride, so they never decide. Nothing when neither works (gaps on both axes, broadcast rows).
+std::optional<cpu::GemmOperand> blas_layout(int64_t rows, int64_t cols, int64_t sr, int64_t sc) {
+  if (sc == 1 || cols == 1) {
+    const int64_t ld = rows == 1 ? std::max<int64_t>(cols, 1) : sr;
+    if (ld >= std::max<int64_t>(cols, 1)) return cpu::GemmOperand{nullptr, ld, false};
+  }
+  if (sr == 1 || rows == 1) {
+    const int64_t ld = cols == 1 ? std::max<int64_t>(rows, 1) : sc;
+    if (ld >= std::max<int64_t>(rows, 1)) return cpu::GemmOperand{nullptr, ld, true};
+  }
+  return std::nullopt;
+}
+
+// The operand for the last two dims of `t`; replaces `t` by a contiguous copy when BLAS cannot
+// read it in place.
+cpu::GemmOperand matrix_operand(Tensor& t) {
+  auto op = blas_layout(t.size(-2), t.size(-1), t.stride(-2), t.stride(-1));
+  if (!op) {
+    t = t.contiguous();
+    op = blas_layout(t.size(-2), t.size(-1), t.stride(-2), t.stride(-1));
+  }
+  op->data = t.raw_data();
+  return *op;
+}
+
+// When all rows of `a` over its batch dims and M are equally spaced (a contiguous batch), the
+// batch folds into M: returns that row stride.
+std::optional<int64_t> folded_row_stride(const Tensor& a) {
+  std::optional<int64_t> stride;
+  int64_t span = 0;  // distance the dims already walked must fit into the next outer stride
+  for (int64_t d = a.dim() - 2; d >= 0; --d) {
+    const int64_t n = a.size(d), s = a.stride(d);
+    if (n == 1) continue;
+    if (!stride) {
+      stride = s;
+    } else if (s != span) {
+      return std::nullopt;
+    }
+    span = s * n;
+  }
+  return stride.value_or(std::max<int64_t>(a.size(-1), 1));
+}
+
+// The first (K, N) matrix of `b`, whose batch dims are all size 1 or broadcast (stride 0).
+Tensor first_matrix(const Tensor& b) {
+  return Tensor::from_storage(b.storage(), b.offset(), {b.size(-2), b.size(-1)},
+                              {b.stride(-2), b.stride(-1)}, b.dtype());
+}
+
+// Element offsets of every batch of a tensor whose batch dims broadcast to `batch`.
+std::vector<int64_t> batch_offsets(const Tensor& t, const Shape& batch) {
+  Shape full = batch;
+  full.push_back(t.size(-2));
+  full.push_back(t.size(-1));
+  const Strides st = ops::broadcast_strides(t, full);
+  std::vector<int64_t> out(static_cast<size_t>(numel_of(batch)));
+  std::vector<int64_t> idx(batch.size(), 0);
+  int64_t off = 0;
+  for (auto& o : out) {
+    o = off;
+    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+      const auto u = static_cast<size_t>(d);
+      off += st[u];
+      if (++idx[u] < batch[u]) break;
+      off -= st[u] * batch[u];
+      idx[u] = 0;
+    }
+  }
+  return out;
+}
+
+// a (..., M, K) @ b (..., K, N) in the compute dtype, both already promoted to >= 2 dims.
+Tensor gemm_forward(Tensor a, Tensor b, const Shape& batch) {
+  const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+  Shape out_shape = batch;
+  out_shape.push_back(m);
+  out_shape.push_back(n);
+  if (m == 0 || n == 0 || k == 0 || numel_of(batch) == 0) return zeros(out_shape, a.dtype(), a.device());
+  Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+  cpu::GemmParams p;
+  p.dtype = a.dtype();
+  p.k = k;
+  p.n = n;
+  p.c = out.raw_data();
+  p.ldc = n;
+  const Strides b_batch = ops::broadcast_strides(b, out_shape);
+  const bool b_shared = std::all_of(b_batch.begin(), b_batch.end() - 2, [](int64_t s) { return s == 0; });
+  const bool a_full = numel_of(Shape(a.shape().begin(), a.shape().end() - 2)) == numel_of(batch);
+  if (b_shared && a_full) {
+    const int64_t rows = numel_of(batch) * m;
+    if (const auto s = folded_row_stride(a)) {
+      if (auto op = blas_layout(rows, k, *s, a.stride(-1))) {
+        // One big GEMM: (batch * M, K) @ (K, N), the `x @ W^T` of a linear layer.
+        Tensor bm = first_matrix(b);
+        p.m = rows;
+        p.a = *op;
+        p.a.data = a.raw_data();
+        p.b = matrix_operand(bm);
+        cpu::gemm(p);
+        return out;
+      }
+    }
+  }
+  p.m = m;
+  p.a = matrix_operand(a);
+  p.b = matrix_operand(b);
+  const std::vector<int64_t> ao = batch_offsets(a, batch), bo = batch_offsets(b, batch);
+  std::vector<int64_t> co(ao.size());
+  for (size_t i = 0; i < co.size(); ++i) co[i] = static_cast<int64_t>(i) * m * n;
+  p.batch = static_cast<int64_t>(co.size());
+  p.a_offsets = ao.data();
+  p.b_offsets = bo.data();
+  p.c_offsets = co.data();
+  cpu::gemm(p);
+  return out;
+}
+
+// Shapes of one product: operands promoted to >= 2 dims, the broadcast batch, the result.
+struct ProductShapes {
+  Shape a, b, batch, out;
+};
+
+ProductShapes product_shapes(const Tensor& a, const Tensor& b, const char* op) {
+  LN_CHECK(a.dim() >= 1 && b.dim() >= 1, "[", op, "] operands need at least 1 dim: ",
+           shape_str(a.shape()), " @ ", shape_str(b.shape()));
+  ProductShapes s{a.shape(), b.shape(), {}, {}};
+  if (a.dim() == 1) s.a.insert(s.a.begin(), 1);
+  if (b.dim() == 1) s.b.push_back(1);
+  LN_CHECK(s.a.back() == s.b[s.b.size() - 2], "[", op, "] inner dims differ: ", shape_str(a.shape()),
+           " @ ", shape_str(b.shape()));
+  s.batch = broadcast_shapes(Shape(s.a.begin(), s.a.end() - 2), Shape(s.b.begin(), s.b.end() - 2), op);
+  s.out = s.batch;
+  if (a.dim() > 1) s.out.push_back(s.a[s.a.size() - 2]);
+  if (b.dim() > 1) s.out.push_back(s.b.back());
+  return s;
+}
+
+class MatmulBackward final : public autograd::Node {
+ public:
+  MatmulBackward(Tensor a, Tensor b) : a_(std::move(a)), b_(std::move(b)) {}
+  std::string name() const override { return "MatmulBackward"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
+    const ProductShapes s = product_shapes(a_, b_, "matmul");
+    const Tensor a = reshape(a_, s.a), b = reshape(b_, s.b);
+    Shape full = s.batch;
+    full.push_back(s.a[s.a.size() - 2]);
+    full.push_back(s.b.back());
+    const Tensor g = reshape(grads[0], full);
+    Tensor ga, gb;
+    if (next_edges[0].fn) ga = reshape(sum_to(matmul(g, transpose(b, -1, -2)), s.a), a_.shape());
+    if (next_edges[1].fn) {
+      const int64_t batches = numel_of(s.batch);
+      const bool b_shared = numel_of(Shape(s.b.begin(), s.b.end() - 2)) == 1 &&
+                            numel_of(Shape(s.a.begin(), s.a.end() - 2)) == batches && batches > 1;
+      if (b_shared) {
+        // One GEMM over all rows of a instead of a product per batch followed by a sum.
+        const int64_t rows = batches * s.a[s.a.size() - 2];
+        gb = matmul(transpose(reshape(a, {rows, s.a.back()}), 0, 1), reshape(g, {rows, s.b.back()}));
+      } else {
+        gb = sum_to(matmul(transpose(a, -1, -2), g), s.b);
+      }
+      gb = reshape(gb, b_.shape());
+    }
+    return {ga, gb};
+  }
+  void release_saved() override {
+    a_ = Tensor();
+    b_ = Tensor();
+  }
+
+ private:
+  Tensor a_, b_;
+};
+
+Tensor product(const Tensor& a, const Tensor& b, const char* op) {
+  ops::common_device(op, {a, b});
+  ops::require_float(op, a);
+  ops::require_float(op, b);
+  ops::require_same_dtype(op, a, b);
+  ops::require_cpu(op, a);
+  const ProductShapes s = product_shapes(a, b, op);
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    Tensor c = gemm_forward(reshape(ops::upcast_for_cpu(a), s.a), reshape(ops::upcast_for_cpu(b), s.b), s.batch);
+    c = reshape(c, s.out);
+    out = c.dtype() == a.dtype() ? c : cast(c, a.dtype());
+  }
+  if (autograd::needs_grad({a, b})) {
+    autograd::record(std::make_shared<MatmulBackward>(a.detach(), b.detach()), {a, b}, {out});
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) { return product(a, b, "matmul"); }
+
+Tensor bmm(const Tensor& a, const Tensor& b) {
+  LN_CHECK(a.dim() == 3 && b.dim() == 3, "[bmm] expected 3-D operands: ", shape_str(a.shape()), " @ ",
+           shape_str(b.shape()));
+  LN_CHECK(a.size(0) == b.size(0), "[bmm] batch sizes differ: ", shape_str(a.shape()), " @ ",
+           shape_str(b.shape()));
+  return product(a, b, "bmm");
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  LN_CHECK(weight.dim() == 2, "[linear] weight must be (out, in), got ", shape_str(weight.shape()));
+  LN_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "[linear] input features differ: x ",
+           shape_str(x.shape()), " vs weight ", shape_str(weight.shape()));
+  LN_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
+           "[linear] bias must be (", weight.size(0), "), got ", shape_str(bias.shape()));
+  // All rows of x as one (rows, in) matrix, so the forward is a single GEMM whatever x's layout.
+  Shape out_shape = x.shape();
+  out_shape.back() = weight.size(0);
+  const Tensor rows = reshape(x, {numel_of(Shape(x.shape().begin(), x.shape().end() - 1)), x.size(-1)});
+  Tensor y = reshape(matmul(rows, transpose(weight, 0, 1)), out_shape);
+  return bias.defined() ? add(y, bias) : y;
+}
+
+}  // namespace longnet
