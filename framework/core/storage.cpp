@@ -6,6 +6,9 @@
 #include <new>
 
 #include "framework/core/error.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/runtime.h"
+#endif
 
 namespace longnet {
 namespace {
@@ -43,19 +46,18 @@ class CpuAllocator final : public Allocator {
   void deallocate(void* ptr, size_t) override { std::free(ptr); }
 };
 
-Allocator* (*g_cuda_factory)(int) = nullptr;
-
 }  // namespace
 
 Allocator* allocator_for(Device device) {
   static CpuAllocator cpu;
   if (device.is_cpu()) return &cpu;
-  LN_CHECK(g_cuda_factory != nullptr, "[alloc] ", device.str(),
-           " requested but this build has no CUDA backend (configure with -DLONGNET_CUDA=ON)");
-  return g_cuda_factory(device.index);
+#ifdef LONGNET_WITH_CUDA
+  return cuda::pool_allocator(device.index);
+#else
+  LN_FAIL("[alloc] ", device.str(),
+          " requested but this build has no CUDA backend (configure with -DLONGNET_CUDA=ON)");
+#endif
 }
-
-void set_cuda_allocator(Allocator* (*factory)(int)) { g_cuda_factory = factory; }
 
 MemoryStats memory_stats(Device device) {
   Counters& c = counters(device);

@@ -26,8 +26,6 @@ struct MemoryStats {
 
 /// The allocator for a device. CUDA devices need a build with the CUDA backend.
 Allocator* allocator_for(Device device);
-/// Installs the allocator used for CUDA devices (the CUDA backend calls this at start-up).
-void set_cuda_allocator(Allocator* (*factory)(int device_index));
 /// Memory statistics of a device as seen by the framework's allocations.
 MemoryStats memory_stats(Device device);
 /// Resets the peak to the current value.

@@ -1,0 +1,29 @@
+#pragma once
+// Per-device CUDA state: the stream every op of the framework is queued on, and library handles.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+namespace longnet::cuda {
+
+/// Makes `device` current for its scope and restores the previous device after.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = 0;
+};
+
+/// The stream the framework queues work on for `device` (created on first use, non-blocking).
+cudaStream_t stream(int device);
+/// The cuBLASLt handle of `device`.
+cublasLtHandle_t cublaslt(int device);
+/// Scratch memory for cuBLASLt on `device` (fixed size, allocated once).
+void* cublaslt_workspace(int device, size_t* bytes);
+/// Properties of `device` (cached).
+const cudaDeviceProp& properties(int device);
+
+}  // namespace longnet::cuda

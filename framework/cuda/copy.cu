@@ -1,0 +1,114 @@
+// Copies and fills involving GPU tensors: strided conversion kernels on the device, and transfers
+// between host and device (staged through contiguous buffers when layouts differ).
+#include "framework/cpu/copy.h"
+#include "framework/cuda/check.h"
+#include "framework/cuda/context.h"
+#include "framework/cuda/device/loops.cuh"
+#include "framework/cuda/runtime.h"
+#include "framework/ops/copy.h"
+#include "framework/ops/common.h"
+#include "framework/ops/device_copy.h"
+
+namespace longnet::cuda {
+namespace {
+
+template <class To, class From>
+__global__ void copy_kernel(Geometry<2> g, To* dst, const From* src) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < g.numel;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t off[2];
+    g.offsets(i, off);
+    dst[off[0]] = convert_on_device<To>(src[off[1]]);
+  }
+}
+
+template <class T>
+__global__ void fill_kernel(Geometry<1> g, T* dst, T value) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < g.numel;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t off[1];
+    g.offsets(i, off);
+    dst[off[0]] = value;
+  }
+}
+
+// dst = convert(src) on one device; src strides already broadcast to dst's shape.
+void copy_on_device(const Tensor& dst, const void* src, DType src_dtype, const Strides& src_strides) {
+  const Geometry<2> g = make_geometry<2>(dst.shape(), {dst.strides().data(), src_strides.data()});
+  if (g.numel == 0) return;
+  const int dev = dst.device().index;
+  DeviceGuard guard(dev);
+  if (is_flat(g) && src_dtype == dst.dtype()) {
+    LN_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src, g.numel * dtype_size(src_dtype),
+                                  cudaMemcpyDeviceToDevice, stream(dev)));
+    return;
+  }
+  dispatch_all(dst.dtype(), "copy_", [&]<class To>() {
+    dispatch_all(src_dtype, "copy_", [&]<class From>() {
+      copy_kernel<To, From><<<grid_for(g.numel), kBlock, 0, stream(dev)>>>(
+          g, static_cast<To*>(dst.raw_data()), static_cast<const From*>(src));
+    });
+  });
+  LN_CUDA_CHECK_LAUNCH();
+}
+
+// A contiguous tensor of `shape` holding src broadcast to it, in src's dtype, on src's device.
+Tensor dense_on_own_device(const Tensor& src, const Shape& shape) {
+  if (src.shape() == shape && src.is_contiguous()) return src;
+  Tensor out = Tensor::empty(shape, src.dtype(), src.device());
+  copy_(out, src);
+  return out;
+}
+
+}  // namespace
+}  // namespace longnet::cuda
+
+namespace longnet::ops {
+
+void device_copy(const Tensor& dst, const Tensor& src) {
+  using namespace longnet::cuda;
+  const Shape& shape = dst.shape();
+  if (dst.numel() == 0) return;
+  if (dst.device() == src.device()) {
+    copy_on_device(dst, src.raw_data(), src.dtype(), ops::broadcast_strides(src, shape));
+    return;
+  }
+  // Different devices: move a dense copy of src in its own dtype, then convert/scatter on arrival.
+  const Tensor dense = dense_on_own_device(src, shape);
+  const size_t bytes = static_cast<size_t>(dense.numel()) * dtype_size(dense.dtype());
+  const bool direct = dst.is_contiguous() && dst.dtype() == dense.dtype();
+  Tensor landing = direct ? dst : Tensor::empty(shape, dense.dtype(), dst.device());
+  if (src.device().is_cpu()) {  // host -> device
+    const int dev = dst.device().index;
+    DeviceGuard guard(dev);
+    LN_CUDA_CHECK(cudaMemcpyAsync(landing.raw_data(), dense.raw_data(), bytes, cudaMemcpyHostToDevice,
+                                  stream(dev)));
+  } else if (dst.device().is_cpu()) {  // device -> host
+    const int dev = src.device().index;
+    DeviceGuard guard(dev);
+    LN_CUDA_CHECK(cudaMemcpyAsync(landing.raw_data(), dense.raw_data(), bytes, cudaMemcpyDeviceToHost,
+                                  stream(dev)));
+    LN_CUDA_CHECK(cudaStreamSynchronize(stream(dev)));
+  } else {  // device -> device: order after the source's stream, then copy on the destination's
+    synchronize(src.device().index);
+    DeviceGuard guard(dst.device().index);
+    LN_CUDA_CHECK(cudaMemcpyPeerAsync(landing.raw_data(), dst.device().index, dense.raw_data(),
+                                      src.device().index, bytes, stream(dst.device().index)));
+  }
+  if (!direct) copy_(dst, landing);
+}
+
+void device_fill(const Tensor& dst, double value) {
+  using namespace longnet::cuda;
+  const Geometry<1> g = make_geometry<1>(dst.shape(), {dst.strides().data()});
+  if (g.numel == 0) return;
+  const int dev = dst.device().index;
+  DeviceGuard guard(dev);
+  dispatch_all(dst.dtype(), "fill_", [&]<class T>() {
+    fill_kernel<T><<<grid_for(g.numel), kBlock, 0, stream(dev)>>>(g, static_cast<T*>(dst.raw_data()),
+                                                                   convert<T>(value));
+  });
+  LN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace longnet::ops
