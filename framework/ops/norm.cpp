@@ -1,0 +1,109 @@
+#include "framework/ops/norm.h"
+
+#include "framework/autograd/grad_mode.h"
+#include "framework/autograd/node.h"
+#include "framework/cpu/norm.h"
+#include "framework/ops/common.h"
+#include "framework/ops/copy.h"
+#include "framework/ops/view.h"
+
+namespace longnet {
+namespace {
+
+// `t` (..., len) as a contiguous (rows, len) block in `dtype`; not recorded.
+Tensor as_rows(const Tensor& t, int64_t len, DType dtype) {
+  return reshape(cast(t, dtype).contiguous(), {len ? t.numel() / len : 0, len});
+}
+
+// A weight or bias in the compute dtype, contiguous; undefined stays undefined.
+Tensor param_for_cpu(const Tensor& p, DType dtype) {
+  return p.defined() ? cast(p, dtype).contiguous() : Tensor();
+}
+
+class NormBackward final : public autograd::Node {
+ public:
+  NormBackward(Tensor x, Tensor weight, Tensor mean, Tensor rstd, bool rms)
+      : x_(std::move(x)), weight_(std::move(weight)), mean_(std::move(mean)), rstd_(std::move(rstd)), rms_(rms) {}
+  std::string name() const override { return rms_ ? "RmsNormBackward" : "LayerNormBackward"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
+    const DType dt = rstd_.dtype();
+    const int64_t len = x_.size(-1);
+    const Tensor x = as_rows(x_, len, dt), dy = as_rows(g[0], len, dt);
+    const Tensor w = param_for_cpu(weight_, dt);
+    const bool need_x = next_edges[0].fn != nullptr;
+    const bool need_w = next_edges[1].fn != nullptr;
+    const bool need_b = !rms_ && next_edges[2].fn != nullptr;
+    Tensor dx = need_x ? Tensor::empty(x.shape(), dt, x.device()) : Tensor();
+    Tensor dw = need_w ? Tensor::empty({len}, dt, x.device()) : Tensor();
+    Tensor db = need_b ? Tensor::empty({len}, dt, x.device()) : Tensor();
+    auto ptr = [](const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; };
+    cpu::norm_backward({x.raw_data(), ptr(w), ptr(mean_), rstd_.raw_data(), dy.raw_data(), ptr(dx), ptr(dw),
+                        ptr(db), dt, x.size(0), len, rms_});
+    std::vector<Tensor> out{need_x ? cast(reshape(dx, x_.shape()), x_.dtype()) : Tensor(),
+                            need_w ? cast(dw, weight_.dtype()) : Tensor()};
+    if (!rms_) out.push_back(need_b ? cast(db, x_.dtype()) : Tensor());
+    return out;
+  }
+  void release_saved() override {
+    x_ = Tensor();
+    weight_ = Tensor();
+    mean_ = Tensor();
+    rstd_ = Tensor();
+  }
+
+ private:
+  Tensor x_, weight_, mean_, rstd_;
+  bool rms_;
+};
+
+void check_param(const char* op, const char* what, const Tensor& p, const Tensor& x) {
+  if (!p.defined()) return;
+  LN_CHECK(p.shape() == Shape{x.size(-1)}, "[", op, "] ", what, " of shape ", shape_str(p.shape()),
+           " does not match the last dim of input ", shape_str(x.shape()));
+  ops::require_same_dtype(op, x, p);
+}
+
+Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms) {
+  const char* op = rms ? "rms_norm" : "layer_norm";
+  ops::common_device(op, {x, weight, bias});
+  ops::require_cpu(op, x);
+  ops::require_float(op, x);
+  LN_CHECK(x.dim() >= 1 && x.size(-1) > 0, "[", op, "] needs a non-empty last dim, got ",
+           shape_str(x.shape()));
+  LN_CHECK(eps >= 0.0, "[", op, "] eps must be non-negative, got ", eps);
+  check_param(op, "weight", weight, x);
+  check_param(op, "bias", bias, x);
+  const DType dt = ops::cpu_compute_dtype(x.dtype());
+  const int64_t len = x.size(-1);
+  Tensor y, mean, rstd;
+  {
+    NoGradGuard no_grad;
+    const Tensor xr = as_rows(x, len, dt);
+    const Tensor w = param_for_cpu(weight, dt), b = param_for_cpu(bias, dt);
+    const int64_t rows = xr.size(0);
+    Tensor yr = Tensor::empty(xr.shape(), dt, x.device());
+    if (!rms) mean = Tensor::empty({rows}, dt, x.device());
+    rstd = Tensor::empty({rows}, dt, x.device());
+    cpu::norm_forward({xr.raw_data(), w.defined() ? w.raw_data() : nullptr, b.defined() ? b.raw_data() : nullptr,
+                       yr.raw_data(), rms ? nullptr : mean.raw_data(), rstd.raw_data(), dt, rows, len, eps,
+                       rms});
+    y = cast(reshape(yr, x.shape()), x.dtype());
+  }
+  const std::vector<Tensor> inputs = rms ? std::vector<Tensor>{x, weight} : std::vector<Tensor>{x, weight, bias};
+  if (autograd::needs_grad(inputs)) {
+    autograd::record(std::make_shared<NormBackward>(x.detach(), weight.defined() ? weight.detach() : Tensor(),
+                                                    mean, rstd, rms),
+                     inputs, {y});
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  return norm_op(x, weight, bias, eps, false);
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) { return norm_op(x, weight, Tensor(), eps, true); }
+
+}  // namespace longnet
