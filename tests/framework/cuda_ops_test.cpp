@@ -1,0 +1,170 @@
+// CPU-versus-CUDA parity of the elementwise, reduction, view and copy ops, forward and backward,
+// in f32 and bf16, on contiguous and non-contiguous inputs of sizes that are not multiples of the
+// block size.
+#include <gtest/gtest.h>
+
+#include "framework/ops/ops.h"
+#include "tests/support/gpu.h"
+#include "tests/support/parity.h"
+
+namespace longnet {
+namespace {
+
+using testing::cpu_cuda_parity;
+
+Tensor input(const Shape& shape, uint64_t seed, double lo = -2.0, double hi = 2.0) {
+  Generator g(seed);
+  NoGradGuard ng;
+  return add(mul(rand(shape, DType::F32, Device::cpu(), &g), hi - lo), lo);
+}
+
+struct UnaryCase {
+  const char* name;
+  std::function<Tensor(const Tensor&)> fn;
+  double lo, hi;
+};
+
+std::vector<UnaryCase> unary_cases() {
+  return {
+      {"neg", [](const Tensor& x) { return neg(x); }, -2, 2},
+      {"exp", [](const Tensor& x) { return exp(x); }, -2, 2},
+      {"log", [](const Tensor& x) { return log(x); }, 0.5, 3},
+      {"sqrt", [](const Tensor& x) { return sqrt(x); }, 0.5, 3},
+      {"rsqrt", [](const Tensor& x) { return rsqrt(x); }, 0.5, 3},
+      {"tanh", [](const Tensor& x) { return tanh(x); }, -2, 2},
+      {"sigmoid", [](const Tensor& x) { return sigmoid(x); }, -2, 2},
+      {"relu", [](const Tensor& x) { return relu(x); }, -2, 2},
+      {"gelu", [](const Tensor& x) { return gelu(x); }, -2, 2},
+      {"gelu_tanh", [](const Tensor& x) { return gelu(x, true); }, -2, 2},
+      {"silu", [](const Tensor& x) { return silu(x); }, -2, 2},
+      {"abs", [](const Tensor& x) { return abs(x); }, -2, 2},
+      {"pow", [](const Tensor& x) { return pow(x, 2.5); }, 0.5, 2},
+      {"clamp", [](const Tensor& x) { return clamp(x, -0.5, 0.7); }, -2, 2},
+      {"add_scalar", [](const Tensor& x) { return add(x, 0.25); }, -2, 2},
+      {"mul_scalar", [](const Tensor& x) { return mul(x, -1.5); }, -2, 2},
+  };
+}
+
+TEST(CudaParity, UnaryOps) {
+  LN_REQUIRE_GPU();
+  for (const UnaryCase& c : unary_cases()) {
+    for (DType dt : {DType::F32, DType::BF16}) {
+      for (bool nc : {false, true}) {
+        const Tensor x = input({37, 129}, 1, c.lo, c.hi);
+        EXPECT_TRUE(cpu_cuda_parity([&](const std::vector<Tensor>& a) { return c.fn(a[0]); }, {x}, dt,
+                                    true, nc))
+            << c.name << " " << dtype_name(dt) << (nc ? " non-contiguous" : "");
+      }
+    }
+  }
+}
+
+TEST(CudaParity, LargeContiguousUnaryTakesPackedPath) {
+  LN_REQUIRE_GPU();
+  const Tensor x = input({1 << 20 | 3}, 2);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return gelu(a[0]); }, {x}, dt))
+        << dtype_name(dt);
+  }
+}
+
+TEST(CudaParity, BinaryOpsWithBroadcasting) {
+  LN_REQUIRE_GPU();
+  const std::vector<std::pair<const char*, std::function<Tensor(const Tensor&, const Tensor&)>>> ops = {
+      {"add", [](const Tensor& a, const Tensor& b) { return add(a, b); }},
+      {"sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }},
+      {"mul", [](const Tensor& a, const Tensor& b) { return mul(a, b); }},
+      {"div", [](const Tensor& a, const Tensor& b) { return div(a, add(abs(b), 0.5)); }},
+      {"maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); }},
+      {"minimum", [](const Tensor& a, const Tensor& b) { return minimum(a, b); }},
+  };
+  const std::vector<std::pair<Shape, Shape>> shapes = {
+      {{33, 65}, {33, 65}}, {{33, 65}, {65}}, {{33, 1}, {1, 65}}, {{5, 33, 65}, {33, 1}}, {{33, 65}, {}}};
+  for (const auto& [name, op] : ops) {
+    for (const auto& [sa, sb] : shapes) {
+      for (DType dt : {DType::F32, DType::BF16}) {
+        EXPECT_TRUE(cpu_cuda_parity([&](const std::vector<Tensor>& a) { return op(a[0], a[1]); },
+                                    {input(sa, 3), input(sb, 4)}, dt))
+            << name << " " << shape_str(sa) << " " << shape_str(sb) << " " << dtype_name(dt);
+      }
+    }
+    EXPECT_TRUE(cpu_cuda_parity([&](const std::vector<Tensor>& a) { return op(a[0], a[1]); },
+                                {input({40, 70}, 5), input({40, 70}, 6)}, DType::F32, true, true))
+        << name << " non-contiguous";
+  }
+}
+
+TEST(CudaParity, CompareWhereMaskedFill) {
+  LN_REQUIRE_GPU();
+  const Tensor a = input({31, 47}, 7), b = input({47}, 8);
+  for (DType dt : {DType::F32, DType::BF16}) {
+    EXPECT_TRUE(cpu_cuda_parity(
+        [](const std::vector<Tensor>& x) {
+          return where(compare(x[0], x[1], CompareOp::Gt), x[0], mul(x[1], 2.0));
+        },
+        {a, b}, dt));
+    EXPECT_TRUE(cpu_cuda_parity(
+        [](const std::vector<Tensor>& x) { return masked_fill(x[0], compare(x[1], 0.0, CompareOp::Lt), -1e4); },
+        {a, b}, dt));
+  }
+}
+
+TEST(CudaParity, Reductions) {
+  LN_REQUIRE_GPU();
+  const Tensor x = input({7, 33, 129}, 9);
+  using Dims = std::vector<int64_t>;
+  for (DType dt : {DType::F32, DType::BF16}) {
+    for (bool nc : {false, true}) {
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return sum(a[0], Dims{-1}); }, {x}, dt, true, nc));
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return sum(a[0], Dims{0, 2}, true); }, {x}, dt, true, nc));
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return mean(a[0], Dims{1}); }, {x}, dt, true, nc));
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return max(a[0], 1); }, {x}, dt, true, nc));
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return logsumexp(a[0], Dims{-1}); }, {x}, dt, true, nc));
+    }
+  }
+  const Tensor idx_cpu = argmax(x, 2);
+  const Tensor idx_gpu = argmax(x.to(Device::cuda(0)), 2).to(Device::cpu());
+  EXPECT_EQ(idx_cpu.to_vector<int64_t>(), idx_gpu.to_vector<int64_t>());
+}
+
+TEST(CudaParity, ViewsCopiesAndCasts) {
+  LN_REQUIRE_GPU();
+  const Tensor x = input({6, 35, 17}, 10);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    EXPECT_TRUE(cpu_cuda_parity(
+        [](const std::vector<Tensor>& a) {
+          return mul(a[0].permute({2, 0, 1}).slice(1, 1, 6, 2).contiguous(), 3.0);
+        },
+        {x}, dt));
+    EXPECT_TRUE(cpu_cuda_parity(
+        [](const std::vector<Tensor>& a) { return a[0].slice(2, 0, 1).expand({6, 35, 9}).to(DType::F32); },
+        {x}, dt));
+  }
+  // Host <-> device round trips of every dtype, including strided sources.
+  for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I32, DType::I64, DType::U8,
+                   DType::Bool}) {
+    const Tensor src = x.to(dt).transpose(0, 2);
+    const Tensor back = src.to(Device::cuda(0)).to(Device::cpu());
+    EXPECT_EQ(back.to(DType::F64).to_vector<double>(), src.to(DType::F64).to_vector<double>()) << dtype_name(dt);
+  }
+}
+
+TEST(CudaParity, InPlaceUpdatesAndFactories) {
+  LN_REQUIRE_GPU();
+  const Tensor a = input({129, 33}, 11), b = input({33}, 12);
+  Tensor ga = a.to(Device::cuda(0)), gb = b.to(Device::cuda(0));
+  Tensor ca = a.clone();
+  add_(ca, b, -0.5);
+  add_(ga, gb, -0.5);
+  mul_(ca, 1.25);
+  mul_(ga, 1.25);
+  EXPECT_TRUE(testing::all_close(ga.to(Device::cpu()), ca));
+  Generator g1(5), g2(5);
+  EXPECT_EQ(randn({1000}, DType::F32, Device::cuda(0), &g1).to(Device::cpu()).to_vector<float>(),
+            randn({1000}, DType::F32, Device::cpu(), &g2).to_vector<float>());
+  EXPECT_EQ(zeros({3, 5}, DType::BF16, Device::cuda(0)).to(DType::F32).to(Device::cpu()).to_vector<float>(),
+            std::vector<float>(15, 0.0f));
+}
+
+}  // namespace
+}  // namespace longnet
