@@ -1,0 +1,261 @@
+// GPU GEMM benchmark: bf16 linear-layer products x (M, K) @ W^T with W (N, K), through cuda::gemm
+// (the heuristic's first choice, as training runs it) against the fastest of the algorithms
+// cuBLASLt proposes for the shape, and the same product with the bias+GELU epilogue. Times are
+// medians of CUDA-event intervals; consecutive runs use different buffer sets, so none finds its
+// operands left in L2 by the run before.
+#include "tools/longnet/bench_gemm.h"
+
+#include <cstdio>
+#include <memory>
+
+#include "tools/longnet/registry.h"
+
+#ifdef LONGNET_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "framework/core/tensor.h"
+#include "framework/cuda/check.h"
+#include "framework/cuda/context.h"
+#include "framework/cuda/gemm.h"
+#include "framework/cuda/runtime.h"
+#include "framework/ops/factory.h"
+#endif
+
+namespace longnet::tools {
+namespace {
+
+struct GemmBenchOptions {
+  int reps = 20;       // timed runs per case (after warm-up)
+  bool quick = false;  // three shapes only
+};
+
+#ifdef LONGNET_WITH_CUDA
+
+constexpr int kDevice = 0;
+constexpr int kSets = 3;           // buffer sets the runs rotate among
+constexpr int kWarmup = 3;
+constexpr int kRunsPerGate = 64;   // runs queued behind one gate, well under the launch queue depth
+constexpr int64_t kRandomBlock = int64_t{1} << 22;  // random values tiled over every buffer
+constexpr double kTarget = 0.9;    // ours / best
+
+// Holds the stream in a host callback until open(), so that a batch of timed runs is queued in
+// full before the first starts and host-side launch cost cannot appear as gaps inside the timed
+// intervals. The callback gives up after a few seconds, so a stalled host cannot hang the stream.
+class StreamGate {
+ public:
+  explicit StreamGate(cudaStream_t s) : stream_(s) {
+    LN_CUDA_CHECK(cudaLaunchHostFunc(s, &StreamGate::wait, &open_));
+  }
+  ~StreamGate() {
+    open_.store(true);
+    cudaStreamSynchronize(stream_);  // the callback reads open_ until it returns
+  }
+  StreamGate(const StreamGate&) = delete;
+  StreamGate& operator=(const StreamGate&) = delete;
+  void open() { open_.store(true); }
+
+ private:
+  static void CUDART_CB wait(void* flag) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!static_cast<std::atomic<bool>*>(flag)->load() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+  }
+  cudaStream_t stream_;
+  std::atomic<bool> open_{false};
+};
+
+class Events {
+ public:
+  explicit Events(size_t n) : events_(n, nullptr) {
+    for (cudaEvent_t& e : events_) LN_CUDA_CHECK(cudaEventCreate(&e));
+  }
+  ~Events() {
+    for (cudaEvent_t e : events_) {
+      if (e) cudaEventDestroy(e);
+    }
+  }
+  Events(const Events&) = delete;
+  Events& operator=(const Events&) = delete;
+  cudaEvent_t operator[](size_t i) const { return events_[i]; }
+
+ private:
+  std::vector<cudaEvent_t> events_;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+// Median milliseconds of fn(set) over `reps` runs after warm-up; run r uses buffer set r % kSets.
+double median_ms(const std::function<void(int)>& fn, int reps) {
+  const cudaStream_t s = cuda::stream(kDevice);
+  for (int i = 0; i < kWarmup; ++i) fn(i % kSets);
+  const Events ev(2 * static_cast<size_t>(reps));
+  for (int first = 0; first < reps; first += kRunsPerGate) {
+    StreamGate gate(s);
+    for (int r = first; r < std::min(reps, first + kRunsPerGate); ++r) {
+      LN_CUDA_CHECK(cudaEventRecord(ev[2 * static_cast<size_t>(r)], s));
+      fn(r % kSets);
+      LN_CUDA_CHECK(cudaEventRecord(ev[2 * static_cast<size_t>(r) + 1], s));
+    }
+    gate.open();
+    LN_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    float t = 0.0f;
+    LN_CUDA_CHECK(cudaEventElapsedTime(&t, ev[2 * static_cast<size_t>(r)], ev[2 * static_cast<size_t>(r) + 1]));
+    ms.push_back(t);
+  }
+  return median(ms);
+}
+
+// Copies of `block` laid end to end over t: realistic bit patterns (tensor-core power, and so
+// clocks, depend on them) without drawing gigabytes of random numbers on the host.
+void fill_tiled(const Tensor& t, const Tensor& block) {
+  const size_t total = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+  const size_t chunk = static_cast<size_t>(block.numel()) * dtype_size(block.dtype());
+  for (size_t off = 0; off < total; off += chunk) {
+    LN_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(t.raw_data()) + off, block.raw_data(), std::min(chunk, total - off),
+                                  cudaMemcpyDeviceToDevice, cuda::stream(kDevice)));
+  }
+}
+
+struct Case {
+  int64_t m, k, n;
+};
+
+struct BufferSet {
+  Tensor x, w, y, bias, pre;  // x (M, K), w (N, K), y and pre (M, N), bias (N)
+};
+
+BufferSet make_buffers(const Case& s, const Tensor& block) {
+  const Device dev = Device::cuda(kDevice);
+  BufferSet b{Tensor::empty({s.m, s.k}, DType::BF16, dev), Tensor::empty({s.n, s.k}, DType::BF16, dev),
+              Tensor::empty({s.m, s.n}, DType::BF16, dev), Tensor::empty({s.n}, DType::BF16, dev),
+              Tensor::empty({s.m, s.n}, DType::BF16, dev)};
+  for (const Tensor* t : {&b.x, &b.w, &b.bias}) fill_tiled(*t, block);
+  return b;
+}
+
+// y = x @ w^T, or with the bias+GELU epilogue also writing the pre-activation (as training does).
+cuda::GemmParams linear(const Case& s, const BufferSet& b, bool bias_gelu) {
+  cuda::GemmParams p;
+  p.device = kDevice;
+  p.dtype = DType::BF16;
+  p.m = s.m, p.n = s.n, p.k = s.k;
+  p.a = b.x.raw_data(), p.lda = s.k;
+  p.b = b.w.raw_data(), p.ldb = s.k, p.trans_b = true;
+  p.c = b.y.raw_data(), p.ldc = s.n;
+  if (bias_gelu) {
+    p.epilogue = cuda::GemmEpilogue::BiasGelu;
+    p.bias = b.bias.raw_data();
+    p.aux = b.pre.raw_data(), p.ld_aux = s.n;
+  }
+  return p;
+}
+
+// Prints one table row; returns ours / best.
+double bench_case(const Case& s, int reps, const Tensor& block) {
+  std::vector<BufferSet> sets;
+  std::vector<cuda::GemmParams> plain, fused;
+  for (int i = 0; i < kSets; ++i) {
+    sets.push_back(make_buffers(s, block));
+    plain.push_back(linear(s, sets.back(), false));
+    fused.push_back(linear(s, sets.back(), true));
+  }
+  const double tflop = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k) * 1e-12;
+  const double ours = median_ms([&](int i) { cuda::gemm(plain[static_cast<size_t>(i)]); }, reps);
+  const int count = cuda::gemm_algorithm_count(plain[0]);
+  double best = std::numeric_limits<double>::infinity();
+  int best_index = -1, failed = 0;
+  for (int a = 0; a < count; ++a) {
+    try {
+      const double t = median_ms([&](int i) { cuda::gemm_with_algorithm(plain[static_cast<size_t>(i)], a); }, reps);
+      if (t < best) best = t, best_index = a;
+    } catch (const Error&) {
+      ++failed;  // a proposal that does not run is no contender
+    }
+  }
+  const double epi = median_ms([&](int i) { cuda::gemm(fused[static_cast<size_t>(i)]); }, reps);
+  const bool epi_fused = cuda::gemm_algorithm_count(fused[0]) > 0;
+  const double ratio = best / ours;
+  std::printf("| %lld | %lld | %lld | %.3f | %.1f | %.1f | %d of %d%s | %.1f%%%s | %.3f | %.1f | %+.1f%% (%s) |\n",
+              static_cast<long long>(s.m), static_cast<long long>(s.k), static_cast<long long>(s.n), ours,
+              tflop / ours * 1e3, tflop / best * 1e3, best_index, count,
+              failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "", ratio * 100.0,
+              ratio < kTarget ? " **below target**" : "", epi, tflop / epi * 1e3, (epi / ours - 1.0) * 100.0,
+              epi_fused ? "fused" : "unfused");
+  std::fflush(stdout);
+  return ratio;
+}
+
+int run_gemm_bench(const GemmBenchOptions& opt) {
+  if (cuda::device_count() == 0) {
+    std::fprintf(stderr, "bench gemm: no CUDA device is visible to this process; the benchmark needs a GPU\n");
+    return 1;
+  }
+  std::vector<Case> cases;
+  if (opt.quick) {
+    cases = {{8192, 768, 3072}, {8192, 3072, 768}, {8192, 8192, 8192}};
+  } else {
+    for (int64_t m : {8192, 32768, 65536}) {
+      for (const auto& [k, n] : {std::pair<int64_t, int64_t>{768, 768}, {768, 3072}, {3072, 768}, {4096, 4096}}) {
+        cases.push_back({m, k, n});
+      }
+    }
+    cases.push_back({8192, 8192, 8192});
+  }
+  const Tensor block = randn({kRandomBlock}, DType::BF16, Device::cuda(kDevice));
+  std::printf("## bf16 GEMM on %s: y (M, N) = x (M, K) @ W^T, W (N, K)\n\n", cuda::properties(kDevice).name);
+  std::printf("Median of %d CUDA-event timed runs after %d warm-up runs, rotating among %d buffer sets. "
+              "*ours*: cuda::gemm (cuBLASLt heuristic's first choice); *best*: fastest of the algorithms the "
+              "heuristic proposes (index of count). Target ours/best >= %.0f%%. *bias+GELU*: the same product with "
+              "the bias+GELU epilogue writing the pre-activation too; overhead vs ours.\n\n",
+              opt.reps, kWarmup, kSets, kTarget * 100.0);
+  std::printf("| M | K | N | ours ms | ours TFLOP/s | best TFLOP/s | best algo | ours/best | bias+GELU ms | "
+              "bias+GELU TFLOP/s | epilogue overhead |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n");
+  double worst = std::numeric_limits<double>::infinity();
+  int below = 0;
+  for (const Case& c : cases) {
+    const double r = bench_case(c, opt.reps, block);
+    worst = std::min(worst, r);
+    below += r < kTarget;
+  }
+  std::printf("\nWorst ours/best: %.1f%%; %d of %zu shapes below the %.0f%% target.\n", worst * 100.0, below,
+              cases.size(), kTarget * 100.0);
+  return 0;
+}
+
+#else
+
+int run_gemm_bench(const GemmBenchOptions&) {
+  std::fprintf(stderr, "bench gemm: this build has no CUDA backend (configure with -DLONGNET_CUDA=ON)\n");
+  return 1;
+}
+
+#endif
+
+}  // namespace
+
+void register_bench_gemm(CLI::App& bench) {
+  auto opt = std::make_shared<GemmBenchOptions>();
+  CLI::App* gemm = bench.add_subcommand("gemm", "CUDA bf16 GEMM: cuBLASLt heuristic vs best algorithm, bias+GELU");
+  gemm->add_option("--reps", opt->reps, "Timed runs per case (median)")->check(CLI::Range(1, 100000));
+  gemm->add_flag("--quick", opt->quick, "Three shapes only (smoke test)");
+  on_run(gemm, [opt] { return run_gemm_bench(*opt); });
+}
+
+}  // namespace longnet::tools
