@@ -147,7 +147,11 @@ ProductShapes product_shapes(const Tensor& a, const Tensor& b, const char* op) {
   if (b.dim() == 1) s.b.push_back(1);
   LN_CHECK(s.a.back() == s.b[s.b.size() - 2], "[", op, "] inner dims differ: ", shape_str(a.shape()),
            " @ ", shape_str(b.shape()));
-  s.batch = broadcast_shapes(Shape(s.a.begin(), s.a.end() - 2), Shape(s.b.begin(), s.b.end() - 2), op);
+  try {
+    s.batch = broadcast_shapes(Shape(s.a.begin(), s.a.end() - 2), Shape(s.b.begin(), s.b.end() - 2), op);
+  } catch (const Error&) {  // restated with the full shapes, which the batch dims alone hide
+    LN_FAIL("[", op, "] batch dims do not broadcast: ", shape_str(a.shape()), " @ ", shape_str(b.shape()));
+  }
   s.out = s.batch;
   if (a.dim() > 1) s.out.push_back(s.a[s.a.size() - 2]);
   if (b.dim() > 1) s.out.push_back(s.b.back());

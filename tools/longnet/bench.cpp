@@ -1,3 +1,6 @@
+#include <memory>
+
+#include "tools/longnet/bench_cpu.h"
 #include "tools/longnet/bench_gemm.h"
 #include "tools/longnet/commands.h"
 #include "tools/longnet/registry.h"
@@ -8,6 +11,13 @@ void register_bench(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Performance benchmarks (tables)");
   bench->require_subcommand(1);
   register_bench_gemm(*bench);
+
+  auto cpu_opt = std::make_shared<CpuBenchOptions>();
+  CLI::App* cpu = bench->add_subcommand("cpu", "CPU engine: GEMM and LayerNorm throughput");
+  cpu->add_option("--threads", cpu_opt->threads, "OpenMP and OpenBLAS threads (default: all cores)");
+  cpu->add_option("--reps", cpu_opt->reps, "Timed repetitions per case, after warm-up");
+  cpu->add_flag("--quick", cpu_opt->quick, "Small shapes (smoke test)");
+  on_run(cpu, [cpu_opt] { return run_cpu_bench(*cpu_opt); });
 }
 
 }  // namespace longnet::tools
