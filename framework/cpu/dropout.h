@@ -1,7 +1,11 @@
 #pragma once
-// CPU dropout kernel: draws (or reuses) a keep-mask from the Philox stream and applies it.
+// CPU dropout kernel: draws (or reuses) a keep-mask from the Philox stream and applies it. The
+// keep rule and the Philox counter layout below are shared with the CUDA kernel, so both draw
+// the same mask bit for bit.
+#include <cmath>
 #include <cstdint>
 
+#include "framework/core/rng.h"
 #include "framework/cpu/copy.h"
 
 namespace longnet::cpu {
@@ -19,8 +23,23 @@ struct DropoutParams {
   uint64_t offset = 0;  // first Philox counter of the draw
 };
 
-/// When draw_mask, mask[i] = (philox_uniform(seed, offset, i) >= p), the comparison exact (the
-/// uniform is k / 2^24, so a device kernel may equally test k >= ceil(p * 2^24)). Then
+/// The four words of Philox counter `counter` under `seed`, laid out as every draw of the
+/// framework lays them out (framework/cpu/random.cpp): element i of a draw starting at `offset`
+/// uses word i % 4 of counter offset + i / 4.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline void philox_words(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+  Philox4x32::generate(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0,
+                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), out);
+}
+
+/// Element i is kept when (word >> 8) >= dropout_threshold(p), where word is its Philox word.
+/// As the uniform of a word is (word >> 8) / 2^24 and p * 2^24 is exact in double, this is the
+/// same as uniform >= p, decided in integers so that no device's float rounding can change it.
+inline uint32_t dropout_threshold(double p) { return static_cast<uint32_t>(std::ceil(p * 16777216.0)); }
+
+/// When draw_mask, mask[i] = keep rule above for element i of the draw at (seed, offset). Then
 /// out[i] = x[i] * mask[i] / (1 - p), the scale 1 / (1 - p) rounded once to the dtype.
 void dropout(const DropoutParams& p);
 

@@ -4,23 +4,34 @@
 #include "framework/cpu/dropout.h"
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/dropout.h"
+#endif
 
 namespace longnet {
 namespace {
 
-// out = x * mask / (1 - p) on the CPU compute dtype, returned in x's dtype; draws the mask first
-// when `rng` is given.
+// out = x * mask / (1 - p), returned in x's dtype; draws the mask first when `rng` is given.
+// CPU kernels compute 16-bit floats in f32 after an upcast; the GPU kernel reads them directly.
 Tensor apply_mask(const Tensor& x, const Tensor& mask, double p, const RngState* rng) {
-  const Tensor xc = ops::upcast_for_cpu(x);
-  Tensor out = Tensor::empty(x.shape(), xc.dtype(), x.device());
-  cpu::dropout({x.shape(),
-                {out.raw_data(), out.dtype(), out.strides().data()},
-                {xc.raw_data(), xc.dtype(), xc.strides().data()},
-                mask.data<uint8_t>(),
-                rng != nullptr,
-                p,
-                rng ? rng->seed : 0,
-                rng ? rng->offset : 0});
+  const Device dev = x.device();
+  const Tensor xc = dev.is_cpu() ? ops::upcast_for_cpu(x) : x;
+  Tensor out = Tensor::empty(x.shape(), xc.dtype(), dev);
+  const cpu::DropoutParams params{x.shape(),
+                                  {out.raw_data(), out.dtype(), out.strides().data()},
+                                  {xc.raw_data(), xc.dtype(), xc.strides().data()},
+                                  mask.data<uint8_t>(),
+                                  rng != nullptr,
+                                  p,
+                                  rng ? rng->seed : 0,
+                                  rng ? rng->offset : 0};
+  if (dev.is_cuda()) {
+#ifdef LONGNET_WITH_CUDA
+    cuda::dropout(dev.index, params);
+#endif
+  } else {
+    cpu::dropout(params);
+  }
   return cast(out, x.dtype());
 }
 
@@ -45,7 +56,6 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
            shape_str(x.shape()));
   if (!training || p == 0.0) return x;
   ops::require_float("dropout", x);
-  ops::require_cpu("dropout", x);
   Generator& g = gen ? *gen : default_generator();
   const RngState rng{g.state().seed, g.reserve(x.numel())};
   Tensor mask = Tensor::empty(x.shape(), DType::U8, x.device());

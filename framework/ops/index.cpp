@@ -7,8 +7,25 @@
 #include "framework/ops/copy.h"
 #include "framework/ops/factory.h"
 #include "framework/ops/view.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/index.h"
+#endif
 
 namespace longnet {
+
+namespace ops {
+
+std::optional<int64_t> first_out_of_range(const Tensor& ids, int64_t limit) {
+  if (ids.device().is_cuda()) {
+#ifdef LONGNET_WITH_CUDA
+    return cuda::first_out_of_range(ids.device().index, ids.raw_data(), ids.dtype(), ids.numel(), limit);
+#endif
+  }
+  return cpu::first_out_of_range(ids.raw_data(), ids.dtype(), ids.numel(), limit);
+}
+
+}  // namespace ops
+
 namespace {
 
 cpu::StridedOperand operand(const Tensor& t, const Strides& strides) {
@@ -22,7 +39,8 @@ Tensor checked_index(const char* op, const Tensor& x, int64_t dim, const Tensor&
            shape_str(index.shape()));
   const int64_t limit = x.size(dim);
   Tensor idx = index.contiguous();
-  const std::optional<int64_t> bad = cpu::first_out_of_range(idx.raw_data(), idx.dtype(), idx.numel(), limit);
+  // On a GPU this waits for the device: the range check comes back with one small copy.
+  const std::optional<int64_t> bad = ops::first_out_of_range(idx, limit);
   LN_CHECK(!bad, "[", op, "] index ", bad.value_or(0), " out of range for dim ", dim, " of size ", limit,
            " (input ", shape_str(x.shape()), ", index ", shape_str(index.shape()), ")");
   return idx;
@@ -39,23 +57,41 @@ Strides select_strides(const Tensor& idx, int64_t ndim, int64_t dim) {
 Tensor run_gather(const Tensor& x, int64_t dim, const Tensor& idx, const Strides& idx_strides,
                   const Shape& loop) {
   Tensor out = Tensor::empty(loop, x.dtype(), x.device());
-  cpu::gather({loop, dim, operand(out, out.strides()), operand(x, x.strides()), operand(idx, idx_strides)});
+  const cpu::IndexParams p{loop, dim, operand(out, out.strides()), operand(x, x.strides()),
+                           operand(idx, idx_strides)};
+  if (x.device().is_cuda()) {
+#ifdef LONGNET_WITH_CUDA
+    cuda::gather(x.device().index, p);
+#endif
+  } else {
+    cpu::gather(p);
+  }
   return out;
 }
 
-// dst += src scattered at the index along dim, over the loop shape (dst and src f32 or f64).
+// dst += src scattered at the index along dim, over the loop shape. dst is f32 or f64 (the
+// accumulator); src has dst's dtype or is a 16-bit float with an f32 dst, which the CPU kernel
+// gets upcast and the GPU kernel reads as it is.
 void run_scatter_add(const Tensor& dst, int64_t dim, const Tensor& idx, const Strides& idx_strides,
                      const Tensor& src, const Shape& loop) {
-  cpu::scatter_add(
-      {loop, dim, operand(dst, dst.strides()), operand(src, src.strides()), operand(idx, idx_strides)});
+  const Tensor s = dst.device().is_cpu() ? ops::upcast_for_cpu(src) : src;
+  const cpu::IndexParams p{loop, dim, operand(dst, dst.strides()), operand(s, s.strides()),
+                           operand(idx, idx_strides)};
+  if (dst.device().is_cuda()) {
+#ifdef LONGNET_WITH_CUDA
+    cuda::scatter_add(dst.device().index, p);
+#endif
+  } else {
+    cpu::scatter_add(p);
+  }
 }
 
-// The gradient of reading a tensor of `shape` at the index: g scattered into zeros.
+// The gradient of reading a tensor of `shape` at the index: g scattered into zeros, accumulated
+// in f32 for 16-bit gradients.
 Tensor scatter_into_zeros(const Shape& shape, DType dtype, int64_t dim, const Tensor& idx,
                           const Strides& idx_strides, const Tensor& g) {
-  Tensor gc = ops::upcast_for_cpu(g);
-  Tensor out = zeros(shape, gc.dtype(), g.device());
-  run_scatter_add(out, dim, idx, idx_strides, gc, g.shape());
+  Tensor out = zeros(shape, ops::cpu_compute_dtype(g.dtype()), g.device());
+  run_scatter_add(out, dim, idx, idx_strides, g, g.shape());
   return cast(out, dtype);
 }
 
@@ -113,7 +149,6 @@ class ScatterAddBackward final : public autograd::Node {
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   ops::common_device("index_select", {x, index});
-  ops::require_cpu("index_select", x);
   dim = wrap_dim(dim, x.dim(), "index_select");
   LN_CHECK(index.dim() == 1, "[index_select] index must be 1-D, got shape ", shape_str(index.shape()),
            " (input ", shape_str(x.shape()), ")");
@@ -131,7 +166,6 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   ops::common_device("gather", {x, index});
-  ops::require_cpu("gather", x);
   dim = wrap_dim(dim, x.dim(), "gather");
   LN_CHECK(index.dim() == x.dim(), "[gather] index ", shape_str(index.shape()),
            " must have as many dims as the input ", shape_str(x.shape()));
@@ -151,7 +185,6 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
   ops::common_device("scatter_add", {x, index, src});
-  ops::require_cpu("scatter_add", x);
   ops::require_float("scatter_add", x);
   ops::require_same_dtype("scatter_add", x, src);
   dim = wrap_dim(dim, x.dim(), "scatter_add");
@@ -167,8 +200,9 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   Tensor out;
   {
     NoGradGuard no_grad;
+    // 16-bit inputs accumulate in an f32 copy of x on every device.
     out = clone(ops::upcast_for_cpu(x));
-    run_scatter_add(out, dim, idx, idx.strides(), ops::upcast_for_cpu(src), idx.shape());
+    run_scatter_add(out, dim, idx, idx.strides(), src, idx.shape());
     out = cast(out, x.dtype());
   }
   if (autograd::needs_grad({x, src})) {
