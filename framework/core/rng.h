@@ -43,6 +43,17 @@ struct Philox4x32 {
   }
 };
 
+/// The four words of Philox counter `counter` under `seed`, laid out as every draw of the
+/// framework lays them out: element i of a draw starting at `offset` uses word i % 4 of counter
+/// offset + i / 4. CPU and CUDA kernels both call this, so they draw the same values.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline void philox_words(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+  Philox4x32::generate(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0,
+                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), out);
+}
+
 /// The state of a random stream: a seed and how many 128-bit counters have been used.
 struct RngState {
   uint64_t seed = 0;

@@ -23,17 +23,6 @@ struct DropoutParams {
   uint64_t offset = 0;  // first Philox counter of the draw
 };
 
-/// The four words of Philox counter `counter` under `seed`, laid out as every draw of the
-/// framework lays them out (framework/cpu/random.cpp): element i of a draw starting at `offset`
-/// uses word i % 4 of counter offset + i / 4.
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline void philox_words(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-  Philox4x32::generate(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0,
-                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), out);
-}
-
 /// Element i is kept when (word >> 8) >= dropout_threshold(p), where word is its Philox word.
 /// As the uniform of a word is (word >> 8) / 2^24 and p * 2^24 is exact in double, this is the
 /// same as uniform >= p, decided in integers so that no device's float rounding can change it.

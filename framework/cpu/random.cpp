@@ -6,25 +6,16 @@
 #include "framework/cpu/loops.h"
 
 namespace longnet::cpu {
-namespace {
-
-void words(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-  Philox4x32::generate(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0,
-                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32), out);
-}
-
-}  // namespace
-
 float philox_uniform(uint64_t seed, uint64_t offset, int64_t i) {
   uint32_t w[4];
-  words(seed, offset + static_cast<uint64_t>(i / 4), w);
+  philox_words(seed, offset + static_cast<uint64_t>(i / 4), w);
   return Philox4x32::uniform(w[i % 4]);
 }
 
 void uniform(const RandomParams& p) {
   parallel_for((p.n + 3) / 4, [&](int64_t c) {
     uint32_t w[4];
-    words(p.seed, p.offset + static_cast<uint64_t>(c), w);
+    philox_words(p.seed, p.offset + static_cast<uint64_t>(c), w);
     for (int k = 0; k < 4 && c * 4 + k < p.n; ++k) p.out[c * 4 + k] = Philox4x32::uniform(w[k]);
   });
 }
@@ -33,7 +24,7 @@ void normal(const RandomParams& p) {
   constexpr float kTwoPi = 6.283185307179586f;
   parallel_for((p.n + 3) / 4, [&](int64_t c) {
     uint32_t w[4];
-    words(p.seed, p.offset + static_cast<uint64_t>(c), w);
+    philox_words(p.seed, p.offset + static_cast<uint64_t>(c), w);
     float z[4];
     for (int k = 0; k < 4; k += 2) {
       // u1 in (0, 1] keeps the log finite.

@@ -26,7 +26,7 @@ __global__ void dropout_kernel(Geometry<2> g, T* out, const T* x, uint8_t* mask,
     bool keep[4];
     if constexpr (kDraw) {
       uint32_t w[4];
-      cpu::philox_words(seed, offset + static_cast<uint64_t>(c), w);
+      philox_words(seed, offset + static_cast<uint64_t>(c), w);
 #pragma unroll
       for (int k = 0; k < 4; ++k) keep[k] = (w[k] >> 8) >= threshold;
     }
