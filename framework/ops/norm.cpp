@@ -3,6 +3,9 @@
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
 #include "framework/cpu/norm.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/norm.h"
+#endif
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/view.h"
@@ -16,8 +19,31 @@ Tensor as_rows(const Tensor& t, int64_t len, DType dtype) {
 }
 
 // A weight or bias in the compute dtype, contiguous; undefined stays undefined.
-Tensor param_for_cpu(const Tensor& p, DType dtype) {
-  return p.defined() ? cast(p, dtype).contiguous() : Tensor();
+Tensor param_as(const Tensor& p, DType dtype) { return p.defined() ? cast(p, dtype).contiguous() : Tensor(); }
+
+// The dtype the kernels of x's device compute in: CPU kernels take f32 / f64 only, GPU kernels
+// take 16-bit floats as they are.
+DType compute_dtype(const Tensor& x) { return x.device().is_cpu() ? ops::cpu_compute_dtype(x.dtype()) : x.dtype(); }
+
+// The dtype of the saved mean / rstd: the compute dtype on the CPU, f32 (f64 for f64) on the GPU.
+DType stats_dtype(DType compute) { return compute == DType::F64 ? DType::F64 : DType::F32; }
+
+void* ptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+
+void run_forward(const char* op, const cpu::NormParams& p, Device device) {
+#ifdef LONGNET_WITH_CUDA
+  if (device.is_cuda()) return cuda::norm_forward(device.index, p);
+#endif
+  LN_CHECK(device.is_cpu(), "[", op, "] has no kernel for ", device.str(), " tensors");
+  cpu::norm_forward(p);
+}
+
+void run_backward(const char* op, const cpu::NormBackwardParams& p, Device device) {
+#ifdef LONGNET_WITH_CUDA
+  if (device.is_cuda()) return cuda::norm_backward(device.index, p);
+#endif
+  LN_CHECK(device.is_cpu(), "[", op, "] has no kernel for ", device.str(), " tensors");
+  cpu::norm_backward(p);
 }
 
 class NormBackward final : public autograd::Node {
@@ -26,19 +52,20 @@ class NormBackward final : public autograd::Node {
       : x_(std::move(x)), weight_(std::move(weight)), mean_(std::move(mean)), rstd_(std::move(rstd)), rms_(rms) {}
   std::string name() const override { return rms_ ? "RmsNormBackward" : "LayerNormBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    const DType dt = rstd_.dtype();
+    const DType dt = compute_dtype(x_);
     const int64_t len = x_.size(-1);
     const Tensor x = as_rows(x_, len, dt), dy = as_rows(g[0], len, dt);
-    const Tensor w = param_for_cpu(weight_, dt);
+    const Tensor w = param_as(weight_, dt);
     const bool need_x = next_edges[0].fn != nullptr;
     const bool need_w = next_edges[1].fn != nullptr;
     const bool need_b = !rms_ && next_edges[2].fn != nullptr;
     Tensor dx = need_x ? Tensor::empty(x.shape(), dt, x.device()) : Tensor();
     Tensor dw = need_w ? Tensor::empty({len}, dt, x.device()) : Tensor();
     Tensor db = need_b ? Tensor::empty({len}, dt, x.device()) : Tensor();
-    auto ptr = [](const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; };
-    cpu::norm_backward({x.raw_data(), ptr(w), ptr(mean_), rstd_.raw_data(), dy.raw_data(), ptr(dx), ptr(dw),
-                        ptr(db), dt, x.size(0), len, rms_});
+    run_backward(rms_ ? "rms_norm" : "layer_norm",
+                 {x.raw_data(), ptr(w), ptr(mean_), rstd_.raw_data(), dy.raw_data(), ptr(dx), ptr(dw), ptr(db), dt,
+                  x.size(0), len, rms_},
+                 x.device());
     std::vector<Tensor> out{need_x ? cast(reshape(dx, x_.shape()), x_.dtype()) : Tensor(),
                             need_w ? cast(dw, weight_.dtype()) : Tensor()};
     if (!rms_) out.push_back(need_b ? cast(db, x_.dtype()) : Tensor());
@@ -66,27 +93,25 @@ void check_param(const char* op, const char* what, const Tensor& p, const Tensor
 Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms) {
   const char* op = rms ? "rms_norm" : "layer_norm";
   ops::common_device(op, {x, weight, bias});
-  ops::require_cpu(op, x);
   ops::require_float(op, x);
   LN_CHECK(x.dim() >= 1 && x.size(-1) > 0, "[", op, "] needs a non-empty last dim, got ",
            shape_str(x.shape()));
   LN_CHECK(eps >= 0.0, "[", op, "] eps must be non-negative, got ", eps);
   check_param(op, "weight", weight, x);
   check_param(op, "bias", bias, x);
-  const DType dt = ops::cpu_compute_dtype(x.dtype());
+  const DType dt = compute_dtype(x);
   const int64_t len = x.size(-1);
   Tensor y, mean, rstd;
   {
     NoGradGuard no_grad;
     const Tensor xr = as_rows(x, len, dt);
-    const Tensor w = param_for_cpu(weight, dt), b = param_for_cpu(bias, dt);
+    const Tensor w = param_as(weight, dt), b = param_as(bias, dt);
     const int64_t rows = xr.size(0);
     Tensor yr = Tensor::empty(xr.shape(), dt, x.device());
-    if (!rms) mean = Tensor::empty({rows}, dt, x.device());
-    rstd = Tensor::empty({rows}, dt, x.device());
-    cpu::norm_forward({xr.raw_data(), w.defined() ? w.raw_data() : nullptr, b.defined() ? b.raw_data() : nullptr,
-                       yr.raw_data(), rms ? nullptr : mean.raw_data(), rstd.raw_data(), dt, rows, len, eps,
-                       rms});
+    if (!rms) mean = Tensor::empty({rows}, stats_dtype(dt), x.device());
+    rstd = Tensor::empty({rows}, stats_dtype(dt), x.device());
+    run_forward(op, {xr.raw_data(), ptr(w), ptr(b), yr.raw_data(), ptr(mean), rstd.raw_data(), dt, rows, len, eps, rms},
+                x.device());
     y = cast(reshape(yr, x.shape()), x.dtype());
   }
   const std::vector<Tensor> inputs = rms ? std::vector<Tensor>{x, weight} : std::vector<Tensor>{x, weight, bias};

@@ -1,0 +1,221 @@
+#include "framework/cuda/loss.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "framework/cuda/check.h"
+#include "framework/cuda/context.h"
+#include "framework/cuda/device/rows.cuh"
+
+namespace longnet::cuda {
+namespace {
+
+using rowwise::Vec;
+
+constexpr int kMaxThreads = 512;
+constexpr int kFinalThreads = 1024;
+
+// A row of n elements starting at `row`, split for 16-byte packs: `head` elements up to the first
+// aligned one, then `packs` whole packs of V, then the rest. Rows of a vocabulary such as 50257
+// start at every alignment, so each row gets its own split.
+template <class T, int V>
+struct Split {
+  int64_t head, packs;
+  __device__ __forceinline__ Split(const T* row, int64_t n) {
+    const int64_t misaligned = static_cast<int64_t>(reinterpret_cast<uintptr_t>(row) / sizeof(T) % V);
+    head = min(n, (V - misaligned) % V);
+    packs = (n - head) / V;
+  }
+};
+
+// Running max m and sum s of exp(x - m) over the values seen, rescaled when the max grows.
+template <class A>
+struct OnlineLse {
+  A m = rowwise::minus_inf<A>();
+  A s = 0;
+
+  template <int N>
+  __device__ __forceinline__ void add(const A (&v)[N]) {
+    A pm = v[0];
+#pragma unroll
+    for (int e = 1; e < N; ++e) pm = rowwise::nan_max(pm, v[e]);
+    const A nm = rowwise::nan_max(m, pm);
+    if (nm == rowwise::minus_inf<A>()) return;  // all -inf so far: nothing to add, and -inf - -inf is NaN
+    A t = 0;
+#pragma unroll
+    for (int e = 0; e < N; ++e) t += rowwise::exp_of(v[e] - nm);
+    s = s * rowwise::exp_of(m - nm) + t;
+    m = nm;
+  }
+  __device__ __forceinline__ void add(A v) {
+    const A one[1] = {v};
+    add(one);
+  }
+  // s expressed relative to a larger max M.
+  __device__ __forceinline__ A scaled_to(A M) const {
+    return m == rowwise::minus_inf<A>() ? A(0) : s * rowwise::exp_of(m - M);
+  }
+};
+
+// One block per row: lse = max + log(sum exp(x - max)) in a single read of the row. Ignored rows
+// are not read and get lse 0.
+template <class T, class I, int V>
+__global__ void __launch_bounds__(kMaxThreads)
+    cross_entropy_forward_kernel(const T* logits, const I* targets, acc_t<T>* lse, int64_t rows, int64_t classes,
+                                 int64_t ignore_index) {
+  using A = acc_t<T>;
+  __shared__ A scratch[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    if (static_cast<int64_t>(targets[r]) == ignore_index) {
+      if (threadIdx.x == 0) lse[r] = A(0);
+      continue;
+    }
+    const T* row = logits + r * classes;
+    const Split<T, V> split(row, classes);
+    OnlineLse<A> acc;
+    for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) acc.add(load(row[j]));
+    const auto* body = reinterpret_cast<const Vec<T, V>*>(row + split.head);
+#pragma unroll 4
+    for (int64_t p = threadIdx.x; p < split.packs; p += blockDim.x) {
+      const Vec<T, V> raw = body[p];
+      A v[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) v[e] = load(raw.v[e]);
+      acc.add(v);
+    }
+    for (int64_t j = split.head + split.packs * V + threadIdx.x; j < classes; j += blockDim.x) acc.add(load(row[j]));
+    const A m = rowwise::block_reduce(acc.m, scratch, rowwise::MaxOp{}, rowwise::minus_inf<A>());
+    const A s = rowwise::block_reduce(acc.scaled_to(m), scratch, rowwise::SumOp{}, A(0));
+    if (threadIdx.x == 0) lse[r] = m + rowwise::log_of(s);
+  }
+}
+
+// One block: the mean of lse - logit[target] over counted rows (each thread sums its rows in
+// order, then a fixed tree: deterministic), their count, and the first bad target.
+template <class T, class I>
+__global__ void __launch_bounds__(kFinalThreads)
+    cross_entropy_finish_kernel(const T* logits, const I* targets, const acc_t<T>* lse, int64_t rows, int64_t classes,
+                                int64_t ignore_index, acc_t<T>* loss, int64_t* count, int64_t* bad) {
+  using A = acc_t<T>;
+  __shared__ double sum_scratch[32];
+  __shared__ int64_t int_scratch[32];
+  constexpr int64_t kNone = INT64_MAX;
+  double sum = 0.0;
+  int64_t n = 0, first_bad = kNone;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    if (t == ignore_index) continue;
+    if (t < 0 || t >= classes) {
+      first_bad = min(first_bad, r);
+      continue;
+    }
+    ++n;
+    sum += static_cast<double>(lse[r]) - static_cast<double>(load(logits[r * classes + t]));
+  }
+  sum = rowwise::block_reduce(sum, sum_scratch, rowwise::SumOp{}, 0.0);
+  n = rowwise::block_reduce(n, int_scratch, rowwise::SumOp{}, int64_t(0));
+  first_bad = rowwise::block_reduce(first_bad, int_scratch, rowwise::MinOp{}, kNone);
+  if (threadIdx.x == 0) {
+    *count = n;
+    *loss = n ? static_cast<A>(sum / static_cast<double>(n)) : A(0);
+    bad[0] = first_bad == kNone ? -1 : first_bad;
+    bad[1] = first_bad == kNone ? 0 : static_cast<int64_t>(targets[first_bad]);
+  }
+}
+
+// One block per row: dlogits = (exp(x - lse) - onehot) * grad / count, written as the row is read.
+// logits and dlogits share their offset modulo 16 bytes, so one split serves both.
+template <class T, class I, int V>
+__global__ void __launch_bounds__(kMaxThreads)
+    cross_entropy_backward_kernel(const T* logits, const I* targets, const acc_t<T>* lse, T* dlogits, int64_t rows,
+                                  int64_t classes, int64_t ignore_index, const acc_t<T>* grad, const int64_t* count) {
+  using A = acc_t<T>;
+  const int64_t n = *count;
+  const A scale = n ? *grad / static_cast<A>(n) : A(0);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    const bool ignored = t == ignore_index;
+    const A l = ignored ? A(0) : lse[r];
+    const T* in = logits + r * classes;
+    T* out = dlogits + r * classes;
+    // Ignored rows are written as 0 without reading the logits.
+    auto grad_of = [&](int64_t j, A x) {
+      return ignored ? A(0) : (rowwise::exp_of(x - l) - (j == t ? A(1) : A(0))) * scale;
+    };
+    const Split<T, V> split(in, classes);
+    for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) {
+      out[j] = store<T>(grad_of(j, ignored ? A(0) : load(in[j])));
+    }
+    const auto* body_in = reinterpret_cast<const Vec<T, V>*>(in + split.head);
+    auto* body_out = reinterpret_cast<Vec<T, V>*>(out + split.head);
+#pragma unroll 2
+    for (int64_t p = threadIdx.x; p < split.packs; p += blockDim.x) {
+      Vec<T, V> raw{};
+      if (!ignored) raw = body_in[p];
+      const int64_t j0 = split.head + p * V;
+#pragma unroll
+      for (int e = 0; e < V; ++e) raw.v[e] = store<T>(grad_of(j0 + e, load(raw.v[e])));
+      body_out[p] = raw;
+    }
+    for (int64_t j = split.head + split.packs * V + threadIdx.x; j < classes; j += blockDim.x) {
+      out[j] = store<T>(grad_of(j, ignored ? A(0) : load(in[j])));
+    }
+  }
+}
+
+// Enough threads for about four packs each, within [64, kMaxThreads].
+int threads_for(int64_t classes, int vec) {
+  const int64_t want = (classes / vec + 3) / 4;
+  return static_cast<int>(std::clamp<int64_t>((want + 31) / 32 * 32, 64, kMaxThreads));
+}
+
+unsigned blocks_for(int64_t rows) { return static_cast<unsigned>(std::clamp<int64_t>(rows, 1, rowwise::kMaxGrid)); }
+
+}  // namespace
+
+void cross_entropy_forward(int device, const cpu::CrossEntropyParams& p, const CrossEntropyOutputs& out) {
+  DeviceGuard guard(device);
+  rowwise::dispatch_types(p.dtype, "cross_entropy", [&]<class T>() {
+    dispatch_index(p.target_dtype, "cross_entropy", [&]<class I>() {
+      using A = acc_t<T>;
+      const auto* logits = static_cast<const T*>(p.logits);
+      const auto* targets = static_cast<const I*>(p.targets);
+      auto* lse = static_cast<A*>(p.lse);
+      if (p.rows > 0) {
+        // Any alignment works: each row finds its own aligned middle.
+        constexpr int V = rowwise::kVecWidth<T>;
+        cross_entropy_forward_kernel<T, I, V><<<blocks_for(p.rows), threads_for(p.classes, V), 0, stream(device)>>>(
+            logits, targets, lse, p.rows, p.classes, p.ignore_index);
+        LN_CUDA_CHECK_LAUNCH();
+      }
+      cross_entropy_finish_kernel<T, I><<<1, kFinalThreads, 0, stream(device)>>>(
+          logits, targets, lse, p.rows, p.classes, p.ignore_index, static_cast<A*>(out.loss), out.count, out.bad);
+      LN_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p, const void* grad,
+                            const int64_t* count) {
+  if (p.rows == 0 || p.classes == 0) return;
+  DeviceGuard guard(device);
+  rowwise::dispatch_types(p.dtype, "cross_entropy_backward", [&]<class T>() {
+    dispatch_index(p.target_dtype, "cross_entropy_backward", [&]<class I>() {
+      using A = acc_t<T>;
+      auto launch = [&]<int V>() {
+        cross_entropy_backward_kernel<T, I, V><<<blocks_for(p.rows), threads_for(p.classes, V), 0, stream(device)>>>(
+            static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), static_cast<const A*>(p.lse),
+            static_cast<T*>(p.dlogits), p.rows, p.classes, p.ignore_index, static_cast<const A*>(grad), count);
+      };
+      const auto offset = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16; };
+      if (offset(p.logits) == offset(p.dlogits)) {
+        launch.template operator()<rowwise::kVecWidth<T>>();
+      } else {
+        launch.template operator()<1>();
+      }
+      LN_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+}  // namespace longnet::cuda
