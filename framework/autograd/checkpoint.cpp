@@ -59,6 +59,8 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
     NoGradGuard no_grad;
     outs = fn(inputs);
   }
+  // Fresh handles: an output may alias an input or a parameter, which must not become non-leaf.
+  for (Tensor& o : outs) o = o.defined() ? o.detach() : o;
   // Parameters captured by fn are not among `inputs`, so the node must exist whenever grad mode
   // is on: the recomputation is what reaches them.
   if (autograd::grad_enabled()) {

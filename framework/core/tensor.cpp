@@ -27,15 +27,9 @@ Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, int64_t offset, Sh
   return Tensor(std::move(impl));
 }
 
-const Shape& Tensor::shape() const {
-  LN_CHECK(impl_ != nullptr, "[tensor] use of an undefined tensor");
-  return impl_->shape;
-}
+const Shape& Tensor::shape() const { return checked().shape; }
 
-const Strides& Tensor::strides() const {
-  LN_CHECK(impl_ != nullptr, "[tensor] use of an undefined tensor");
-  return impl_->strides;
-}
+const Strides& Tensor::strides() const { return checked().strides; }
 
 int64_t Tensor::size(int64_t d) const { return shape()[static_cast<size_t>(wrap_dim(d, dim(), "size"))]; }
 int64_t Tensor::stride(int64_t d) const {

@@ -65,11 +65,11 @@ class Tensor {
   int64_t size(int64_t d) const;
   /// Stride of dimension d (negative counts from the end).
   int64_t stride(int64_t d) const;
-  int64_t offset() const { return impl_->offset; }
+  int64_t offset() const { return checked().offset; }
   int64_t numel() const { return numel_of(shape()); }
-  DType dtype() const { return impl_->dtype; }
-  Device device() const { return impl_->storage->device(); }
-  const std::shared_ptr<Storage>& storage() const { return impl_->storage; }
+  DType dtype() const { return checked().dtype; }
+  Device device() const { return checked().storage->device(); }
+  const std::shared_ptr<Storage>& storage() const { return checked().storage; }
   /// True when the elements are laid out row-major with no gaps.
   bool is_contiguous() const;
   /// Pointer to the first element (storage + offset).
@@ -135,6 +135,12 @@ class Tensor {
   std::string to_string() const;
 
  private:
+  /// The data; throws longnet::Error for an undefined tensor rather than dereferencing null.
+  const TensorImpl& checked() const {
+    LN_CHECK(impl_ != nullptr, "[tensor] use of an undefined tensor");
+    return *impl_;
+  }
+
   std::shared_ptr<TensorImpl> impl_;
 };
 

@@ -6,6 +6,7 @@
 
 #include <omp.h>
 
+#include "framework/core/error.h"
 #include "framework/core/shape.h"
 
 namespace longnet::cpu {
@@ -38,6 +39,8 @@ void for_each_strided(const Shape& shape, const std::array<const int64_t*, N>& s
       sz[nd - 1] *= shape[d];
       for (size_t k = 0; k < N; ++k) st[k][nd - 1] = strides[k][d];
     } else {
+      LN_CHECK(nd < static_cast<int>(sz.size()), "[cpu] at most ", sz.size(),
+               " dims of size > 1 are supported, got shape ", shape_str(shape));
       sz[nd] = shape[d];
       for (size_t k = 0; k < N; ++k) st[k][nd] = strides[k][d];
       ++nd;

@@ -25,11 +25,13 @@ void require_cpu(const char* op, const Tensor& t) {
 }
 
 void require_float(const char* op, const Tensor& t) {
+  LN_CHECK(t.defined(), "[", op, "] undefined tensor argument");
   LN_CHECK(is_floating(t.dtype()), "[", op, "] expected a float tensor, got ", dtype_name(t.dtype()),
            " of shape ", shape_str(t.shape()));
 }
 
 void require_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
+  LN_CHECK(a.defined() && b.defined(), "[", op, "] undefined tensor argument");
   LN_CHECK(a.dtype() == b.dtype(), "[", op, "] dtype mismatch: ", dtype_name(a.dtype()), " ",
            shape_str(a.shape()), " vs ", dtype_name(b.dtype()), " ", shape_str(b.shape()));
 }

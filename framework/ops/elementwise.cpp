@@ -1,5 +1,7 @@
 #include "framework/ops/elementwise.h"
 
+#include <cmath>
+
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
 #include "framework/cpu/elementwise.h"
@@ -183,6 +185,10 @@ Tensor compare(const Tensor& a, const Tensor& b, CompareOp op) {
 }
 
 Tensor compare(const Tensor& a, double s, CompareOp op) {
+  // Converting a fractional s to an integer dtype would truncate it (x >= 0.5 would become x >= 0).
+  if (!is_floating(a.dtype()) && s != std::trunc(s)) {
+    return compare(cast(a, DType::F64), full({}, s, DType::F64, a.device()), op);
+  }
   return compare(a, full({}, s, a.dtype(), a.device()), op);
 }
 

@@ -1,6 +1,7 @@
 #include "framework/ops/reduce.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
@@ -48,7 +49,8 @@ RowLayout to_rows(const Tensor& x, const std::vector<int64_t>& dims, const char*
       out.push_back(x.shape()[static_cast<size_t>(d)]);
     }
   }
-  for (int64_t d : dims) {
+  // A scalar has no dims to index: reducing over its dim 0 (or -1) reduces its one element.
+  for (int64_t d : x.dim() ? dims : std::vector<int64_t>{}) {
     order.push_back(d);
     len *= x.shape()[static_cast<size_t>(d)];
     keep[static_cast<size_t>(d)] = 1;
@@ -80,26 +82,27 @@ class SumBackward final : public autograd::Node {
   double scale_;
 };
 
-// Gradient flows to the element picked in each row: g * (x == lse-weights) for logsumexp, or the
-// one-hot of the argmax for max.
+// Gradient flows to what each row's result depends on: the softmax weights exp(x - lse) for
+// logsumexp, the first maximal element (one-hot of the argmax along `dim`) for max.
 class SelectBackward final : public autograd::Node {
  public:
-  SelectBackward(Tensor x, Tensor y_keep, Shape keep, bool softmax_weights)
-      : x_(std::move(x)), y_(std::move(y_keep)), keep_(std::move(keep)), soft_(softmax_weights) {}
+  SelectBackward(Tensor x, Tensor y_keep, Shape keep, int64_t dim, bool softmax_weights)
+      : x_(std::move(x)), y_(std::move(y_keep)), keep_(std::move(keep)), dim_(dim), soft_(softmax_weights) {}
   std::string name() const override { return soft_ ? "LogSumExpBackward" : "MaxBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
     Tensor gk = reshape(g[0], keep_);
-    if (soft_) return {mul(gk, exp(sub(x_, y_)))};
-    // y_ holds the argmax index (i64) with kept dims; compare against positions along the dim.
-    int64_t dim = 0;
-    for (size_t i = 0; i < keep_.size(); ++i) {
-      if (keep_[i] == 1 && x_.shape()[i] != 1) dim = static_cast<int64_t>(i);
+    if (soft_) {
+      // A row of all -inf has lse -inf and weights exp(-inf - -inf) = NaN; nothing in it can
+      // change the result, so its gradient is 0 (merges rely on this for rows a branch skips).
+      Tensor w = masked_fill(exp(sub(x_, y_)), compare(y_, -INFINITY, CompareOp::Eq), 0.0);
+      return {mul(gk, w)};
     }
+    if (x_.dim() == 0) return {gk};  // a scalar is its own maximum
+    // y_ holds the argmax index (i64) with kept dims; compare against positions along the dim.
+    const int64_t n = x_.shape()[static_cast<size_t>(dim_)];
     Shape pos_shape(keep_.size(), 1);
-    pos_shape[static_cast<size_t>(dim)] = x_.shape()[static_cast<size_t>(dim)];
-    Tensor pos = reshape(arange(0, static_cast<double>(x_.shape()[static_cast<size_t>(dim)]), 1,
-                                DType::I64, x_.device()),
-                         pos_shape);
+    pos_shape[static_cast<size_t>(dim_)] = n;
+    Tensor pos = reshape(arange(0, static_cast<double>(n), 1, DType::I64, x_.device()), pos_shape);
     Tensor onehot = compare(pos, y_, CompareOp::Eq);
     return {where(onehot, gk, zeros({}, gk.dtype(), gk.device()))};
   }
@@ -111,6 +114,7 @@ class SelectBackward final : public autograd::Node {
  private:
   Tensor x_, y_;
   Shape keep_;
+  int64_t dim_;  // the reduced dim of max (unused by logsumexp)
   bool soft_;
 };
 
@@ -165,7 +169,7 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   if (keepdim) out = reshape(out, l.keep_shape);
   if (autograd::needs_grad({x})) {
     Tensor idx = reshape(reduce(cpu::RowReduce::ArgMax, l, DType::I64, "max"), l.keep_shape);
-    autograd::record(std::make_shared<SelectBackward>(x.detach(), idx, l.keep_shape, false), {x}, {out});
+    autograd::record(std::make_shared<SelectBackward>(x.detach(), idx, l.keep_shape, dim, false), {x}, {out});
   }
   return out;
 }
@@ -178,7 +182,7 @@ Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims_in, bool keep
   Tensor out_keep = reshape(out, l.keep_shape);
   if (keepdim) out = out_keep;
   if (autograd::needs_grad({x})) {
-    autograd::record(std::make_shared<SelectBackward>(x.detach(), out_keep.detach(), l.keep_shape, true),
+    autograd::record(std::make_shared<SelectBackward>(x.detach(), out_keep.detach(), l.keep_shape, 0, true),
                      {x}, {out});
   }
   return out;
