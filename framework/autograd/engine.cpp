@@ -102,6 +102,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     }
     LN_CHECK(g.shape() == r.shape(), "[backward] gradient shape ", shape_str(g.shape()),
              " differs from output shape ", shape_str(r.shape()));
+    LN_CHECK(g.dtype() == r.dtype(), "[backward] gradient dtype ", dtype_name(g.dtype()),
+             " differs from output dtype ", dtype_name(r.dtype()), " (shape ", shape_str(r.shape()), ")");
     auto& buf = buffers[e.fn.get()];
     buf.resize(e.fn->outputs.empty() ? 1 : e.fn->outputs.size());
     buf[e.input_nr] = buf[e.input_nr].defined() ? add(buf[e.input_nr], g) : g;

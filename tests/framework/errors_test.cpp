@@ -92,6 +92,8 @@ TEST(Errors, ShapeAndValueErrors) {
       {"arange step", [] { arange(0, 1, 0); }, {"[arange]"}},
       {"backward non-scalar", [] { exp(zeros({2, 3}).requires_grad_()).backward(); }, {"[backward]", "(2, 3)"}},
       {"backward no grad", [] { sum(zeros({4})).backward(); }, {"[backward]", "()", "does not require grad"}},
+      {"backward grad dtype", [] { exp(zeros({2}).requires_grad_()).backward(ones({2}, DType::F64)); },
+       {"[backward] gradient dtype f64", "f32", "(2)"}},
       {"set_grad", [&] { Tensor(x).set_grad(zeros({3})); }, {"[set_grad]", "(3)", "(2, 3)"}},
   });
 }
