@@ -45,6 +45,10 @@ Strides broadcast_strides(const Tensor& t, const Shape& shape) {
   return out;
 }
 
+DType kernel_dtype(const Tensor& t) { return t.device().is_cpu() ? cpu_compute_dtype(t.dtype()) : t.dtype(); }
+
+Tensor kernel_input(const Tensor& t) { return t.device().is_cpu() ? upcast_for_cpu(t) : t; }
+
 DType cpu_compute_dtype(DType t) { return is_reduced_float(t) ? DType::F32 : t; }
 
 Tensor upcast_for_cpu(const Tensor& t) {

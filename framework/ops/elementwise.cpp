@@ -5,6 +5,9 @@
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
 #include "framework/cpu/elementwise.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/elementwise.h"
+#endif
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/factory.h"
@@ -22,14 +25,15 @@ const char* unary_name(UnaryOp op) {
   return names[static_cast<int>(op)];
 }
 
-// Computes on the CPU in f32/f64 and returns the result in x's dtype.
+// Computes in the kernel dtype of x's device and returns the result in x's dtype.
 Tensor unary_forward(UnaryOp op, cpu::UnaryScalars s, const Tensor& x) {
   const char* name = unary_name(op);
   ops::require_float(name, x);
-  ops::require_cpu(name, x);
-  Tensor xc = ops::upcast_for_cpu(x);
-  Tensor out = Tensor::empty(x.shape(), xc.dtype(), x.device());
-  cpu::unary(op, s, x.shape(), operand(out), operand(xc));
+  const Device dev = x.device();
+  Tensor xc = ops::kernel_input(x);
+  Tensor out = Tensor::empty(x.shape(), xc.dtype(), dev);
+  LN_ON_DEVICE(dev, cpu::unary(op, s, x.shape(), operand(out), operand(xc)),
+               cuda::unary(dev.index, op, s, x.shape(), operand(out), operand(xc)));
   return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
 }
 
@@ -39,10 +43,12 @@ class UnaryBackward final : public autograd::Node {
       : op_(op), s_(s), x_(std::move(x)), y_(std::move(y)) {}
   std::string name() const override { return std::string(unary_name(op_)) + "Backward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    Tensor x = ops::upcast_for_cpu(x_), y = ops::upcast_for_cpu(y_);
-    Tensor dy = ops::upcast_for_cpu(g[0]);
-    Tensor dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    cpu::unary_backward(op_, s_, x.shape(), operand(dx), operand(x), operand(y), operand(dy));
+    const Tensor x = ops::kernel_input(x_), y = ops::kernel_input(y_), dy = ops::kernel_input(g[0]);
+    const Device dev = x.device();
+    Tensor dx = Tensor::empty(x.shape(), x.dtype(), dev);
+    LN_ON_DEVICE(dev, cpu::unary_backward(op_, s_, x.shape(), operand(dx), operand(x), operand(y), operand(dy)),
+                 cuda::unary_backward(dev.index, op_, s_, x.shape(), operand(dx), operand(x), operand(y),
+                                      operand(dy)));
     return {cast(dx, x_.dtype())};
   }
   void release_saved() override {
@@ -67,14 +73,14 @@ Tensor unary_op(UnaryOp op, const Tensor& x, cpu::UnaryScalars s = {}) {
 Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
   const Device dev = ops::common_device(name, {a, b});
   ops::require_same_dtype(name, a, b);
-  ops::require_cpu(name, a);
   LN_CHECK(a.dtype() != DType::Bool, "[", name, "] not defined for bool tensors");
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
-  Tensor ac = ops::upcast_for_cpu(a), bc = ops::upcast_for_cpu(b);
+  Tensor ac = ops::kernel_input(a), bc = ops::kernel_input(b);
   Tensor out = Tensor::empty(shape, ac.dtype(), dev);
   const Strides sa = ops::broadcast_strides(ac, shape), sb = ops::broadcast_strides(bc, shape);
-  cpu::binary(op, shape, operand(out), {ac.raw_data(), ac.dtype(), sa.data()},
-              {bc.raw_data(), bc.dtype(), sb.data()});
+  const cpu::StridedOperand oa{ac.raw_data(), ac.dtype(), sa.data()}, ob{bc.raw_data(), bc.dtype(), sb.data()};
+  LN_ON_DEVICE(dev, cpu::binary(op, shape, operand(out), oa, ob),
+               cuda::binary(dev.index, op, shape, operand(out), oa, ob));
   return out.dtype() == a.dtype() ? out : cast(out, a.dtype());
 }
 
@@ -170,17 +176,17 @@ Tensor minimum(const Tensor& a, const Tensor& b) { return binary_op(BinaryOp::Mi
 Tensor compare(const Tensor& a, const Tensor& b, CompareOp op) {
   const Device dev = ops::common_device("compare", {a, b});
   ops::require_same_dtype("compare", a, b);
-  ops::require_cpu("compare", a);
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), "compare");
-  Tensor ac = ops::upcast_for_cpu(a), bc = ops::upcast_for_cpu(b);
+  Tensor ac = ops::kernel_input(a), bc = ops::kernel_input(b);
   if (ac.dtype() == DType::Bool) {
     ac = cast(ac, DType::U8);
     bc = cast(bc, DType::U8);
   }
   Tensor out = Tensor::empty(shape, DType::Bool, dev);
   const Strides sa = ops::broadcast_strides(ac, shape), sb = ops::broadcast_strides(bc, shape);
-  cpu::compare(op, shape, operand(out), {ac.raw_data(), ac.dtype(), sa.data()},
-               {bc.raw_data(), bc.dtype(), sb.data()});
+  const cpu::StridedOperand oa{ac.raw_data(), ac.dtype(), sa.data()}, ob{bc.raw_data(), bc.dtype(), sb.data()};
+  LN_ON_DEVICE(dev, cpu::compare(op, shape, operand(out), oa, ob),
+               cuda::compare(dev.index, op, shape, operand(out), oa, ob));
   return out;
 }
 
@@ -220,14 +226,15 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   LN_CHECK(cond.dtype() == DType::Bool || cond.dtype() == DType::U8,
            "[where] condition must be bool or u8, got ", dtype_name(cond.dtype()));
   ops::require_same_dtype("where", a, b);
-  ops::require_cpu("where", a);
   const Shape shape =
       broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor out = Tensor::empty(shape, a.dtype(), dev);
   const Strides sc = ops::broadcast_strides(cond, shape), sa = ops::broadcast_strides(a, shape),
                 sb = ops::broadcast_strides(b, shape);
-  cpu::where(shape, operand(out), {cond.raw_data(), cond.dtype(), sc.data()},
-             {a.raw_data(), a.dtype(), sa.data()}, {b.raw_data(), b.dtype(), sb.data()});
+  const cpu::StridedOperand oc{cond.raw_data(), cond.dtype(), sc.data()}, oa{a.raw_data(), a.dtype(), sa.data()},
+      ob{b.raw_data(), b.dtype(), sb.data()};
+  LN_ON_DEVICE(dev, cpu::where(shape, operand(out), oc, oa, ob),
+               cuda::where(dev.index, shape, operand(out), oc, oa, ob));
   if (autograd::needs_grad({a, b})) {
     autograd::record(std::make_shared<WhereBackward>(cond.detach(), a.shape(), b.shape()),
                      {cond, a, b}, {out});
@@ -245,18 +252,18 @@ void add_(const Tensor& a, const Tensor& b, double alpha) {
   check_inplace("add_", a);
   NoGradGuard no_grad;
   ops::require_same_dtype("add_", a, b);
+  const Device dev = ops::common_device("add_", {a, b});
+  LN_CHECK(broadcast_shapes(a.shape(), b.shape(), "add_") == a.shape(), "[add_] cannot broadcast ",
+           shape_str(b.shape()), " into ", shape_str(a.shape()));
   const Tensor scaled = alpha == 1.0 ? b : mul(b, alpha);
-  if (is_reduced_float(a.dtype())) {
+  if (ops::kernel_dtype(a) != a.dtype()) {  // 16-bit floats on the CPU: add in f32, round once
     copy_(a, add(cast(a, DType::F32), cast(scaled, DType::F32)));
     return;
   }
-  ops::common_device("add_", {a, b});
-  ops::require_cpu("add_", a);
-  LN_CHECK(broadcast_shapes(a.shape(), b.shape(), "add_") == a.shape(), "[add_] cannot broadcast ",
-           shape_str(b.shape()), " into ", shape_str(a.shape()));
   const Strides sb = ops::broadcast_strides(scaled, a.shape());
-  cpu::binary(BinaryOp::Add, a.shape(), operand(a), operand(a),
-              {scaled.raw_data(), scaled.dtype(), sb.data()});
+  const cpu::StridedOperand ob{scaled.raw_data(), scaled.dtype(), sb.data()};
+  LN_ON_DEVICE(dev, cpu::binary(BinaryOp::Add, a.shape(), operand(a), operand(a), ob),
+               cuda::binary(dev.index, BinaryOp::Add, a.shape(), operand(a), operand(a), ob));
 }
 
 void mul_(const Tensor& a, double s) {

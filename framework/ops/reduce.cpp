@@ -6,6 +6,9 @@
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
 #include "framework/cpu/reduce.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/reduce.h"
+#endif
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/elementwise.h"
@@ -39,7 +42,6 @@ std::vector<int64_t> normalize_dims(const Tensor& x, const std::vector<int64_t>&
 }
 
 RowLayout to_rows(const Tensor& x, const std::vector<int64_t>& dims, const char* op) {
-  ops::require_cpu(op, x);
   std::vector<int64_t> order;
   Shape keep = x.shape(), out;
   int64_t len = 1;
@@ -56,14 +58,16 @@ RowLayout to_rows(const Tensor& x, const std::vector<int64_t>& dims, const char*
     keep[static_cast<size_t>(d)] = 1;
   }
   NoGradGuard no_grad;
-  Tensor rows = ops::upcast_for_cpu(x.dim() ? permute(x, order) : x).contiguous();
+  Tensor rows = ops::kernel_input(x.dim() ? permute(x, order) : x).contiguous();
   return {reshape(rows, {numel_of(out), len}), keep, out};
 }
 
 Tensor reduce(cpu::RowReduce op, const RowLayout& l, DType out_dtype, const char* name) {
   const DType dt = op == cpu::RowReduce::ArgMax ? DType::I64 : l.rows.dtype();
   Tensor out = Tensor::empty(l.out_shape, dt, l.rows.device());
-  cpu::reduce_rows(op, {l.rows.raw_data(), out.raw_data(), l.rows.dtype(), l.rows.size(0), l.rows.size(1)});
+  const cpu::RowReduceParams p{l.rows.raw_data(), out.raw_data(), l.rows.dtype(), l.rows.size(0), l.rows.size(1)};
+  const Device dev = l.rows.device();
+  LN_ON_DEVICE(dev, cpu::reduce_rows(op, p), cuda::reduce_rows(dev.index, op, p));
   return op == cpu::RowReduce::ArgMax ? out : cast(out, out_dtype);
 }
 
