@@ -29,8 +29,10 @@ struct GemmParams {
   const int64_t* c_offsets = nullptr;
 };
 
-/// Runs the products one after another; BLAS threads each one internally, so this must not be
-/// called from inside an OpenMP parallel region.
+/// Spreads the products (and tiles of each product's C) over OpenMP threads, each making a
+/// single-threaded BLAS call; from inside a parallel region it runs on the calling thread. OpenBLAS's
+/// own thread pool is set to one thread: its workers and the OpenMP workers, both spinning while
+/// idle, would otherwise take cores from each other whenever GEMMs and OpenMP loops alternate.
 void gemm(const GemmParams& p);
 
 }  // namespace longnet::cpu

@@ -56,7 +56,9 @@ Tensor as_f32(const std::vector<double>& v, const Shape& shape) {
 
 TEST(Matmul, ForwardMatchesNaiveLoop) {
   const std::vector<std::array<int64_t, 3>> shapes = {
-      {1, 1, 1}, {3, 5, 7}, {17, 9, 13}, {64, 64, 64}, {33, 70, 5}, {100, 1, 37}, {1, 129, 65}, {130, 67, 1}};
+      {1, 1, 1}, {3, 5, 7}, {17, 9, 13}, {64, 64, 64}, {33, 70, 5}, {100, 1, 37}, {1, 129, 65}, {130, 67, 1},
+      // Large enough to be split over threads: by rows, and by columns.
+      {201, 300, 150}, {40, 300, 701}};
   uint32_t seed = 1;
   for (const auto& [m, k, n] : shapes) {
     const auto a = random_values(m * k, seed++), b = random_values(k * n, seed++);
@@ -93,6 +95,16 @@ TEST(Matmul, BatchedAndBroadcastMatchNaiveLoop) {
   const std::vector<double> a2(a.begin(), a.begin() + 2 * m * k), b3(b.begin(), b.begin() + 3 * k * n);
   EXPECT_TRUE(all_close(matmul(from_vector<double>(a2, {2, 1, m, k}), from_vector<double>(b3, {3, k, n})),
                         from_vector<double>(expected, {2, 3, m, n}), 1e-12));
+}
+
+TEST(Matmul, ManyBatchesInParallelMatchNaiveLoop) {
+  const int64_t batch = 9, m = 61, k = 50, n = 75;
+  const auto a = random_values(batch * m * k, 21), b = random_values(batch * k * n, 22);
+  const Tensor expected = from_vector<double>(naive_matmul(a, b, batch, m, k, n), {batch, m, n});
+  EXPECT_TRUE(all_close(matmul(from_vector<double>(a, {batch, m, k}), from_vector<double>(b, {batch, k, n})),
+                        expected, 1e-12));
+  EXPECT_TRUE(all_close(matmul(as_f32(a, {batch, m, k}), as_f32(b, {batch, k, n})).to(DType::F64), expected,
+                        1e-4, 1e-4));
 }
 
 TEST(Matmul, NonContiguousOperandsMatchNaiveLoop) {
