@@ -23,13 +23,15 @@ Tensor prepare(const Tensor& src, DType dtype, Device device, bool non_contiguou
                Tensor* leaf_out) {
   NoGradGuard ng;
   Tensor base = is_floating(src.dtype()) ? src.to(dtype) : src;
+  // clone(): the leaf must be a fresh tensor, never the caller's input (whose gradient would
+  // otherwise accumulate over repeated checks).
   if (non_contiguous && base.dim() >= 2) {
-    Tensor stored = base.transpose(-1, -2).contiguous().to(device);
+    Tensor stored = base.transpose(-1, -2).contiguous().to(device).clone();
     if (grad && is_floating(stored.dtype())) stored.requires_grad_(true);
     *leaf_out = stored;
     return stored;  // caller transposes back inside the graph
   }
-  Tensor stored = base.contiguous().to(device);
+  Tensor stored = base.to(device).clone();
   if (grad && is_floating(stored.dtype())) stored.requires_grad_(true);
   *leaf_out = stored;
   return stored;
