@@ -2,6 +2,7 @@
 
 #include "tools/longnet/bench_cpu.h"
 #include "tools/longnet/bench_gemm.h"
+#include "tools/longnet/bench_ops.h"
 #include "tools/longnet/commands.h"
 #include "tools/longnet/registry.h"
 
@@ -11,6 +12,7 @@ void register_bench(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Performance benchmarks (tables)");
   bench->require_subcommand(1);
   register_bench_gemm(*bench);
+  register_bench_ops(*bench);
 
   auto cpu_opt = std::make_shared<CpuBenchOptions>();
   CLI::App* cpu = bench->add_subcommand("cpu", "CPU engine: GEMM and LayerNorm throughput");

@@ -8,17 +8,15 @@
 #include <cstdio>
 #include <memory>
 
+#include "tools/longnet/bench_timing.h"
 #include "tools/longnet/registry.h"
 
 #ifdef LONGNET_WITH_CUDA
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <functional>
 #include <limits>
-#include <thread>
 #include <vector>
 
 #include "framework/core/tensor.h"
@@ -42,83 +40,12 @@ struct GemmBenchOptions {
 constexpr int kDevice = 0;
 constexpr int kSets = 3;           // buffer sets the runs rotate among
 constexpr int kWarmup = 3;
-constexpr int kRunsPerGate = 64;   // runs queued behind one gate, well under the launch queue depth
 constexpr int64_t kRandomBlock = int64_t{1} << 22;  // random values tiled over every buffer
 constexpr double kTarget = 0.9;    // ours / best
 
-// Holds the stream in a host callback until open(), so that a batch of timed runs is queued in
-// full before the first starts and host-side launch cost cannot appear as gaps inside the timed
-// intervals. The callback gives up after a few seconds, so a stalled host cannot hang the stream.
-class StreamGate {
- public:
-  explicit StreamGate(cudaStream_t s) : stream_(s) {
-    LN_CUDA_CHECK(cudaLaunchHostFunc(s, &StreamGate::wait, &open_));
-  }
-  ~StreamGate() {
-    open_.store(true);
-    cudaStreamSynchronize(stream_);  // the callback reads open_ until it returns
-  }
-  StreamGate(const StreamGate&) = delete;
-  StreamGate& operator=(const StreamGate&) = delete;
-  void open() { open_.store(true); }
-
- private:
-  static void CUDART_CB wait(void* flag) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!static_cast<std::atomic<bool>*>(flag)->load() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::yield();
-    }
-  }
-  cudaStream_t stream_;
-  std::atomic<bool> open_{false};
-};
-
-class Events {
- public:
-  explicit Events(size_t n) : events_(n, nullptr) {
-    for (cudaEvent_t& e : events_) LN_CUDA_CHECK(cudaEventCreate(&e));
-  }
-  ~Events() {
-    for (cudaEvent_t e : events_) {
-      if (e) cudaEventDestroy(e);
-    }
-  }
-  Events(const Events&) = delete;
-  Events& operator=(const Events&) = delete;
-  cudaEvent_t operator[](size_t i) const { return events_[i]; }
-
- private:
-  std::vector<cudaEvent_t> events_;
-};
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
-
 // Median milliseconds of fn(set) over `reps` runs after warm-up; run r uses buffer set r % kSets.
 double median_ms(const std::function<void(int)>& fn, int reps) {
-  const cudaStream_t s = cuda::stream(kDevice);
-  for (int i = 0; i < kWarmup; ++i) fn(i % kSets);
-  const Events ev(2 * static_cast<size_t>(reps));
-  for (int first = 0; first < reps; first += kRunsPerGate) {
-    StreamGate gate(s);
-    for (int r = first; r < std::min(reps, first + kRunsPerGate); ++r) {
-      LN_CUDA_CHECK(cudaEventRecord(ev[2 * static_cast<size_t>(r)], s));
-      fn(r % kSets);
-      LN_CUDA_CHECK(cudaEventRecord(ev[2 * static_cast<size_t>(r) + 1], s));
-    }
-    gate.open();
-    LN_CUDA_CHECK(cudaStreamSynchronize(s));
-  }
-  std::vector<double> ms;
-  for (int r = 0; r < reps; ++r) {
-    float t = 0.0f;
-    LN_CUDA_CHECK(cudaEventElapsedTime(&t, ev[2 * static_cast<size_t>(r)], ev[2 * static_cast<size_t>(r) + 1]));
-    ms.push_back(t);
-  }
-  return median(ms);
+  return timed_median_ms(fn, {kDevice, reps, kWarmup, kSets, true});
 }
 
 // Copies of `block` laid end to end over t: realistic bit patterns (tensor-core power, and so

@@ -1,0 +1,105 @@
+#include "tools/longnet/bench_timing.h"
+
+#ifdef LONGNET_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "framework/cuda/check.h"
+#include "framework/cuda/context.h"
+
+namespace longnet::tools {
+namespace {
+
+constexpr int kRunsPerGate = 64;  // runs queued behind one gate, well under the launch queue depth
+
+// Holds the stream in a host callback until open(), so that a batch of timed runs is queued in
+// full before the first starts. The callback gives up after a few seconds, so a stalled host
+// cannot hang the stream.
+class StreamGate {
+ public:
+  explicit StreamGate(cudaStream_t s) : stream_(s) {
+    LN_CUDA_CHECK(cudaLaunchHostFunc(s, &StreamGate::wait, &open_));
+  }
+  ~StreamGate() {
+    open_.store(true);
+    cudaStreamSynchronize(stream_);  // the callback reads open_ until it returns
+  }
+  StreamGate(const StreamGate&) = delete;
+  StreamGate& operator=(const StreamGate&) = delete;
+  void open() { open_.store(true); }
+
+ private:
+  static void CUDART_CB wait(void* flag) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!static_cast<std::atomic<bool>*>(flag)->load() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+  }
+  cudaStream_t stream_;
+  std::atomic<bool> open_{false};
+};
+
+class Events {
+ public:
+  explicit Events(size_t n) : events_(n, nullptr) {
+    for (cudaEvent_t& e : events_) LN_CUDA_CHECK(cudaEventCreate(&e));
+  }
+  ~Events() {
+    for (cudaEvent_t e : events_) {
+      if (e) cudaEventDestroy(e);
+    }
+  }
+  Events(const Events&) = delete;
+  Events& operator=(const Events&) = delete;
+  cudaEvent_t operator[](size_t i) const { return events_[i]; }
+
+ private:
+  std::vector<cudaEvent_t> events_;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+}  // namespace
+
+double timed_median_ms(const std::function<void(int)>& fn, const EventTiming& t) {
+  const cudaStream_t s = cuda::stream(t.device);
+  const int sets = std::max(1, t.sets);
+  for (int i = 0; i < t.warmup; ++i) fn(i % sets);
+  const Events ev(2 * static_cast<size_t>(t.reps));
+  auto timed_run = [&](int r) {
+    LN_CUDA_CHECK(cudaEventRecord(ev[2 * static_cast<size_t>(r)], s));
+    fn(r % sets);
+    LN_CUDA_CHECK(cudaEventRecord(ev[2 * static_cast<size_t>(r) + 1], s));
+  };
+  if (t.gated) {
+    for (int first = 0; first < t.reps; first += kRunsPerGate) {
+      StreamGate gate(s);
+      for (int r = first; r < std::min(t.reps, first + kRunsPerGate); ++r) timed_run(r);
+      gate.open();
+      LN_CUDA_CHECK(cudaStreamSynchronize(s));
+    }
+  } else {
+    for (int r = 0; r < t.reps; ++r) timed_run(r);
+    LN_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+  std::vector<double> ms;
+  for (int r = 0; r < t.reps; ++r) {
+    float e = 0.0f;
+    LN_CUDA_CHECK(cudaEventElapsedTime(&e, ev[2 * static_cast<size_t>(r)], ev[2 * static_cast<size_t>(r) + 1]));
+    ms.push_back(e);
+  }
+  return median(ms);
+}
+
+}  // namespace longnet::tools
+
+#endif

@@ -1,0 +1,25 @@
+#pragma once
+// Timing shared by the GPU benchmarks: medians of CUDA-event intervals on the framework's stream.
+#include <functional>
+
+namespace longnet::tools {
+
+/// How the runs of one case are timed.
+struct EventTiming {
+  int device = 0;
+  int reps = 20;      // timed runs; their median is reported
+  int warmup = 3;     // untimed runs before them
+  int sets = 1;       // run r is given r % sets: buffer sets, so that no run finds its operands in L2
+  bool gated = true;  // queue a batch of runs in full before the first starts (see timed_median_ms)
+};
+
+#ifdef LONGNET_WITH_CUDA
+/// Median milliseconds of fn(set), each run between two CUDA events on the framework's stream of
+/// t.device. Gated, a batch of runs is queued behind a host gate that holds the stream until the
+/// batch is in: host-side launch cost cannot appear as gaps inside the intervals (as in training,
+/// where the host runs ahead of the GPU). Functions that wait for the GPU themselves (a read-back)
+/// must run ungated: each run then starts as soon as fn issues it.
+double timed_median_ms(const std::function<void(int)>& fn, const EventTiming& t);
+#endif
+
+}  // namespace longnet::tools
