@@ -28,14 +28,14 @@ fi
 
 if has test; then
   echo "[gpu] tests"
-  ctest --test-dir "$build" -j 8 --timeout 900 >"$logs/ctest.log" 2>&1 || status=1
+  ctest --test-dir "$build" -j 8 --timeout 900 --output-on-failure >"$logs/ctest.log" 2>&1 || status=1
   grep -E "tests passed|tests failed|\*\*\*Failed|Timeout|Exception" "$logs/ctest.log" | head -60
 fi
 
 if has sanitize; then
   echo "[gpu] compute-sanitizer (memcheck) over the GPU tests"
   compute-sanitizer --tool memcheck --error-exitcode 3 --print-limit 20 \
-    "$build/tests/framework_tests" --gtest_filter='Cuda*:GemmCuda*' >"$logs/sanitizer.log" 2>&1 || status=1
+    "$build/tests/framework_tests" --gtest_filter='*Cuda*' >"$logs/sanitizer.log" 2>&1 || status=1
   grep -E "ERROR SUMMARY|PASSED|FAILED|Invalid" "$logs/sanitizer.log" | head -20
 fi
 
