@@ -16,7 +16,7 @@ void register_bench(CLI::App& app) {
 
   auto cpu_opt = std::make_shared<CpuBenchOptions>();
   CLI::App* cpu = bench->add_subcommand("cpu", "CPU engine: GEMM and LayerNorm throughput");
-  cpu->add_option("--threads", cpu_opt->threads, "OpenMP and OpenBLAS threads (default: all cores)");
+  cpu->add_option("--threads", cpu_opt->threads, "Threads: OpenMP, and OpenBLAS for the direct baseline (default: all cores)");
   cpu->add_option("--reps", cpu_opt->reps, "Timed repetitions per case, after warm-up");
   cpu->add_flag("--quick", cpu_opt->quick, "Small shapes (smoke test)");
   on_run(cpu, [cpu_opt] { return run_cpu_bench(*cpu_opt); });

@@ -5,8 +5,8 @@ namespace longnet::tools {
 
 /// Options of the CPU benchmark.
 struct CpuBenchOptions {
-  int threads = 0;  // OpenMP and OpenBLAS threads; 0 means all cores
-  int reps = 10;    // timed repetitions per case (after warm-up)
+  int threads = 0;     // OpenMP threads (and OpenBLAS's for the direct baseline); 0: all cores
+  int reps = 10;       // timed repetitions per case (after warm-up)
   bool quick = false;  // small shapes, for a smoke run in CI
 };
 
