@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <new>
 
@@ -34,16 +35,68 @@ void track(Device d, int64_t delta) {
   }
 }
 
-// 64-byte alignment keeps vector loads and cache lines aligned for every dtype.
+// 64-byte alignment keeps vector loads and cache lines aligned for every dtype. Blocks of 1 MiB and
+// more are kept for reuse after they are freed: glibc serves them from fresh mappings, so every
+// allocation would otherwise fault its pages in again (a 64 MiB clone ran at a third of copy speed).
+// Sizes are rounded to a quarter of their power of two so freed blocks fit later requests.
 class CpuAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
-    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    const size_t size = rounded(bytes);
+    if (size >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(size);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= size;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, size);
+    if (p == nullptr && size >= kCacheMin) {  // give the cache back and try once more
+      release_cache();
+      p = std::aligned_alloc(64, size);
+    }
     LN_CHECK(p != nullptr, "[alloc] out of host memory allocating ", bytes, " bytes");
     return p;
   }
-  void deallocate(void* ptr, size_t) override { std::free(ptr); }
+  void deallocate(void* ptr, size_t bytes) override {
+    if (!ptr) return;
+    const size_t size = rounded(bytes);
+    if (size >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + size <= kCacheMax) {
+        free_.emplace(size, ptr);
+        cached_ += size;
+        return;
+      }
+    }
+    std::free(ptr);
+  }
+
+ private:
+  static constexpr size_t kCacheMin = size_t{1} << 20;
+  static constexpr size_t kCacheMax = size_t{4} << 30;
+
+  static size_t rounded(size_t bytes) {
+    size_t size = (bytes + 63) / 64 * 64;
+    if (size < kCacheMin) return size;
+    size_t top = size_t{1} << (63 - __builtin_clzll(size));
+    const size_t step = top / 4;
+    return (size + step - 1) / step * step;
+  }
+  void release_cache() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, p] : free_) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  size_t cached_ = 0;
 };
 
 }  // namespace

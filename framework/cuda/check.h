@@ -3,6 +3,7 @@
 // statement, the place and the library's own error string.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <cudnn.h>
 
 #include "framework/core/error.h"
 
@@ -32,4 +33,12 @@ const char* cublas_status_name(cublasStatus_t s);
     if (ln_st_ != CUBLAS_STATUS_SUCCESS)                                                      \
       ::longnet::cuda::detail::fail("cuBLAS", #stmt, __FILE__, __LINE__,                      \
                                     ::longnet::cuda::detail::cublas_status_name(ln_st_));     \
+  } while (0)
+
+/// Throws unless the cuDNN call returns CUDNN_STATUS_SUCCESS.
+#define LN_CUDNN_CHECK(stmt)                                                                  \
+  do {                                                                                        \
+    const cudnnStatus_t ln_st_ = (stmt);                                                      \
+    if (ln_st_ != CUDNN_STATUS_SUCCESS)                                                       \
+      ::longnet::cuda::detail::fail("cuDNN", #stmt, __FILE__, __LINE__, cudnnGetErrorString(ln_st_)); \
   } while (0)

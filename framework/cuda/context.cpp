@@ -46,6 +46,8 @@ struct DeviceState {
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
   cudaDeviceProp props{};
+  cudnnHandle_t dnn = nullptr;  // created on first use: cuDNN's start-up is slow and most runs skip it
+  std::once_flag dnn_once;
 };
 
 DeviceState& state(int device) {
@@ -122,6 +124,16 @@ void synchronize(int device) { LN_CUDA_CHECK(cudaStreamSynchronize(stream(device
 
 cudaStream_t stream(int device) { return state(device).stream; }
 cublasLtHandle_t cublaslt(int device) { return state(device).lt; }
+
+cudnnHandle_t cudnn(int device) {
+  DeviceState& s = state(device);
+  std::call_once(s.dnn_once, [&] {
+    DeviceGuard guard(device);
+    LN_CUDNN_CHECK(cudnnCreate(&s.dnn));
+    LN_CUDNN_CHECK(cudnnSetStream(s.dnn, s.stream));
+  });
+  return s.dnn;
+}
 
 void* cublaslt_workspace(int device, size_t* bytes) {
   *bytes = kWorkspaceBytes;

@@ -2,6 +2,7 @@
 // Per-device CUDA state: the stream every op of the framework is queued on, and library handles.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <cudnn.h>
 
 namespace longnet::cuda {
 
@@ -21,6 +22,8 @@ class DeviceGuard {
 cudaStream_t stream(int device);
 /// The cuBLASLt handle of `device`.
 cublasLtHandle_t cublaslt(int device);
+/// The cuDNN handle of `device`, bound to its stream (created on first use).
+cudnnHandle_t cudnn(int device);
 /// Scratch memory for cuBLASLt on `device` (fixed size, allocated once).
 void* cublaslt_workspace(int device, size_t* bytes);
 /// Properties of `device` (cached).

@@ -6,6 +6,9 @@
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
 #include "framework/cpu/matmul.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/gemm.h"
+#endif
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/elementwise.h"
@@ -88,6 +91,59 @@ std::vector<int64_t> batch_offsets(const Tensor& t, const Shape& batch) {
   return out;
 }
 
+#ifdef LONGNET_WITH_CUDA
+// The same products on a GPU: one strided-batched cuBLASLt call when the batch offsets are evenly
+// spaced (always so for contiguous and broadcast operands), else one call per product.
+void gpu_gemm(const cpu::GemmParams& p, int device) {
+  cuda::GemmParams g;
+  g.device = device;
+  g.dtype = p.dtype;
+  g.m = p.m;
+  g.n = p.n;
+  g.k = p.k;
+  g.a = p.a.data;
+  g.lda = p.a.ld;
+  g.trans_a = p.a.trans;
+  g.b = p.b.data;
+  g.ldb = p.b.ld;
+  g.trans_b = p.b.trans;
+  g.c = p.c;
+  g.ldc = p.ldc;
+  if (p.batch == 1) {
+    const auto at = [](const int64_t* off) { return off ? off[0] : 0; };
+    const size_t es = dtype_size(p.dtype);
+    g.a = static_cast<const char*>(g.a) + at(p.a_offsets) * es;
+    g.b = static_cast<const char*>(g.b) + at(p.b_offsets) * es;
+    g.c = static_cast<char*>(g.c) + at(p.c_offsets) * es;
+    return cuda::gemm(g);
+  }
+  const auto even = [&](const int64_t* off, int64_t* stride) {
+    *stride = off[1] - off[0];
+    for (int64_t i = 0; i < p.batch; ++i) {
+      if (off[i] != off[0] + i * *stride) return false;
+    }
+    return off[0] == 0;
+  };
+  if (even(p.a_offsets, &g.stride_a) && even(p.b_offsets, &g.stride_b) && even(p.c_offsets, &g.stride_c)) {
+    g.batch = p.batch;
+    return cuda::gemm(g);
+  }
+  for (int64_t i = 0; i < p.batch; ++i) {
+    cpu::GemmParams one = p;
+    one.batch = 1;
+    one.a_offsets = p.a_offsets + i;
+    one.b_offsets = p.b_offsets + i;
+    one.c_offsets = p.c_offsets + i;
+    gpu_gemm(one, device);
+  }
+}
+#endif
+
+// Runs the products on the device of the operands.
+void run_gemm(const cpu::GemmParams& p, Device device) {
+  LN_ON_DEVICE(device, cpu::gemm(p), gpu_gemm(p, device.index));
+}
+
 // a (..., M, K) @ b (..., K, N) in the compute dtype, both already promoted to >= 2 dims.
 Tensor gemm_forward(Tensor a, Tensor b, const Shape& batch) {
   const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
@@ -115,7 +171,7 @@ Tensor gemm_forward(Tensor a, Tensor b, const Shape& batch) {
         p.a = *op;
         p.a.data = a.raw_data();
         p.b = matrix_operand(bm);
-        cpu::gemm(p);
+        run_gemm(p, out.device());
         return out;
       }
     }
@@ -130,7 +186,7 @@ Tensor gemm_forward(Tensor a, Tensor b, const Shape& batch) {
   p.a_offsets = ao.data();
   p.b_offsets = bo.data();
   p.c_offsets = co.data();
-  cpu::gemm(p);
+  run_gemm(p, out.device());
   return out;
 }
 
@@ -200,12 +256,11 @@ Tensor product(const Tensor& a, const Tensor& b, const char* op) {
   ops::require_float(op, a);
   ops::require_float(op, b);
   ops::require_same_dtype(op, a, b);
-  ops::require_cpu(op, a);
   const ProductShapes s = product_shapes(a, b, op);
   Tensor out;
   {
     NoGradGuard no_grad;
-    Tensor c = gemm_forward(reshape(ops::upcast_for_cpu(a), s.a), reshape(ops::upcast_for_cpu(b), s.b), s.batch);
+    Tensor c = gemm_forward(reshape(ops::kernel_input(a), s.a), reshape(ops::kernel_input(b), s.b), s.batch);
     c = reshape(c, s.out);
     out = c.dtype() == a.dtype() ? c : cast(c, a.dtype());
   }

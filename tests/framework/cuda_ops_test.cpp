@@ -168,3 +168,30 @@ TEST(CudaParity, InPlaceUpdatesAndFactories) {
 
 }  // namespace
 }  // namespace longnet
+
+namespace longnet {
+namespace {
+
+TEST(CudaParity, MatmulAndLinear) {
+  LN_REQUIRE_GPU();
+  using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+  const std::vector<std::tuple<const char*, Fn, std::vector<Shape>>> cases = {
+      {"2d", [](const std::vector<Tensor>& a) { return matmul(a[0], a[1]); }, {{37, 45}, {45, 29}}},
+      {"batched", [](const std::vector<Tensor>& a) { return matmul(a[0], a[1]); }, {{3, 33, 64}, {3, 64, 40}}},
+      {"broadcast", [](const std::vector<Tensor>& a) { return matmul(a[0], a[1]); }, {{2, 3, 17, 32}, {32, 24}}},
+      {"transposed", [](const std::vector<Tensor>& a) { return matmul(a[0].transpose(0, 1), a[1].transpose(0, 1)); },
+       {{48, 31}, {40, 48}}},
+      {"vector", [](const std::vector<Tensor>& a) { return matmul(a[0], a[1]); }, {{64}, {64, 24}}},
+      {"linear", [](const std::vector<Tensor>& a) { return linear(a[0], a[1], a[2]); }, {{4, 9, 64}, {96, 64}, {96}}},
+  };
+  for (const auto& [name, fn, shapes] : cases) {
+    std::vector<Tensor> in;
+    for (size_t i = 0; i < shapes.size(); ++i) in.push_back(input(shapes[i], 20 + i, -1, 1));
+    for (DType dt : {DType::F32, DType::BF16}) {
+      EXPECT_TRUE(cpu_cuda_parity(fn, in, dt)) << name << " " << dtype_name(dt);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longnet
