@@ -2,6 +2,7 @@
 // CPU kernels of the fused optimizer updates, and the per-element step both the CPU and the CUDA
 // kernels apply (so the two compute the same expression in the same order).
 #include <cmath>
+#include <type_traits>
 
 #include "framework/cpu/copy.h"
 
@@ -36,6 +37,36 @@ struct SgdScalars {
   bool first_step = false;
 };
 
+/// a * b and a + b, each rounded on its own. nvcc contracts a * b + c into one fused multiply-add
+/// (a single rounding) by default while the CPU build rounds twice, so without these the GPU's
+/// parameters would drift from the CPU's by an ulp or so per step, and far more in relative terms
+/// where p - lr * g cancels. Division and sqrt are correctly rounded on both (nvcc's defaults).
+template <class A>
+LN_OPTIM_HOST_DEVICE A mul_rn(A a, A b) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<A, float>) {
+    return __fmul_rn(a, b);
+  } else {
+    return __dmul_rn(a, b);
+  }
+#else
+  return a * b;
+#endif
+}
+
+template <class A>
+LN_OPTIM_HOST_DEVICE A add_rn(A a, A b) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<A, float>) {
+    return __fadd_rn(a, b);
+  } else {
+    return __dadd_rn(a, b);
+  }
+#else
+  return a + b;
+#endif
+}
+
 /// The AdamW step on one element in arithmetic type A (float, or double for f64).
 template <class A>
 struct AdamWStep {
@@ -48,10 +79,10 @@ struct AdamWStep {
 
   LN_OPTIM_HOST_DEVICE void operator()(A& p, A g, A& m, A& v) const {
     using std::sqrt;
-    g = sign * g + l2 * p;
-    m = beta1 * m + one_minus_beta1 * g;
-    v = beta2 * v + one_minus_beta2 * g * g;
-    p = p * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps);
+    g = add_rn(mul_rn(sign, g), mul_rn(l2, p));
+    m = add_rn(mul_rn(beta1, m), mul_rn(one_minus_beta1, g));
+    v = add_rn(mul_rn(beta2, v), mul_rn(mul_rn(one_minus_beta2, g), g));
+    p = add_rn(mul_rn(p, decay), -(mul_rn(step_size, m) / add_rn(mul_rn(sqrt(v), inv_sqrt_bc2), eps)));
   }
 };
 
@@ -66,12 +97,12 @@ struct SgdStep {
         weight_decay(A(s.weight_decay)), sign(A(s.grad_sign)), nesterov(s.nesterov), first_step(s.first_step) {}
 
   LN_OPTIM_HOST_DEVICE void operator()(A& p, A g, A& buf) const {
-    g = sign * g + weight_decay * p;
+    g = add_rn(mul_rn(sign, g), mul_rn(weight_decay, p));
     if (momentum != A(0)) {
-      buf = first_step ? g : momentum * buf + one_minus_dampening * g;
-      g = nesterov ? g + momentum * buf : buf;
+      buf = first_step ? g : add_rn(mul_rn(momentum, buf), mul_rn(one_minus_dampening, g));
+      g = nesterov ? add_rn(g, mul_rn(momentum, buf)) : buf;
     }
-    p = p - lr * g;
+    p = add_rn(p, -mul_rn(lr, g));
   }
 };
 

@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -23,6 +25,13 @@ namespace longnet::cuda {
 namespace {
 
 constexpr int kMaxAlgorithms = 16;
+// Tuning a plan times each proposal in kTuneRounds turns of kTuneRuns runs (after one warm-up
+// run); the median of those counts.
+constexpr int kTuneRounds = 2;
+constexpr int kTuneRuns = 3;
+// A proposal displaces the heuristic's first choice only when at least this much faster: products
+// so small that launch cost dominates time alike under every algorithm, and noise would pick one.
+constexpr double kTuneMargin = 0.98;
 
 const char* epilogue_name(GemmEpilogue e) {
   switch (e) {
@@ -154,7 +163,9 @@ struct Plan {
   cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr, layout_c = nullptr;
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   std::vector<cublasLtMatmulAlgo_t> algos;  // best first; empty when cuBLASLt has none
-  std::mutex mu;  // the descriptor's epilogue pointers are set for each call
+  size_t chosen = 0;   // the proposal gemm() runs: the heuristic's first until tuned
+  bool tuned = false;  // chosen is the measured fastest
+  std::mutex mu;       // the descriptor's epilogue pointers are set for each call; guards chosen, tuned
 
   Plan() = default;
   Plan(const Plan&) = delete;
@@ -272,18 +283,137 @@ Plan& plan_for(const GemmParams& p, GemmEpilogue e) {
   return *slot;
 }
 
-void run(Plan& plan, const GemmParams& p, size_t index) {
+// Queues p with proposal `index`; the caller holds plan.mu.
+cublasStatus_t launch(Plan& plan, const GemmParams& p, size_t index) {
   const float alpha32 = static_cast<float>(p.alpha), beta32 = static_cast<float>(p.beta);
   const bool f64 = p.dtype == DType::F64;
   const void* alpha = f64 ? static_cast<const void*>(&p.alpha) : &alpha32;
   const void* beta = f64 ? static_cast<const void*>(&p.beta) : &beta32;
   size_t ws_bytes = 0;
   void* ws = cublaslt_workspace(p.device, &ws_bytes);
-  std::lock_guard<std::mutex> lock(plan.mu);
   set_pointers(plan.desc, p, plan.epilogue);
-  LN_CUBLAS_CHECK(cublasLtMatmul(cublaslt(p.device), plan.desc, alpha, p.b, plan.layout_a, p.a, plan.layout_b, beta,
-                                 p.c, plan.layout_c, p.c, plan.layout_c, &plan.algos[index], ws, ws_bytes,
-                                 stream(p.device)));
+  return cublasLtMatmul(cublaslt(p.device), plan.desc, alpha, p.b, plan.layout_a, p.a, plan.layout_b, beta, p.c,
+                        plan.layout_c, p.c, plan.layout_c, &plan.algos[index], ws, ws_bytes, stream(p.device));
+}
+
+void run(Plan& plan, const GemmParams& p, size_t index) {
+  std::lock_guard<std::mutex> lock(plan.mu);
+  LN_CUBLAS_CHECK(launch(plan, p, index));
+}
+
+bool autotune_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("LONGNET_GEMM_AUTOTUNE");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return on;
+}
+
+// Bytes from the first to one past the last element of a row-major (rows, cols) matrix, or of
+// `batch` of them `stride` elements apart.
+int64_t span_bytes(int64_t batch, int64_t stride, int64_t rows, int64_t cols, int64_t ld, DType t) {
+  return ((batch - 1) * stride + (rows - 1) * ld + cols) * static_cast<int64_t>(dtype_size(t));
+}
+
+bool overlap(const void* x, int64_t x_bytes, const void* y, int64_t y_bytes) {
+  const auto a = reinterpret_cast<uintptr_t>(x), b = reinterpret_cast<uintptr_t>(y);
+  return a < b + static_cast<uintptr_t>(y_bytes) && b < a + static_cast<uintptr_t>(x_bytes);
+}
+
+// Whether p may run several times over for timing, leaving what one run leaves: C is overwritten
+// (beta 0) rather than accumulated into, and no output overlaps an input. cuBLASLt's epilogue
+// outputs (aux, bias gradients) are all overwritten; the one input that may share memory with C
+// is the pre-activation a dgelu reads (computing in place over it).
+bool rerunnable(const GemmParams& p, cublasLtEpilogue_t e) {
+  if (p.beta != 0.0) return false;
+  if (e != CUBLASLT_EPILOGUE_DGELU && e != CUBLASLT_EPILOGUE_DGELU_BGRAD) return true;
+  return !overlap(p.c, span_bytes(p.batch, p.stride_c, p.m, p.n, p.ldc, p.dtype), p.aux,
+                  span_bytes(1, 0, p.m, p.n, p.ld_aux, p.dtype));
+}
+
+// Timing synchronises with the GPU, which a stream being captured into a CUDA graph must not do;
+// such calls run the current choice and leave tuning to a later, eager one.
+bool capturing(int device) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  LN_CUDA_CHECK(cudaStreamIsCapturing(stream(device), &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+class Events {
+ public:
+  explicit Events(size_t n) : events_(n, nullptr) {
+    for (cudaEvent_t& e : events_) LN_CUDA_CHECK(cudaEventCreate(&e));
+  }
+  ~Events() {
+    for (cudaEvent_t e : events_) {
+      if (e) cudaEventDestroy(e);
+    }
+  }
+  Events(const Events&) = delete;
+  Events& operator=(const Events&) = delete;
+  cudaEvent_t operator[](size_t i) const { return events_[i]; }
+
+ private:
+  std::vector<cudaEvent_t> events_;
+};
+
+// Times every proposal on p's own buffers, on the stream gemm() uses, and returns the index of the
+// fastest by median. Each proposal first runs once untimed (lazy module loading, caches); then the
+// proposals take turns, kTuneRounds rounds of kTuneRuns runs between events each, so that a drift
+// of clocks over the tuning favours none. A proposal that fails to launch drops out. The caller
+// holds plan.mu.
+size_t fastest_algorithm(Plan& plan, const GemmParams& p) {
+  const cudaStream_t s = stream(p.device);
+  const size_t count = plan.algos.size(), per = kTuneRuns + 1;
+  const Events ev(kTuneRounds * count * per);
+  const auto event = [&](int round, size_t i, int r) {
+    return ev[(static_cast<size_t>(round) * count + i) * per + static_cast<size_t>(r)];
+  };
+  std::vector<bool> ok(count, true);
+  const auto run_once = [&](size_t i) {
+    ok[i] = launch(plan, p, i) == CUBLAS_STATUS_SUCCESS;
+    // A kernel that failed to launch leaves its error with the runtime, where the next launch
+    // check anywhere would find it.
+    if (!ok[i]) (void)cudaGetLastError();
+  };
+  for (size_t i = 0; i < count; ++i) run_once(i);
+  for (int round = 0; round < kTuneRounds; ++round) {
+    for (size_t i = 0; i < count; ++i) {
+      if (!ok[i]) continue;
+      LN_CUDA_CHECK(cudaEventRecord(event(round, i, 0), s));
+      for (int r = 1; r <= kTuneRuns && ok[i]; ++r) {
+        run_once(i);
+        LN_CUDA_CHECK(cudaEventRecord(event(round, i, r), s));
+      }
+    }
+  }
+  LN_CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<double> median(count, std::numeric_limits<double>::infinity());
+  for (size_t i = 0; i < count; ++i) {
+    if (!ok[i]) continue;
+    std::array<float, kTuneRounds * kTuneRuns> ms{};
+    for (int round = 0; round < kTuneRounds; ++round) {
+      for (int r = 0; r < kTuneRuns; ++r) {
+        LN_CUDA_CHECK(cudaEventElapsedTime(&ms[static_cast<size_t>(round * kTuneRuns + r)], event(round, i, r),
+                                           event(round, i, r + 1)));
+      }
+    }
+    std::sort(ms.begin(), ms.end());
+    median[i] = 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
+  }
+  const size_t best = static_cast<size_t>(std::min_element(median.begin(), median.end()) - median.begin());
+  return ok[0] && median[best] >= kTuneMargin * median[0] ? 0 : best;
+}
+
+// Runs p with the plan's chosen proposal, choosing it by measurement on the first call that may.
+void run_chosen(Plan& plan, const GemmParams& p) {
+  std::lock_guard<std::mutex> lock(plan.mu);
+  if (!plan.tuned && plan.algos.size() > 1 && autotune_enabled() && rerunnable(p, plan.epilogue) &&
+      !capturing(p.device)) {
+    plan.chosen = fastest_algorithm(plan, p);
+    plan.tuned = true;
+  }
+  LN_CUBLAS_CHECK(launch(plan, p, plan.chosen));
 }
 
 }  // namespace
@@ -308,10 +438,10 @@ void gemm(const GemmParams& p) {
   DeviceGuard guard(p.device);
   if (p.n > 0 && p.k > 0) {
     Plan& fused = plan_for(p, p.epilogue);
-    if (!fused.algos.empty()) return run(fused, p, 0);
+    if (!fused.algos.empty()) return run_chosen(fused, p);
     Plan& plain = p.epilogue == GemmEpilogue::None ? fused : plan_for(p, GemmEpilogue::None);
     LN_CHECK(!plain.algos.empty(), "[gemm] cuBLASLt has no algorithm for ", gemm_str(p));
-    run(plain, p, 0);
+    run_chosen(plain, p);
   } else {
     gemm_scale_c(p);  // an empty sum: C = beta * C
   }
@@ -323,6 +453,14 @@ int gemm_algorithm_count(const GemmParams& p) {
   if (p.m == 0 || p.n == 0 || p.k == 0) return 0;
   DeviceGuard guard(p.device);
   return static_cast<int>(plan_for(p, p.epilogue).algos.size());
+}
+
+int gemm_chosen_algorithm(const GemmParams& p) {
+  if (gemm_algorithm_count(p) == 0) return -1;
+  DeviceGuard guard(p.device);
+  Plan& plan = plan_for(p, p.epilogue);
+  std::lock_guard<std::mutex> lock(plan.mu);
+  return static_cast<int>(plan.chosen);
 }
 
 void gemm_with_algorithm(const GemmParams& p, int index) {

@@ -47,16 +47,29 @@ struct GemmParams {
   void* bias_grad = nullptr;   // (N) for DGeluBGrad, (M) for BGradA
 };
 
-/// Queues the product on the device's stream. The cuBLASLt descriptors and the heuristic's choice
-/// are cached per (shape, layout, alignment, dtype, epilogue). An epilogue cuBLASLt cannot fuse for
+/// Queues the product on the device's stream. The cuBLASLt descriptors and the algorithm are
+/// cached per (shape, layout, alignment, dtype, epilogue). An epilogue cuBLASLt cannot fuse for
 /// these operands (odd leading dims, f32/f64 GELU) runs as the plain product and a separate kernel.
 /// Throws longnet::Error ("[gemm] ...") on invalid or unsupported parameters.
+///
+/// Algorithm choice: the first call of a key that may be run repeatedly (beta == 0, so C is
+/// overwritten; no output overlapping an input) times each algorithm cuBLASLt's heuristic proposes
+/// on that call's own buffers (one warm-up and a few runs each, CUDA events on the device's stream,
+/// then a wait for the GPU) and keeps the fastest for the key; its result is what C holds after.
+/// The heuristic's first choice stays unless another is clearly faster, and is what runs for keys
+/// that cannot be tuned (beta != 0), and during CUDA graph capture (tuning then waits for the
+/// first eager call). Algorithms may sum in different orders, so with tuning on, results can differ
+/// in the last bits between processes. Environment: LONGNET_GEMM_AUTOTUNE=0 turns tuning off
+/// (always the heuristic's first choice, reproducible from run to run); read once per process.
 void gemm(const GemmParams& p);
 
 /// Number of algorithms cuBLASLt's heuristic proposes for `p` with its epilogue fused (at most
 /// 16, best first; 0 when the epilogue cannot be fused). For benchmarks.
 int gemm_algorithm_count(const GemmParams& p);
-/// Runs `p` with the heuristic's proposal number `index` (0 is what gemm() uses).
+/// Index among those proposals of the one gemm() runs for `p` with its epilogue fused: the
+/// measured fastest once a call has tuned p's key, else 0; -1 when there is no proposal.
+int gemm_chosen_algorithm(const GemmParams& p);
+/// Runs `p` with the heuristic's proposal number `index` (0 is its first choice).
 void gemm_with_algorithm(const GemmParams& p, int index);
 
 /// The problem as error messages show it: "bf16 A (29, 37)^T @ B (29, 45) -> C (37, 45), ...".
