@@ -1,0 +1,168 @@
+#include "layers/attention/dilated.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "framework/autograd/grad_mode.h"
+#include "framework/autograd/node.h"
+#include "framework/ops/common.h"
+#include "framework/ops/copy.h"
+#include "framework/ops/factory.h"
+#include "framework/ops/view.h"
+
+namespace longnet {
+namespace {
+
+// One dense attention call of a branch: rows [start, start + segments * length) cut into
+// `segments` segments of `length` rows, of which each keeps rows offset, offset + rate, ...; and
+// of the heads, those at offset, offset + rate, ... (the heads whose offset is head mod rate).
+struct Piece {
+  int64_t start, segments, length, offset, rate;
+};
+
+// The pieces of branch (w, r) over n rows and the given heads: per head offset, the full segments
+// in one call and the shorter last segment in another.
+std::vector<Piece> branch_pieces(int64_t n, int64_t heads, int64_t w, int64_t r) {
+  w = std::min(w, n);
+  const int64_t full = n / w, tail = n - full * w;
+  std::vector<Piece> out;
+  for (int64_t g = 0; g < std::min(r, heads); ++g) {
+    if (full > 0 && g < w) out.push_back({0, full, w, g, r});
+    if (tail > 0 && g < tail) out.push_back({full * w, 1, tail, g, r});
+  }
+  return out;
+}
+
+// (B, N, H, D) -> (B, segments, rows, heads, D) of a piece.
+Tensor rows_of(const Tensor& t, const Piece& p) {
+  if (!t.defined()) return t;
+  const int64_t b = t.size(0), h = t.size(2), d = t.size(3);
+  return t.narrow(1, p.start, p.segments * p.length)
+      .view({b, p.segments, p.length, h, d})
+      .slice(2, p.offset, p.length, p.rate)
+      .slice(3, p.offset, h, p.rate);
+}
+
+// (B, H, N) -> (B, segments, heads, rows) of a piece.
+Tensor stats_of(const Tensor& t, const Piece& p) {
+  const int64_t b = t.size(0), h = t.size(1);
+  return t.narrow(2, p.start, p.segments * p.length)
+      .view({b, h, p.segments, p.length})
+      .slice(3, p.offset, p.length, p.rate)
+      .slice(1, p.offset, h, p.rate)
+      .permute({0, 2, 1, 3});
+}
+
+// (B, N) -> (B, segments, rows) of a piece; undefined stays undefined.
+Tensor mask_of(const Tensor& m, const Piece& p) {
+  if (!m.defined()) return m;
+  return m.narrow(1, p.start, p.segments * p.length)
+      .view({m.size(0), p.segments, p.length})
+      .slice(2, p.offset, p.length, p.rate);
+}
+
+// What a piece's attention call needs besides its operands.
+struct Setup {
+  std::optional<double> scale;
+  bool causal = false;
+  Tensor key_padding_mask;  // (B, N) or undefined
+
+  AttentionParams params(const Piece& p) const {
+    AttentionParams a;
+    a.scale = scale;
+    a.causal = causal;  // within the sparsified segment, whose row order is the sequence's
+    a.key_padding_mask = mask_of(key_padding_mask, p);
+    return a;
+  }
+};
+
+class DilatedAttentionBackward final : public autograd::Node {
+ public:
+  DilatedAttentionBackward(std::vector<Tensor> saved, Setup setup, std::vector<Piece> pieces,
+                           std::vector<DType> dtypes)
+      : saved_(std::move(saved)), setup_(std::move(setup)), pieces_(std::move(pieces)), dtypes_(std::move(dtypes)) {}
+  std::string name() const override { return "DilatedAttentionBackward"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
+    const Tensor &q = saved_[0], &k = saved_[1], &v = saved_[2], &out = saved_[3], &lse = saved_[4];
+    const Tensor dout = cast(g[0], q.dtype()).contiguous(), dlse = cast(g[1], lse.dtype()).contiguous();
+    std::vector<Tensor> grads(3);
+    for (size_t i = 0; i < 3; ++i) {
+      if (next_edges[i].fn) grads[i] = zeros(saved_[i].shape(), q.dtype(), q.device());
+    }
+    // Every piece's backward with the final out and lse: P = exp(S - L) are the merged
+    // probabilities, so the sum over pieces is the exact gradient of the merged result.
+    for (const Piece& p : pieces_) {
+      attention_backward_into(rows_of(q, p), rows_of(k, p), rows_of(v, p), rows_of(out, p), stats_of(lse, p),
+                              rows_of(dout, p), stats_of(dlse, p), setup_.params(p),
+                              {rows_of(grads[0], p), rows_of(grads[1], p), rows_of(grads[2], p), Tensor()}, true);
+    }
+    for (size_t i = 0; i < 3; ++i) {
+      if (grads[i].defined()) grads[i] = cast(grads[i], dtypes_[i]);
+    }
+    return grads;
+  }
+  void release_saved() override {
+    saved_.clear();
+    setup_.key_padding_mask = Tensor();
+  }
+
+ private:
+  std::vector<Tensor> saved_;  // q, k, v, out in the kernel dtype, lse
+  Setup setup_;
+  std::vector<Piece> pieces_;
+  std::vector<DType> dtypes_;  // of q, k, v
+};
+
+}  // namespace
+
+DilatedAttention::DilatedAttention(const AttentionConfig& config)
+    : scale_(config.scale), segment_lengths_(config.segment_lengths), dilation_rates_(config.dilation_rates) {
+  LN_CHECK(!segment_lengths_.empty() && segment_lengths_.size() == dilation_rates_.size(),
+           "[dilated] needs as many segment lengths as dilation rates (at least one), got ", segment_lengths_.size(),
+           " and ", dilation_rates_.size());
+  for (size_t i = 0; i < segment_lengths_.size(); ++i) {
+    LN_CHECK(segment_lengths_[i] > 0 && dilation_rates_[i] > 0, "[dilated] segment length and dilation rate must be ",
+             "positive, got (", segment_lengths_[i], ", ", dilation_rates_[i], ")");
+  }
+}
+
+AttentionResult DilatedAttention::forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                          const AttentionOptions& options) {
+  check_core_inputs("dilated", q, k, v, options, false);
+  const int64_t n = q.size(1), heads = q.size(2);
+  const Setup setup{scale_, options.causal, options.key_padding_mask.defined() ? options.key_padding_mask.detach()
+                                                                               : Tensor()};
+  std::vector<Piece> all_pieces;
+  AttentionOutput merged;
+  std::vector<Tensor> saved;
+  {
+    NoGradGuard no_grad;
+    const DType dt = ops::kernel_dtype(q);
+    for (const Tensor& t : {q, k, v}) saved.push_back(cast(t, dt).contiguous().detach());
+    const DType st = dt == DType::F64 ? DType::F64 : DType::F32;
+    for (size_t b = 0; b < segment_lengths_.size() && n > 0; ++b) {
+      AttentionOutput part{zeros(q.shape(), dt, q.device()),
+                           full({q.size(0), heads, n}, -std::numeric_limits<double>::infinity(), st, q.device())};
+      for (const Piece& p : branch_pieces(n, heads, segment_lengths_[b], dilation_rates_[b])) {
+        attention_forward_into(rows_of(saved[0], p), rows_of(saved[1], p), rows_of(saved[2], p), setup.params(p),
+                               rows_of(part.out, p), stats_of(part.lse, p));
+        all_pieces.push_back(p);
+      }
+      merged = merged.out.defined() ? merge_attention({merged, part}) : part;
+    }
+    if (!merged.out.defined()) {  // an empty sequence
+      merged = {zeros(q.shape(), dt, q.device()), full({q.size(0), heads, n}, 0.0, st, q.device())};
+    }
+  }
+  AttentionResult r{cast(merged.out, q.dtype()), merged.lse, Tensor()};
+  if (autograd::needs_grad({q, k, v})) {
+    saved.push_back(merged.out.detach());
+    saved.push_back(merged.lse.detach());
+    autograd::record(std::make_shared<DilatedAttentionBackward>(std::move(saved), setup, std::move(all_pieces),
+                                                                std::vector<DType>{q.dtype(), k.dtype(), v.dtype()}),
+                     {q, k, v}, {r.out, r.lse});
+  }
+  return r;
+}
+
+}  // namespace longnet
