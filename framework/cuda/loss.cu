@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "framework/core/storage.h"
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
 #include "framework/cuda/device/rows.cuh"
@@ -14,6 +15,20 @@ using rowwise::Vec;
 
 constexpr int kMaxThreads = 512;
 constexpr int kFinalThreads = 1024;
+
+// Packs a thread loads together before using any: their loads are in flight at once (the
+// compiler keeps a load behind the branches of the online max, and behind stores that may alias).
+constexpr int kBatch = 4;
+
+// f(b, p) for p = p0 + b * blockDim.x below `packs`, b < kBatch.
+template <class F>
+__device__ __forceinline__ void for_batch(int64_t p0, int64_t packs, F&& f) {
+#pragma unroll
+  for (int b = 0; b < kBatch; ++b) {
+    const int64_t p = p0 + int64_t(b) * blockDim.x;
+    if (p < packs) f(b, p);
+  }
+}
 
 // A row of n elements starting at `row`, split for 16-byte packs: `head` elements up to the first
 // aligned one, then `packs` whole packs of V, then the rest. Rows of a vocabulary such as 50257
@@ -28,24 +43,28 @@ struct Split {
   }
 };
 
-// Running max m and sum s of exp(x - m) over the values seen, rescaled when the max grows.
+// Running max m and sum s of exp(x - m) over the values seen. A pack's values are compared with
+// m first: s is rescaled (one accurate exponential) only when the max grows, which past the
+// first packs of a row is rare; each value then costs one fast exponential. A NaN makes s NaN.
 template <class A>
 struct OnlineLse {
   A m = rowwise::minus_inf<A>();
   A s = 0;
+  rowwise::ExpMinus<A> ex{rowwise::minus_inf<A>()};
 
   template <int N>
   __device__ __forceinline__ void add(const A (&v)[N]) {
     A pm = v[0];
 #pragma unroll
     for (int e = 1; e < N; ++e) pm = rowwise::nan_max(pm, v[e]);
-    const A nm = rowwise::nan_max(m, pm);
-    if (nm == rowwise::minus_inf<A>()) return;  // all -inf so far: nothing to add, and -inf - -inf is NaN
-    A t = 0;
+    if (pm > m || pm != pm) {
+      // Nothing to rescale while the max is -inf (and -inf - -inf would be NaN).
+      s = m == rowwise::minus_inf<A>() ? A(0) : s * rowwise::exp_of(m - pm);
+      m = pm;
+      ex = rowwise::ExpMinus<A>(m);
+    }
 #pragma unroll
-    for (int e = 0; e < N; ++e) t += rowwise::exp_of(v[e] - nm);
-    s = s * rowwise::exp_of(m - nm) + t;
-    m = nm;
+    for (int e = 0; e < N; ++e) s += ex(v[e]);
   }
   __device__ __forceinline__ void add(A v) {
     const A one[1] = {v};
@@ -57,44 +76,55 @@ struct OnlineLse {
   }
 };
 
-// One block per row: lse = max + log(sum exp(x - max)) in a single read of the row. Ignored rows
-// are not read and get lse 0.
+// True when target t of a row that is not ignored names no class.
+__device__ __forceinline__ bool bad_target(int64_t t, int64_t classes) { return t < 0 || t >= classes; }
+
+// One block per row: lse = max + log(sum exp(x - max)) in a single read of the row, and the
+// row's loss lse - x[target] (NaN for a bad target). Ignored rows are not read and get 0 for
+// both.
 template <class T, class I, int V>
 __global__ void __launch_bounds__(kMaxThreads)
-    cross_entropy_forward_kernel(const T* logits, const I* targets, acc_t<T>* lse, int64_t rows, int64_t classes,
-                                 int64_t ignore_index) {
+    cross_entropy_forward_kernel(const T* logits, const I* targets, acc_t<T>* lse, acc_t<T>* row_loss, int64_t rows,
+                                 int64_t classes, int64_t ignore_index) {
   using A = acc_t<T>;
   __shared__ A scratch[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    if (static_cast<int64_t>(targets[r]) == ignore_index) {
-      if (threadIdx.x == 0) lse[r] = A(0);
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    if (t == ignore_index) {
+      if (threadIdx.x == 0) lse[r] = row_loss[r] = A(0);
       continue;
     }
     const T* row = logits + r * classes;
     const Split<T, V> split(row, classes);
     OnlineLse<A> acc;
     for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) acc.add(load(row[j]));
-    const auto* body = reinterpret_cast<const Vec<T, V>*>(row + split.head);
-#pragma unroll 4
-    for (int64_t p = threadIdx.x; p < split.packs; p += blockDim.x) {
-      const Vec<T, V> raw = body[p];
-      A v[V];
-#pragma unroll
-      for (int e = 0; e < V; ++e) v[e] = load(raw.v[e]);
-      acc.add(v);
+    const auto* body = reinterpret_cast<const rowwise::PackBits<T, V>*>(row + split.head);
+    for (int64_t p0 = threadIdx.x; p0 < split.packs; p0 += kBatch * blockDim.x) {
+      rowwise::PackBits<T, V> raw[kBatch];
+      for_batch(p0, split.packs, [&](int b, int64_t p) { raw[b] = body[p]; });
+      for_batch(p0, split.packs, [&](int b, int64_t) {
+        A v[V];
+        rowwise::unpack<T, V>(raw[b], v);
+        acc.add(v);
+      });
     }
     for (int64_t j = split.head + split.packs * V + threadIdx.x; j < classes; j += blockDim.x) acc.add(load(row[j]));
     const A m = rowwise::block_reduce(acc.m, scratch, rowwise::MaxOp{}, rowwise::minus_inf<A>());
     const A s = rowwise::block_reduce(acc.scaled_to(m), scratch, rowwise::SumOp{}, A(0));
-    if (threadIdx.x == 0) lse[r] = m + rowwise::log_of(s);
+    if (threadIdx.x == 0) {
+      const A l = m + rowwise::log_of(s);
+      lse[r] = l;
+      row_loss[r] = bad_target(t, classes) ? static_cast<A>(NAN) : l - load(row[t]);
+    }
   }
 }
 
-// One block: the mean of lse - logit[target] over counted rows (each thread sums its rows in
-// order, then a fixed tree: deterministic), their count, and the first bad target.
+// One block: the mean of the row losses over counted rows (each thread sums its rows in order,
+// then a fixed tree: deterministic), their count, and the first bad target. The loss is NaN when
+// any target is bad; bad rows are not counted.
 template <class T, class I>
 __global__ void __launch_bounds__(kFinalThreads)
-    cross_entropy_finish_kernel(const T* logits, const I* targets, const acc_t<T>* lse, int64_t rows, int64_t classes,
+    cross_entropy_finish_kernel(const I* targets, const acc_t<T>* row_loss, int64_t rows, int64_t classes,
                                 int64_t ignore_index, acc_t<T>* loss, int64_t* count, int64_t* bad) {
   using A = acc_t<T>;
   __shared__ double sum_scratch[32];
@@ -105,26 +135,29 @@ __global__ void __launch_bounds__(kFinalThreads)
   for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
     const int64_t t = static_cast<int64_t>(targets[r]);
     if (t == ignore_index) continue;
-    if (t < 0 || t >= classes) {
+    if (bad_target(t, classes)) {
       first_bad = min(first_bad, r);
       continue;
     }
     ++n;
-    sum += static_cast<double>(lse[r]) - static_cast<double>(load(logits[r * classes + t]));
+    sum += static_cast<double>(row_loss[r]);
   }
   sum = rowwise::block_reduce(sum, sum_scratch, rowwise::SumOp{}, 0.0);
   n = rowwise::block_reduce(n, int_scratch, rowwise::SumOp{}, int64_t(0));
   first_bad = rowwise::block_reduce(first_bad, int_scratch, rowwise::MinOp{}, kNone);
   if (threadIdx.x == 0) {
     *count = n;
-    *loss = n ? static_cast<A>(sum / static_cast<double>(n)) : A(0);
+    *loss = first_bad != kNone ? static_cast<A>(NAN) : n ? static_cast<A>(sum / static_cast<double>(n)) : A(0);
     bad[0] = first_bad == kNone ? -1 : first_bad;
     bad[1] = first_bad == kNone ? 0 : static_cast<int64_t>(targets[first_bad]);
   }
 }
 
-// One block per row: dlogits = (exp(x - lse) - onehot) * grad / count, written as the row is read.
-// logits and dlogits share their offset modulo 16 bytes, so one split serves both.
+// One block per row: dlogits = (exp(x - lse) - onehot) * grad / count, written as the row is
+// read; exp(x - lse) costs one FFMA and one MUFU.EX2, and the one-hot term touches only the pack
+// holding the target. Ignored rows are written as 0 and rows with a bad target as NaN, without
+// reading the logits. logits and dlogits share their offset modulo 16 bytes, so one split serves
+// both.
 template <class T, class I, int V>
 __global__ void __launch_bounds__(kMaxThreads)
     cross_entropy_backward_kernel(const T* logits, const I* targets, const acc_t<T>* lse, T* dlogits, int64_t rows,
@@ -135,30 +168,41 @@ __global__ void __launch_bounds__(kMaxThreads)
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t t = static_cast<int64_t>(targets[r]);
     const bool ignored = t == ignore_index;
-    const A l = ignored ? A(0) : lse[r];
+    const bool live = !ignored && !bad_target(t, classes);
+    const A fill = ignored ? A(0) : static_cast<A>(NAN);
+    const rowwise::ExpMinus<A> ex(live ? lse[r] : A(0));
     const T* in = logits + r * classes;
     T* out = dlogits + r * classes;
-    // Ignored rows are written as 0 without reading the logits.
-    auto grad_of = [&](int64_t j, A x) {
-      return ignored ? A(0) : (rowwise::exp_of(x - l) - (j == t ? A(1) : A(0))) * scale;
+    auto grad_of = [&](int64_t j) {
+      return live ? (ex(load(in[j])) - (j == t ? A(1) : A(0))) * scale : fill;
     };
     const Split<T, V> split(in, classes);
-    for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) {
-      out[j] = store<T>(grad_of(j, ignored ? A(0) : load(in[j])));
-    }
-    const auto* body_in = reinterpret_cast<const Vec<T, V>*>(in + split.head);
+    for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) out[j] = store<T>(grad_of(j));
+    const auto* body_in = reinterpret_cast<const rowwise::PackBits<T, V>*>(in + split.head);
     auto* body_out = reinterpret_cast<Vec<T, V>*>(out + split.head);
-#pragma unroll 2
-    for (int64_t p = threadIdx.x; p < split.packs; p += blockDim.x) {
-      Vec<T, V> raw{};
-      if (!ignored) raw = body_in[p];
-      const int64_t j0 = split.head + p * V;
+    for (int64_t p0 = threadIdx.x; p0 < split.packs; p0 += kBatch * blockDim.x) {
+      rowwise::PackBits<T, V> raw[kBatch];
+      if (live) for_batch(p0, split.packs, [&](int b, int64_t p) { raw[b] = body_in[p]; });
+      for_batch(p0, split.packs, [&](int b, int64_t p) {
+        A o[V];
+        if (live) {
+          rowwise::unpack<T, V>(raw[b], o);
 #pragma unroll
-      for (int e = 0; e < V; ++e) raw.v[e] = store<T>(grad_of(j0 + e, load(raw.v[e])));
-      body_out[p] = raw;
+          for (int e = 0; e < V; ++e) o[e] = ex(o[e]) * scale;
+          const int64_t hit = t - (split.head + p * V);  // the target's place in this pack
+          if (hit >= 0 && hit < V) {
+#pragma unroll
+            for (int e = 0; e < V; ++e) o[e] -= e == hit ? scale : A(0);
+          }
+        } else {
+#pragma unroll
+          for (int e = 0; e < V; ++e) o[e] = fill;
+        }
+        body_out[p] = rowwise::to_pack<T, V>(o);
+      });
     }
     for (int64_t j = split.head + split.packs * V + threadIdx.x; j < classes; j += blockDim.x) {
-      out[j] = store<T>(grad_of(j, ignored ? A(0) : load(in[j])));
+      out[j] = store<T>(grad_of(j));
     }
   }
 }
@@ -180,16 +224,18 @@ void cross_entropy_forward(int device, const cpu::CrossEntropyParams& p, const C
       using A = acc_t<T>;
       const auto* logits = static_cast<const T*>(p.logits);
       const auto* targets = static_cast<const I*>(p.targets);
-      auto* lse = static_cast<A*>(p.lse);
+      // Per-row losses, freed in stream order once the finishing kernel is queued.
+      const Storage row_loss(static_cast<size_t>(std::max<int64_t>(p.rows, 1)) * sizeof(A), Device::cuda(device));
+      auto* losses = static_cast<A*>(row_loss.data());
       if (p.rows > 0) {
         // Any alignment works: each row finds its own aligned middle.
         constexpr int V = rowwise::kVecWidth<T>;
         cross_entropy_forward_kernel<T, I, V><<<blocks_for(p.rows), threads_for(p.classes, V), 0, stream(device)>>>(
-            logits, targets, lse, p.rows, p.classes, p.ignore_index);
+            logits, targets, static_cast<A*>(p.lse), losses, p.rows, p.classes, p.ignore_index);
         LN_CUDA_CHECK_LAUNCH();
       }
       cross_entropy_finish_kernel<T, I><<<1, kFinalThreads, 0, stream(device)>>>(
-          logits, targets, lse, p.rows, p.classes, p.ignore_index, static_cast<A*>(out.loss), out.count, out.bad);
+          targets, losses, p.rows, p.classes, p.ignore_index, static_cast<A*>(out.loss), out.count, out.bad);
       LN_CUDA_CHECK_LAUNCH();
     });
   });

@@ -2,23 +2,27 @@
 // CUDA cross-entropy over (rows, classes) logits in f32, f64, bf16 or f16; same contracts as
 // framework/cpu/loss.h except where noted: lse is always f32 (f64 for f64 logits), and the loss,
 // the count of non-ignored rows and the target check stay on the device (no host synchronisation).
+// Bad targets (outside [0, classes), not ignored) make the loss NaN and their gradient rows NaN.
 #include "framework/cpu/loss.h"
 
 namespace longnet::cuda {
 
 /// Device outputs of the forward, each written by the forward's last kernel.
 struct CrossEntropyOutputs {
-  void* loss = nullptr;      // () f32 (f64 for f64 logits): mean over counted rows, 0 when none
+  void* loss = nullptr;      // () f32 (f64 for f64 logits): mean over counted rows, 0 when none,
+                             // NaN when any target is bad
   int64_t* count = nullptr;  // () rows whose target is not ignore_index
   int64_t* bad = nullptr;    // (2): first row whose target is outside [0, classes) and not
                              // ignored, or -1; and that target
 };
 
-/// Per row, max and log-sum-exp in one streaming pass (online rescaling) into p.lse; then one
-/// block sums lse - logit[target] over counted rows in a fixed order, counts them, and finds the
-/// first bad target (whose row does not contribute). Nothing is read back to the host.
+/// Per row, max and log-sum-exp in one streaming pass (online rescaling) into p.lse, and the
+/// row's loss lse - logit[target]; then one block sums the row losses over counted rows in a fixed
+/// order, counts them, and finds the first bad target (whose row is not counted). Nothing is read
+/// back to the host.
 void cross_entropy_forward(int device, const cpu::CrossEntropyParams& p, const CrossEntropyOutputs& out);
-/// dlogits = (exp(logits - lse) - onehot(target)) * grad / count in one pass, 0 on ignored rows.
+/// dlogits = (exp(logits - lse) - onehot(target)) * grad / count in one pass, 0 on ignored rows,
+/// NaN on rows with a bad target.
 /// p.scale is not used: `grad` (() f32, f64 for f64 logits) and `count` are read on the device.
 void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p, const void* grad,
                             const int64_t* count);

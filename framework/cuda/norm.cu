@@ -14,32 +14,47 @@ namespace {
 using rowwise::Group;
 using rowwise::Row;
 
-// Per-thread register budget for a cached row: 32 values forward; backward holds x, dy and the
-// two parameter-gradient partials, 16 values each over at most 512 threads (8 for f64).
+// Per-thread register budget for a held row: 32 values forward (8 for f64); backward holds x,
+// dy, the rows loaded ahead, the weights and the two parameter-gradient sums: 16 values each of
+// 16-bit floats, 8 of f32 and f64 (more spill).
 template <class T>
 inline constexpr int kBigForward = std::is_same_v<T, double> ? 8 : 32;
 template <class T>
-inline constexpr int kBigBackward = std::is_same_v<T, double> ? 8 : 16;
+inline constexpr int kBigBackward = sizeof(T) == 2 ? 16 : 8;
 constexpr int kForwardThreads = 1024;
 constexpr int kBackwardThreads = 512;
+// Rows a backward block group loads ahead: two while a thread holds 16 bytes of each input (its
+// registers then bound the groups of a multiprocessor, but two rows each keep more bytes in
+// flight than one row for more groups), else one (two would spill).
+template <class T, int V, int K>
+inline constexpr int kBackwardAhead = K * V * sizeof(T) <= 16 ? 2 : 1;
+
+template <int V, int K, bool kWarp, int kMaxThreads>
+inline constexpr int kBlockLimit = rowwise::max_block_threads(kWarp, K * V, kMaxThreads);
+template <bool kWarp>
+inline constexpr int kMinBlocks = rowwise::min_resident_blocks(kWarp);
+// The backward's warp groups hold x, dy and the parameter-gradient sums: 16 blocks of 4 warps a
+// multiprocessor at most (128 registers a thread), not the 32 warps of the other row kernels.
+template <bool kWarp>
+inline constexpr int kMinBackwardBlocks = kWarp ? 4 : 1;
 
 template <class T, int V, int K, bool kWarp>
-__global__ void __launch_bounds__(kForwardThreads, 1)
+__global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMinBlocks<kWarp>)
     norm_forward_kernel(const T* x, const T* weight, const T* bias, T* y, acc_t<T>* mean, acc_t<T>* rstd,
-                        int64_t rows, int64_t len, acc_t<T> eps, bool rms) {
+                        int64_t rows, int64_t len, int group_threads, acc_t<T> eps, bool rms) {
   using A = acc_t<T>;
-  using G = Group<kWarp>;
-  __shared__ A scratch[32];
+  const Group<kWarp> g(group_threads);
+  __shared__ typename rowwise::Reducer<A, 1, kWarp>::Scratch scratch;
+  rowwise::Reducer<A, 1, kWarp> reduce(scratch);
   const A inv_len = A(1) / static_cast<A>(len);
-  for (int64_t r = G::first(); r < rows; r += G::count()) {
-    const Row<T, V, K, 1, kWarp> row({x}, r * len, len);
+  rowwise::for_each_row<T, V, K, 1>(g, {x}, rows, len, rowwise::FetchNothing{}, [&](int64_t r, auto& row, auto) {
     A mu = 0;
     if (!rms) {
       row.visit([&](int, int64_t, const auto& v) {
 #pragma unroll
         for (int e = 0; e < V; ++e) mu += v[0][e];
       });
-      mu = G::sum(mu, scratch) * inv_len;
+      mu = reduce.sum(g, mu) * inv_len;
     }
     // Centred second pass over the registers: E[x^2] - E[x]^2 would cancel.
     A ss = 0;
@@ -47,7 +62,7 @@ __global__ void __launch_bounds__(kForwardThreads, 1)
 #pragma unroll
       for (int e = 0; e < V; ++e) ss += (v[0][e] - mu) * (v[0][e] - mu);
     });
-    ss = G::sum(ss, scratch);
+    ss = reduce.sum(g, ss);
     const A s = A(1) / rowwise::sqrt_of(ss * inv_len + eps);
     row.emit(y + r * len, [&](int, int64_t p, const auto& v, A(&o)[V]) {
       A w[V], b[V];
@@ -56,103 +71,132 @@ __global__ void __launch_bounds__(kForwardThreads, 1)
 #pragma unroll
       for (int e = 0; e < V; ++e) o[e] = (v[0][e] - mu) * s * w[e] + b[e];
     });
-    if (G::rank() == 0) {
+    if (g.rank == 0 && r < rows) {
       if (mean) mean[r] = mu;
       rstd[r] = s;
     }
-  }
+  });
 }
 
-// dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)) with gw = dy * weight (RMSNorm drops the
-// mean(gw) term). With K > 0 each thread also sums dy * xhat and dy over its rows for the columns
-// it owns (the same columns in every row), and the block writes them as row blockIdx.x of
-// part_w / part_b (rows, len -> gridDim.x, len).
+// A row's saved statistics.
+template <class A>
+struct Stats {
+  A mu, s;
+};
+
+// dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)) with gw = dy * weight and
+// xhat = (x - mean) * rstd (RMSNorm drops the mean(gw) term). With K > 0 every thread also sums
+// dy * xhat and dy over its group's rows for the columns it owns (the same in every row); the
+// block adds its groups' sums in group order in shared memory (2 * len values, dynamic) and
+// writes them as row blockIdx.x of part (gridDim.x, 2 * len): dweight partials, then dbias.
 template <class T, int V, int K, bool kWarp>
-__global__ void __launch_bounds__(kBackwardThreads, 1)
+__global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kMinBackwardBlocks<kWarp>)
     norm_backward_kernel(const T* x, const T* weight, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dy,
-                         T* dx, acc_t<T>* part_w, acc_t<T>* part_b, int64_t rows, int64_t len, bool rms) {
+                         T* dx, acc_t<T>* part, int64_t rows, int64_t len, int group_threads, bool rms) {
   using A = acc_t<T>;
-  using G = Group<kWarp>;
   constexpr int kSlots = K > 0 ? K : 1;
-  __shared__ A scratch[32];
+  const Group<kWarp> g(group_threads);
+  __shared__ typename rowwise::Reducer<A, 2, kWarp>::Scratch scratch;
+  rowwise::Reducer<A, 2, kWarp> reduce(scratch);
   const A inv_len = A(1) / static_cast<A>(len);
-  const bool partials = K > 0 && (part_w || part_b);
+  const int64_t packs = len / V;
+  const bool partials = K > 0 && part != nullptr;
+  // A held row's columns are the same in every row: their weights are loaded once.
+  A held_w[kSlots][V];
+  if constexpr (K > 0) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const int p = g.rank + k * g.size;
+      if (p < packs) rowwise::load_param<T, V>(weight, p, held_w[k], A(1));
+    }
+  }
+  const auto weights = [&](int k, int64_t p, A(&w)[V]) {
+    if constexpr (K > 0) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) w[e] = held_w[k][e];
+    } else {
+      rowwise::load_param<T, V>(weight, p, w, A(1));
+    }
+  };
   A pw[kSlots][V] = {}, pb[kSlots][V] = {};
-  for (int64_t r = G::first(); r < rows; r += G::count()) {
-    const Row<T, V, K, 2, kWarp> row({x, dy}, r * len, len);
-    const A mu = mean ? mean[r] : A(0), s = rstd[r];
+  const auto fetch = [&](int64_t r) { return Stats<A>{mean ? mean[r] : A(0), rstd[r]}; };
+  rowwise::for_each_row<T, V, K, 2, kBackwardAhead<T, V, K>>(g, {x, dy}, rows, len, fetch, [&](int64_t r, auto& row,
+                                                                                     Stats<A> st) {
     if (dx) {
-      A sum_gw = 0, sum_gwx = 0;
-      row.visit([&](int, int64_t p, const auto& v) {
+      // Sums of gw and gw * (x - mean), in one reduction.
+      A sums[2] = {A(0), A(0)};
+      row.visit([&](int k, int64_t p, const auto& v) {
         A w[V];
-        rowwise::load_param<T, V>(weight, p, w, A(1));
+        weights(k, p, w);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
           const A gw = v[1][e] * w[e];
-          sum_gw += gw;
-          sum_gwx += gw * (v[0][e] - mu) * s;
+          sums[0] += gw;
+          sums[1] += gw * (v[0][e] - st.mu);
         }
       });
-      sum_gw = G::sum(sum_gw, scratch);
-      sum_gwx = G::sum(sum_gwx, scratch);
-      const A a = rms ? A(0) : sum_gw * inv_len, b = sum_gwx * inv_len;
-      row.emit(dx + r * len, [&](int, int64_t p, const auto& v, A(&o)[V]) {
+      reduce(g, sums, rowwise::SumOp{}, A(0));
+      const A a = rms ? A(0) : sums[0] * inv_len, b = sums[1] * st.s * inv_len;
+      row.emit(dx + r * len, [&](int k, int64_t p, const auto& v, A(&o)[V]) {
         A w[V];
-        rowwise::load_param<T, V>(weight, p, w, A(1));
-#pragma unroll
-        for (int e = 0; e < V; ++e) o[e] = s * (v[1][e] * w[e] - a - (v[0][e] - mu) * s * b);
-      });
-    }
-    if (partials) {
-      row.visit([&](int k, int64_t, const auto& v) {
+        weights(k, p, w);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-          pw[k][e] += v[1][e] * (v[0][e] - mu) * s;
-          pb[k][e] += v[1][e];
+          const A xhat = (v[0][e] - st.mu) * st.s;
+          o[e] = st.s * (v[1][e] * w[e] - a - xhat * b);
+          if constexpr (K > 0) {
+            if (partials) {
+              pw[k][e] += v[1][e] * xhat;
+              pb[k][e] += v[1][e];
+            }
+          }
+        }
+      });
+    } else if (partials) {
+      row.visit([&](int k, int64_t, const auto& v) {
+        if constexpr (K > 0) {
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            pw[k][e] += v[1][e] * (v[0][e] - st.mu) * st.s;
+            pb[k][e] += v[1][e];
+          }
         }
       });
     }
-  }
+  });
   if constexpr (K > 0) {
     if (!partials) return;
-    const int64_t packs = len / V;
-    if constexpr (kWarp) {
-      // The block's warps own the same columns: add their partials in warp order in shared memory.
-      constexpr int kCols = 32 * K * V;
-      __shared__ A sum_w[rowwise::kWarpsPerBlock][kCols], sum_b[rowwise::kWarpsPerBlock][kCols];
-      const int warp = threadIdx.x / 32;
+    A* out = part + int64_t(blockIdx.x) * 2 * len;
+    // f(c, w, b) for each column c the thread owns, with its sums.
+    const auto owned = [&](auto&& f) {
 #pragma unroll
       for (int k = 0; k < K; ++k) {
-        const int p = G::rank() + 32 * k;
+        const int64_t p = g.rank + k * g.size;
         if (p >= packs) continue;
 #pragma unroll
-        for (int e = 0; e < V; ++e) {
-          sum_w[warp][p * V + e] = pw[k][e];
-          sum_b[warp][p * V + e] = pb[k][e];
-        }
+        for (int e = 0; e < V; ++e) f(p * V + e, pw[k][e], pb[k][e]);
+      }
+    };
+    if (g.per_block == 1) {
+      owned([&](int64_t c, A w, A b) {
+        out[c] = w;
+        out[len + c] = b;
+      });
+      return;
+    }
+    // The block's groups own the same columns: add their sums in group order.
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    A* sum = reinterpret_cast<A*>(shared_bytes);
+    for (int i = 0; i < g.per_block; ++i) {
+      if (g.index == i) {
+        owned([&](int64_t c, A w, A b) {
+          sum[c] = i == 0 ? w : sum[c] + w;
+          sum[len + c] = i == 0 ? b : sum[len + c] + b;
+        });
       }
       __syncthreads();
-      for (int64_t c = threadIdx.x; c < len; c += blockDim.x) {
-        A w = 0, b = 0;
-        for (int i = 0; i < rowwise::kWarpsPerBlock; ++i) {
-          w += sum_w[i][c];
-          b += sum_b[i][c];
-        }
-        if (part_w) part_w[blockIdx.x * len + c] = w;
-        if (part_b) part_b[blockIdx.x * len + c] = b;
-      }
-    } else {
-#pragma unroll
-      for (int k = 0; k < K; ++k) {
-        const int64_t p = threadIdx.x + int64_t(k) * blockDim.x;
-        if (p >= packs) continue;
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          if (part_w) part_w[blockIdx.x * len + p * V + e] = pw[k][e];
-          if (part_b) part_b[blockIdx.x * len + p * V + e] = pb[k][e];
-        }
-      }
     }
+    for (int64_t c = threadIdx.x; c < 2 * len; c += blockDim.x) out[c] = sum[c];
   }
 }
 
@@ -173,11 +217,11 @@ __device__ __forceinline__ A sum_lanes(A v, A (*smem)[kColTile + 1]) {
 }
 
 // Streaming fallback for rows too long to hold: the parameter-gradient partials of rows
-// [blockIdx.y * chunk, ...) read from x and dy directly, into row blockIdx.y of part_w / part_b.
+// [blockIdx.y * chunk, ...) read from x and dy directly, into row blockIdx.y of part
+// (chunks, 2 * len).
 template <class T>
 __global__ void norm_param_partials_kernel(const T* x, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dy,
-                                           acc_t<T>* part_w, acc_t<T>* part_b, int64_t rows, int64_t len,
-                                           int64_t chunk) {
+                                           acc_t<T>* part, int64_t rows, int64_t len, int64_t chunk) {
   using A = acc_t<T>;
   __shared__ A smem[kColLanes][kColTile + 1];
   const int64_t c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
@@ -194,31 +238,40 @@ __global__ void norm_param_partials_kernel(const T* x, const acc_t<T>* mean, con
   w = sum_lanes(w, smem);
   b = sum_lanes(b, smem);
   if (threadIdx.y == 0 && c < len) {
-    if (part_w) part_w[blockIdx.y * len + c] = w;
-    if (part_b) part_b[blockIdx.y * len + c] = b;
+    part[blockIdx.y * 2 * len + c] = w;
+    part[blockIdx.y * 2 * len + len + c] = b;
   }
 }
 
-// out[blockIdx.y, c] = sum of part[g, c] over the rows g of chunk blockIdx.y, in row order per
-// lane then lane order.
+// Sums of the rows [blockIdx.y * chunk, ...) of part (groups, cols), in row order per lane then
+// lane order. Column c of the sums goes to lo[blockIdx.y * split + c] below `split`, else to
+// hi[blockIdx.y * (cols - split) + c - split]; a null destination is skipped.
 template <class O, class A>
-__global__ void column_sum_kernel(const A* part, O* out, int64_t groups, int64_t len, int64_t chunk) {
+__global__ void column_sum_kernel(const A* part, int64_t groups, int64_t cols, int64_t chunk, O* lo, O* hi,
+                                  int64_t split) {
   __shared__ A smem[kColLanes][kColTile + 1];
   const int64_t c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
   const int64_t g0 = blockIdx.y * chunk, g1 = std::min(groups, g0 + chunk);
   A acc = 0;
-  if (c < len) {
-    for (int64_t g = g0 + threadIdx.y; g < g1; g += kColLanes) acc += part[g * len + c];
+  if (c < cols) {
+#pragma unroll 4
+    for (int64_t g = g0 + threadIdx.y; g < g1; g += kColLanes) acc += part[g * cols + c];
   }
   acc = sum_lanes(acc, smem);
-  if (threadIdx.y == 0 && c < len) out[blockIdx.y * len + c] = store<O>(acc);
+  if (threadIdx.y != 0 || c >= cols) return;
+  if (c < split) {
+    if (lo) lo[blockIdx.y * split + c] = store<O>(acc);
+  } else if (hi) {
+    hi[blockIdx.y * (cols - split) + c - split] = store<O>(acc);
+  }
 }
 
 template <class O, class A>
-void launch_column_sum(int device, const A* part, O* out, int64_t groups, int64_t len, int64_t chunks) {
-  const dim3 grid(static_cast<unsigned>((len + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-  column_sum_kernel<O, A><<<grid, dim3(kColTile, kColLanes), 0, stream(device)>>>(part, out, groups, len,
-                                                                                 (groups + chunks - 1) / chunks);
+void launch_column_sum(int device, const A* part, int64_t groups, int64_t cols, int64_t chunks, O* lo, O* hi,
+                       int64_t split) {
+  const dim3 grid(static_cast<unsigned>((cols + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+  column_sum_kernel<O, A><<<grid, dim3(kColTile, kColLanes), 0, stream(device)>>>(
+      part, groups, cols, (groups + chunks - 1) / chunks, lo, hi, split);
   LN_CUDA_CHECK_LAUNCH();
 }
 
@@ -228,21 +281,43 @@ std::unique_ptr<Storage> scratch_for(int device, size_t bytes) {
   return std::make_unique<Storage>(bytes, Device::cuda(device));
 }
 
-// out (len) = column sums of part (groups, len). Many partial rows are first summed in chunks of
-// kChunkRows by parallel blocks, so no thread walks thousands of rows alone.
+// dweight (len) and dbias (len) = column sums of part (groups, 2 * len). Up to kOneStage partial
+// rows take one kernel (each lane adds at most kOneStage / kColLanes of them); more are first
+// summed in chunks of kChunkRows by parallel blocks, so no thread walks thousands of rows alone.
 template <class T>
-void sum_partials(int device, const acc_t<T>* part, void* out, int64_t groups, int64_t len) {
+void sum_partials(int device, const acc_t<T>* part, void* dweight, void* dbias, int64_t groups, int64_t len) {
+  constexpr int64_t kOneStage = 512;
   constexpr int64_t kChunkRows = 64;
-  if (!out) return;
-  if (groups <= 4 * kChunkRows) {
-    launch_column_sum(device, part, static_cast<T*>(out), groups, len, 1);
-    return;
-  }
+  auto* dw = static_cast<T*>(dweight);
+  auto* db = static_cast<T*>(dbias);
+  if (groups <= kOneStage) return launch_column_sum(device, part, groups, 2 * len, 1, dw, db, len);
   const int64_t chunks = (groups + kChunkRows - 1) / kChunkRows;
-  const auto mid = scratch_for(device, static_cast<size_t>(chunks * len) * sizeof(acc_t<T>));
+  const auto mid = scratch_for(device, static_cast<size_t>(chunks * 2 * len) * sizeof(acc_t<T>));
   auto* m = static_cast<acc_t<T>*>(mid->data());
-  launch_column_sum(device, part, m, groups, len, chunks);
-  launch_column_sum(device, static_cast<const acc_t<T>*>(m), static_cast<T*>(out), chunks, len, 1);
+  launch_column_sum(device, part, groups, 2 * len, chunks, m, static_cast<acc_t<T>*>(nullptr), 2 * len);
+  launch_column_sum(device, static_cast<const acc_t<T>*>(m), chunks, 2 * len, 1, dw, db, len);
+}
+
+// Most shared memory a backward block may use to add its groups' parameter-gradient sums.
+constexpr size_t kMaxSumBytes = 32 * 1024;
+
+// Bytes of loads a multiprocessor should keep in flight for the memory to run near its peak
+// (Little's law: about 4 TB/s of reads times about 1 us of latency, over 132 multiprocessors).
+constexpr int64_t kInFlightBytes = 32 * 1024;
+
+// Block groups a backward block holds when it sums parameter gradients (one partial row per
+// block): the most, within kBackwardThreads and kMaxSumBytes, that still keep kInFlightBytes of
+// rows in flight per multiprocessor; else the count that keeps the most groups resident.
+// Registers decide: a block of many groups may fit fewer times than its groups would alone.
+int groups_per_block(const void* kernel, int group, size_t sum_bytes, int64_t ahead_bytes) {
+  int best = 1, most = 0, fast = 0;
+  for (int per = 1; per * group <= kBackwardThreads; ++per) {
+    if (per > 1 && sum_bytes > kMaxSumBytes) break;
+    const int resident = per * rowwise::blocks_per_multiprocessor(kernel, per * group, per > 1 ? sum_bytes : 0);
+    if (resident > most) most = resident, best = per;
+    if (resident * ahead_bytes >= kInFlightBytes) fast = per;
+  }
+  return fast > 0 ? fast : best;
 }
 
 }  // namespace
@@ -254,11 +329,12 @@ void norm_forward(int device, const cpu::NormParams& p) {
     using A = acc_t<T>;
     const bool vec = p.len % rowwise::kVecWidth<T> == 0 && aligned16(p.x) && aligned16(p.y) &&
                      rowwise::aligned_or_null(p.weight) && rowwise::aligned_or_null(p.bias);
-    const rowwise::RowConfig c = rowwise::plan_rows(p.rows, p.len, vec, kBigForward<T>, kForwardThreads);
+    const rowwise::RowConfig c = rowwise::plan_rows(p.len, vec, kBigForward<T>, kForwardThreads);
     rowwise::dispatch_rows<T, kBigForward<T>>(c, [&]<int V, int K, bool kWarp>() {
-      norm_forward_kernel<T, V, K, kWarp><<<c.blocks, c.threads, 0, stream(device)>>>(
+      const auto kernel = norm_forward_kernel<T, V, K, kWarp>;
+      kernel<<<rowwise::grid_for_rows(device, kernel, c, p.rows), c.threads, 0, stream(device)>>>(
           static_cast<const T*>(p.x), static_cast<const T*>(p.weight), static_cast<const T*>(p.bias),
-          static_cast<T*>(p.y), static_cast<A*>(p.mean), static_cast<A*>(p.rstd), p.rows, p.len,
+          static_cast<T*>(p.y), static_cast<A*>(p.mean), static_cast<A*>(p.rstd), p.rows, p.len, c.group,
           static_cast<A>(p.eps), p.rms);
     });
   });
@@ -278,49 +354,51 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
     }
     const bool vec = p.len % rowwise::kVecWidth<T> == 0 && aligned16(p.x) && aligned16(p.dy) &&
                      rowwise::aligned_or_null(p.dx) && rowwise::aligned_or_null(p.weight);
-    rowwise::RowConfig c = rowwise::plan_rows(p.rows, p.len, vec, kBigBackward<T>, kBackwardThreads);
+    const rowwise::RowConfig plan = rowwise::plan_rows(p.len, vec, kBigBackward<T>, kBackwardThreads);
     const bool params = p.dweight || p.dbias;
-    // Cached rows: one partial row per block. Enough blocks to keep the memory system busy (at
-    // most what the device holds at once), but about 16 rows or more per block, so that the
-    // partials stay small next to x and dy.
-    if (c.values > 0 && params) {
-      const int64_t sms = properties(device).multiProcessorCount;
-      const int64_t resident = sms * std::max(1, properties(device).maxThreadsPerMultiProcessor / c.threads);
-      const int64_t wanted = std::max<int64_t>(2 * sms, (p.rows + 15) / 16);
-      c.blocks = static_cast<unsigned>(std::min({int64_t(c.blocks), resident, wanted}));
-    }
-    // Streaming rows: the partials come from the column kernel in row chunks.
-    const int64_t chunks = c.values > 0 ? 0 : std::clamp<int64_t>((p.rows + 255) / 256, 1, 128);
-    const int64_t groups = c.values > 0 ? c.blocks : chunks;
-    std::unique_ptr<Storage> part;
-    A* part_w = nullptr;
-    A* part_b = nullptr;
-    if (params) {
-      part = scratch_for(device, 2 * static_cast<size_t>(groups * p.len) * sizeof(A));
-      part_w = p.dweight ? static_cast<A*>(part->data()) : nullptr;
-      part_b = p.dbias ? static_cast<A*>(part->data()) + groups * p.len : nullptr;
-    }
+    const bool held = plan.values > 0;
     const auto* x = static_cast<const T*>(p.x);
     const auto* dy = static_cast<const T*>(p.dy);
     const auto* mean = static_cast<const A*>(p.mean);
     const auto* rstd = static_cast<const A*>(p.rstd);
-    if (c.values > 0 || p.dx) {
-      rowwise::dispatch_rows<T, kBigBackward<T>>(c, [&]<int V, int K, bool kWarp>() {
-        norm_backward_kernel<T, V, K, kWarp><<<c.blocks, c.threads, 0, stream(device)>>>(
-            x, static_cast<const T*>(p.weight), mean, rstd, dy, static_cast<T*>(p.dx), part_w, part_b, p.rows,
-            p.len, p.rms);
+    // Streaming rows: the partials come from the column kernel in row chunks.
+    const int64_t chunks = held ? 0 : std::clamp<int64_t>((p.rows + 255) / 256, 1, 128);
+    const size_t sum_bytes = 2 * static_cast<size_t>(p.len) * sizeof(A);
+    std::unique_ptr<Storage> part;
+    int64_t groups = chunks;
+    if (held || p.dx) {
+      rowwise::dispatch_rows<T, kBigBackward<T>>(plan, [&]<int V, int K, bool kWarp>() {
+        const auto kernel = norm_backward_kernel<T, V, K, kWarp>;
+        // Held rows: one partial row per block, the block's grid no larger than what runs at
+        // once (each block loops over many rows), so that the partials stay small next to x
+        // and dy.
+        rowwise::RowConfig c = plan;
+        if (K > 0 && params && !kWarp) {
+          const int64_t ahead_bytes = kBackwardAhead<T, V, K> * 2 * p.len * static_cast<int64_t>(sizeof(T));
+          c.threads =
+              c.group * groups_per_block(reinterpret_cast<const void*>(kernel), c.group, sum_bytes, ahead_bytes);
+        }
+        const size_t smem = K > 0 && params && c.threads > c.group ? sum_bytes : 0;
+        const unsigned blocks = rowwise::grid_for_rows(device, kernel, c, p.rows, smem);
+        if (K > 0 && params) {
+          groups = blocks;
+          part = scratch_for(device, static_cast<size_t>(groups) * sum_bytes);
+        }
+        kernel<<<blocks, c.threads, smem, stream(device)>>>(
+            x, static_cast<const T*>(p.weight), mean, rstd, dy, static_cast<T*>(p.dx),
+            part ? static_cast<A*>(part->data()) : nullptr, p.rows, p.len, c.group, p.rms);
       });
       LN_CUDA_CHECK_LAUNCH();
     }
     if (!params) return;
-    if (c.values == 0) {
+    if (!held) {
+      part = scratch_for(device, static_cast<size_t>(chunks) * sum_bytes);
       const dim3 grid(static_cast<unsigned>((p.len + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
       norm_param_partials_kernel<T><<<grid, dim3(kColTile, kColLanes), 0, stream(device)>>>(
-          x, mean, rstd, dy, part_w, part_b, p.rows, p.len, (p.rows + chunks - 1) / chunks);
+          x, mean, rstd, dy, static_cast<A*>(part->data()), p.rows, p.len, (p.rows + chunks - 1) / chunks);
       LN_CUDA_CHECK_LAUNCH();
     }
-    sum_partials<T>(device, part_w, p.dweight, groups, p.len);
-    sum_partials<T>(device, part_b, p.dbias, groups, p.len);
+    sum_partials<T>(device, static_cast<const A*>(part->data()), p.dweight, p.dbias, groups, p.len);
   });
 }
 

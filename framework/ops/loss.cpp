@@ -1,5 +1,8 @@
 #include "framework/ops/loss.h"
 
+#include <cstdlib>
+#include <string_view>
+
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
 #include "framework/cpu/loss.h"
@@ -47,12 +50,21 @@ Saved forward_cpu(const Tensor& logits, const Tensor& targets, int64_t rows, int
   return s;
 }
 
+// True when LONGNET_CHECK_TARGETS is set to anything but "" or "0": GPU target ids are then
+// checked on the host (see forward_cuda). Read on every call, so that it can be switched on in a
+// running program.
+bool check_targets_on_host() {
+  const char* v = std::getenv("LONGNET_CHECK_TARGETS");
+  return v != nullptr && *v != '\0' && std::string_view(v) != "0";
+}
+
 // 16-bit logits stay 16-bit: the kernels widen them as they read. The loss and the count stay on
-// the device. Target ids are checked there too, by the kernel that sums the loss; the op reads
-// back its two-integer verdict (first bad row, its id) so that a bad id raises the same error as
-// on the CPU. That small read is the one point where the host waits for the GPU in this op (the
-// backward has none): a device-side assert instead would leave the CUDA context unusable, and an
-// unchecked id would silently train on garbage.
+// the device, and target ids are checked there too, by the kernel that sums the loss: by default
+// nothing is read back, so the host never waits for the GPU in this op. A bad id is not silent:
+// the loss is NaN and so is the gradient of every row with a bad id (a device-side assert instead
+// would leave the CUDA context unusable). With LONGNET_CHECK_TARGETS=1 the op also reads back the
+// kernel's verdict (first bad row, its id) and raises the CPU's error: one small synchronous read
+// per call, for finding the bad batch.
 Saved forward_cuda(const Tensor& logits, const Tensor& targets, int64_t rows, int64_t classes, int64_t ignore_index) {
   const Device device = logits.device();
   Saved s;
@@ -68,8 +80,10 @@ Saved forward_cuda(const Tensor& logits, const Tensor& targets, int64_t rows, in
       device.index,
       {s.x.raw_data(), s.t.raw_data(), s.lse.raw_data(), s.x.dtype(), s.t.dtype(), rows, classes, ignore_index},
       {s.loss.raw_data(), s.count.data<int64_t>(), bad.data<int64_t>()});
-  const std::vector<int64_t> verdict = bad.to_vector<int64_t>();
-  check_target(verdict[0], verdict[1], logits, ignore_index);
+  if (check_targets_on_host()) {
+    const std::vector<int64_t> verdict = bad.to_vector<int64_t>();
+    check_target(verdict[0], verdict[1], logits, ignore_index);
+  }
 #else
   LN_FAIL("[cross_entropy] has no kernel for ", device.str(), " tensors");
 #endif

@@ -4,6 +4,7 @@
 // per row with the row in registers, and a block streaming rows too long to hold, each with and
 // without 16-byte packs (lengths that are not multiples of 8 or of the block size).
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -32,12 +33,12 @@ std::string label(const Shape& shape, DType dt, bool nc, const std::string& extr
 }
 
 // Row lengths by kernel shape (f32 / bf16 packs hold 4 / 8 elements; unpacked rows hold at most
-// 16 values a thread):
-// 129: warp, 8 values a lane; 301 (unpacked), 384: warp, 16 (norm backward) or 32 values a lane;
-// 772, 1000: warp with 32 values a lane forward, block backward; 771, 2049: unpacked block;
-// 3000: block, 8 values a thread; 5001, 6000: block, 16 values a thread in the norm backward;
-// 9001, 12000: block with 16 / 32 values a thread forward, streamed in the norm backward;
-// 20001, 40000: streamed.
+// 8 values a thread; a block group that holds its row has at most 512 threads). Forward (softmax,
+// norms): 129: warp, 8 values a lane; 384, 1000: warp, 32 values a lane; 301, 771, 2049
+// (unpacked): block, 8 values a thread; 3000, 6000, 12000: block, 32 values a thread; 5001, 9001,
+// 20001, 40000: streamed. Backward: 384: warp, 16 values a lane (bf16 norm; f32 norm: block);
+// 772, 1000: block, 8 values a thread; 3000, 6000: block, 16 values a thread (f32 norm: 8, and
+// 6000 streamed); 12000: streamed.
 const std::vector<Shape>& row_shapes() {
   static const std::vector<Shape> shapes = {{37, 129}, {20, 301}, {40, 384}, {5, 772},   {3, 1000},
                                             {6, 771},  {4, 3000}, {3, 2049}, {3, 5001},  {3, 6000},
@@ -118,6 +119,30 @@ std::vector<Shape> norm_shapes() {
   s.push_back({4, 5, 96});
   s.push_back({130, 513});
   return s;
+}
+
+// Many rows per group: every block of the grid loops over rows with the next ones loaded ahead,
+// block groups sharing a block run in step past the last row, and the norm backward's partial
+// sums take one stage (block groups: a few hundred partial rows) or two (thousands of warp
+// groups, 4000 x 200).
+TEST(CudaNorm, ManyRowsPerGroup) {
+  LN_REQUIRE_GPU();
+  for (const Shape& shape : {Shape{2001, 1024}, Shape{3001, 768}, Shape{1501, 4096}, Shape{4000, 200}}) {
+    const int64_t d = shape.back();
+    const Tensor x = input(shape, 30), w = input({d}, 31, 0.5, 1.5), b = input({d}, 32, -0.5, 0.5);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return softmax(a[0], -1); }, {x}, dt))
+          << "softmax " << label(shape, dt, false);
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return log_softmax(a[0], -1); }, {x}, dt))
+          << "log_softmax " << label(shape, dt, false);
+      EXPECT_TRUE(cpu_cuda_parity(
+          [](const std::vector<Tensor>& a) { return layer_norm(a[0], a[1], a[2], 1e-5); }, {x, w, b}, dt))
+          << "layer_norm " << label(shape, dt, false);
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return rms_norm(a[0], a[1], 1e-6); }, {x, w},
+                                  dt))
+          << "rms_norm " << label(shape, dt, false);
+    }
+  }
 }
 
 TEST(CudaNorm, LayerNormWithAndWithoutAffine) {
@@ -254,13 +279,70 @@ TEST(CudaNorm, CrossEntropyStaysOnTheDevice) {
   EXPECT_EQ(leaf.grad().to(Device::cpu()).to_vector<float>(), std::vector<float>(200, 0.0f));
 }
 
-TEST(CudaNorm, CrossEntropyRejectsBadTargetsOnTheDevice) {
+// Sets (or with a null value unsets) an environment variable for its scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    if (value) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_.c_str(), old_.c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+// Targets of a (6, 10) batch: row 1 ignored, row 3 `bad`, row 5 bad (12).
+Tensor bad_targets(int64_t bad) {
+  return from_vector(std::vector<int64_t>{1, -100, 3, bad, 0, 12}, {6}).to(Device::cuda(0));
+}
+
+TEST(CudaNorm, CrossEntropyBadTargetsGiveNaNWithoutWaiting) {
   LN_REQUIRE_GPU();
+  const ScopedEnv unset("LONGNET_CHECK_TARGETS", nullptr);
+  for (DType dt : {DType::F32, DType::BF16}) {
+    for (int64_t bad : {10, -1}) {
+      Tensor x = input({6, 10}, 24).to(dt).to(Device::cuda(0)).requires_grad_(true);
+      const Tensor loss = cross_entropy(x, bad_targets(bad));
+      EXPECT_TRUE(std::isnan(loss.item())) << dtype_name(dt) << " target " << bad;
+      loss.backward();
+      const std::vector<float> g = x.grad().to(DType::F32).to(Device::cpu()).to_vector<float>();
+      for (size_t r = 0; r < 6; ++r) {
+        for (size_t j = 0; j < 10; ++j) {
+          const float v = g[r * 10 + j];
+          if (r == 3 || r == 5) {
+            EXPECT_TRUE(std::isnan(v)) << "row " << r << " class " << j;
+          } else if (r == 1) {
+            EXPECT_EQ(v, 0.0f) << "ignored row, class " << j;
+          } else {
+            EXPECT_TRUE(std::isfinite(v)) << "row " << r << " class " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaNorm, CrossEntropyRaisesOnBadTargetsWhenAsked) {
+  LN_REQUIRE_GPU();
+  const ScopedEnv on("LONGNET_CHECK_TARGETS", "1");
   const Tensor x = input({6, 10}, 24).to(Device::cuda(0));
   for (int64_t bad : {10, -1}) {
-    const Tensor t = from_vector(std::vector<int64_t>{1, -100, 3, bad, 0, 12}, {6}).to(Device::cuda(0));
     try {
-      cross_entropy(x, t);
+      cross_entropy(x, bad_targets(bad));
       ADD_FAILURE() << "no error for target " << bad;
     } catch (const Error& e) {
       const std::string msg = e.what();
@@ -269,6 +351,10 @@ TEST(CudaNorm, CrossEntropyRejectsBadTargetsOnTheDevice) {
       EXPECT_NE(msg.find("(6, 10)"), std::string::npos) << msg;
     }
   }
+  // Good targets pass the check and give the same loss as without it.
+  const Tensor t = from_vector(std::vector<int64_t>{1, -100, 3, 9, 0, 2}, {6});
+  const double checked = cross_entropy(x, t.to(Device::cuda(0))).item();
+  EXPECT_NEAR(checked, cross_entropy(x.to(Device::cpu()), t).item(), 1e-5);
 }
 
 }  // namespace
