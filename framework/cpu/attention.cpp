@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include <cblas.h>
 #include <omp.h>
 
 #include "framework/core/error.h"
@@ -127,56 +129,48 @@ class Tiling {
 template <class T>
 struct Scratch {
   Scratch(int64_t tile, int64_t d)
-      : s(static_cast<size_t>(tile * tile)), dp(s.size()), kt(static_cast<size_t>(tile * d)),
-        acc(kt.size()), acc2(kt.size()), row(static_cast<size_t>(tile)), row2(row.size()) {}
-  std::vector<T> s, dp, kt, acc, acc2, row, row2;
+      : s(static_cast<size_t>(tile * tile)), dp(s.size()), acc(static_cast<size_t>(tile * d)), acc2(acc.size()),
+        row(static_cast<size_t>(tile)), row2(row.size()) {}
+  std::vector<T> s, dp, acc, acc2, row, row2;
 };
 
-// s (ni, nj) = scale * x (ni, D; row stride xs) @ y (nj, D; row stride ys)^T. y is transposed into
-// `yt` first so the inner loop runs along contiguous memory and vectorises.
+// c = alpha * op(a) @ op(b) + beta * c, row-major, on the calling thread (BLAS is kept at one
+// thread: the tiles are already spread over the OpenMP threads).
 template <class T>
-void tile_dots(const T* x, int64_t xs, const T* y, int64_t ys, int64_t ni, int64_t nj, int64_t d, T scale, T* yt,
-               T* s) {
-  for (int64_t j = 0; j < nj; ++j) {
-    for (int64_t c = 0; c < d; ++c) yt[c * nj + j] = y[j * ys + c];
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc) {
+  const auto fa = ta ? CblasTrans : CblasNoTrans, fb = tb ? CblasTrans : CblasNoTrans;
+  const auto bm = static_cast<blasint>(m), bn = static_cast<blasint>(n), bk = static_cast<blasint>(k);
+  if constexpr (std::is_same_v<T, float>) {
+    cblas_sgemm(CblasRowMajor, fa, fb, bm, bn, bk, alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb),
+                beta, c, static_cast<blasint>(ldc));
+  } else {
+    cblas_dgemm(CblasRowMajor, fa, fb, bm, bn, bk, alpha, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb),
+                beta, c, static_cast<blasint>(ldc));
   }
-  for (int64_t i = 0; i < ni; ++i) {
-    T* si = s + i * nj;
-    std::fill(si, si + nj, T(0));
-    for (int64_t c = 0; c < d; ++c) {
-      const T xc = x[i * xs + c] * scale;
-      const T* yc = yt + c * nj;
-      for (int64_t j = 0; j < nj; ++j) si[j] += xc * yc[j];
-    }
-  }
+}
+
+// s (ni, nj) = scale * x (ni, D; row stride xs) @ y (nj, D; row stride ys)^T.
+template <class T>
+void tile_dots(const T* x, int64_t xs, const T* y, int64_t ys, int64_t ni, int64_t nj, int64_t d, T scale, T* s) {
+  gemm(false, true, ni, nj, d, scale, x, xs, y, ys, T(0), s, nj);
 }
 
 // acc (ni, D) += p (ni, nj) @ y (nj, D; row stride ys).
 template <class T>
 void add_product(const T* p, int64_t ni, int64_t nj, const T* y, int64_t ys, int64_t d, T* acc) {
-  for (int64_t i = 0; i < ni; ++i) {
-    T* ai = acc + i * d;
-    for (int64_t j = 0; j < nj; ++j) {
-      const T pij = p[i * nj + j];
-      if (pij == T(0)) continue;
-      const T* yj = y + j * ys;
-      for (int64_t c = 0; c < d; ++c) ai[c] += pij * yj[c];
-    }
-  }
+  gemm(false, false, ni, d, nj, T(1), p, nj, y, ys, T(1), acc, d);
 }
 
 // acc (nj, D) += p (ni, nj)^T @ x (ni, D; row stride xs).
 template <class T>
 void add_product_t(const T* p, int64_t ni, int64_t nj, const T* x, int64_t xs, int64_t d, T* acc) {
-  for (int64_t i = 0; i < ni; ++i) {
-    const T* xi = x + i * xs;
-    for (int64_t j = 0; j < nj; ++j) {
-      const T pij = p[i * nj + j];
-      if (pij == T(0)) continue;
-      T* aj = acc + j * d;
-      for (int64_t c = 0; c < d; ++c) aj[c] += pij * xi[c];
-    }
-  }
+  gemm(true, false, nj, d, ni, T(1), p, nj, x, xs, T(1), acc, d);
+}
+
+// BLAS must run single-threaded inside the OpenMP regions; set once from the calling thread.
+void single_threaded_blas() {
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
 // Writes (or adds) scale * src (n, D) into rows of a strided output.
@@ -214,7 +208,7 @@ struct HeadSlice {
   void scores(const T* q, int64_t qs, const T* k, int64_t ks, int64_t i0, int64_t ni, int64_t j0, int64_t nj,
               int64_t entry, Scratch<T>& w) const {
     T* s = w.s.data();
-    tile_dots(q + i0 * qs, qs, k + j0 * ks, ks, ni, nj, d, scale, w.kt.data(), s);
+    tile_dots(q + i0 * qs, qs, k + j0 * ks, ks, ni, nj, d, scale, s);
     const T b = entry >= 0 && bias ? bias[entry] : T(0);
     for (int64_t i = 0; i < ni; ++i) {
       T* si = s + i * nj;
@@ -325,8 +319,7 @@ struct BackwardTile {
 
   void operator()(int64_t i0, int64_t ni, int64_t j0, int64_t nj, int64_t entry, Scratch<T>& w) const {
     hs.scores(q, p.q.row, k, p.k.row, i0, ni, j0, nj, entry, w);
-    tile_dots(dout + i0 * p.dout.row, p.dout.row, v + j0 * p.v.row, p.v.row, ni, nj, hs.d, T(1), w.kt.data(),
-              w.dp.data());
+    tile_dots(dout + i0 * p.dout.row, p.dout.row, v + j0 * p.v.row, p.v.row, ni, nj, hs.d, T(1), w.dp.data());
     for (int64_t i = 0; i < ni; ++i) {
       T* si = w.s.data() + i * nj;
       T* dpi = w.dp.data() + i * nj;
@@ -427,10 +420,12 @@ void backward_impl(const AttentionBackwardParams& p) {
 }  // namespace
 
 void attention_forward(const AttentionForwardParams& p) {
+  single_threaded_blas();
   dispatch_float(p.dtype, "attention", [&]<class T>() { forward_impl<T>(p); });
 }
 
 void attention_backward(const AttentionBackwardParams& p) {
+  single_threaded_blas();
   dispatch_float(p.dtype, "attention_backward", [&]<class T>() { backward_impl<T>(p); });
 }
 

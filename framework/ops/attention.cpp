@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <utility>
 
 #include "framework/autograd/grad_mode.h"
@@ -99,10 +100,14 @@ cpu::AttentionView rows_heads_view(const char* op, const char* what, const Tenso
   if (!t.defined()) return {};
   LN_CHECK(t.stride(-1) == 1 || t.size(-1) == 1, "[", op, "] ", what, " ", shape_str(t.shape()),
            " needs a contiguous last dim");
+  // Rows are BLAS matrix rows: they may not overlap (a single row's stride does not matter).
+  const int64_t d = t.size(-1), rows = t.size(bd);
+  LN_CHECK(rows <= 1 || (t.stride(bd) >= d && t.stride(bd) <= INT32_MAX), "[", op, "] ", what, " ",
+           shape_str(t.shape()), " has row stride ", t.stride(bd), "; rows must not overlap");
   cpu::AttentionView v;
   v.data = t.raw_data();
   for (int i = 0; i < bd; ++i) v.batch[i] = t.stride(i);
-  v.row = t.stride(bd);
+  v.row = rows <= 1 ? d : t.stride(bd);
   v.head = t.stride(bd + 1);
   return v;
 }
@@ -258,12 +263,15 @@ void attention_backward_into(const Tensor& q, const Tensor& k, const Tensor& v, 
 
 namespace {
 
-// A tensor in its device's kernel dtype with a contiguous last dim; not recorded.
+// A tensor in its device's kernel dtype whose (rows, D) slices the kernels can read: a contiguous
+// last dim and rows that do not overlap (a broadcast along N is copied); not recorded.
 Tensor kernel_operand(const Tensor& t) {
   if (!t.defined()) return t;
   NoGradGuard no_grad;
   const Tensor up = ops::kernel_input(t);
-  return up.stride(-1) == 1 || up.size(-1) == 1 ? up : up.contiguous();
+  const bool last_ok = up.stride(-1) == 1 || up.size(-1) == 1;
+  const bool rows_ok = up.size(-3) <= 1 || (up.stride(-3) >= up.size(-1) && up.stride(-3) <= INT32_MAX);
+  return last_ok && rows_ok ? up : up.contiguous();
 }
 
 // The forward in the kernel dtype: out and lse as the kernel produced them.

@@ -146,12 +146,13 @@ TEST(AttentionOp, GradcheckNonContiguousInputs) {
 }
 
 TEST(AttentionOp, GradcheckBroadcastKeys) {
-  // One key/value head expanded over three query heads (grouped-query style).
+  // One key head expanded over three query heads (grouped-query style), and one value row
+  // expanded over all keys (overlapping rows, which the op copies before the kernels read them).
   EXPECT_TRUE(gradcheck(
       [](const std::vector<Tensor>& x) {
         return out_and_lse(attention(x[0], expand(x[1], {2, 4, 3, 2}), expand(x[2], {2, 4, 3, 2})));
       },
-      {leaf({2, 5, 3, 2}, 10), leaf({2, 4, 1, 2}, 11), leaf({2, 4, 1, 2}, 12)}));
+      {leaf({2, 5, 3, 2}, 10), leaf({2, 4, 1, 2}, 11), leaf({2, 1, 3, 2}, 12)}));
 }
 
 TEST(AttentionOp, BatchDimsFromNoneToTwo) {
@@ -370,6 +371,12 @@ TEST(AttentionOp, ErrorsNameTheOpAndShapes) {
   p.layout = small_layout(1);
   msg = error_of([&] { attention(q, k, k, p); });
   EXPECT_NE(msg.find("does not fit 5 queries and 6 keys"), std::string::npos) << msg;
+  const Tensor kd = k.detach();
+  msg = error_of([&] {
+    attention_forward_into(q.detach(), kd, kd, {}, expand(zeros({2, 1, 2, 4}, DType::F64), {2, 5, 2, 4}),
+                           zeros({2, 2, 5}, DType::F64));
+  });
+  EXPECT_NE(msg.find("out (2, 5, 2, 4) has row stride 0"), std::string::npos) << msg;
   msg = error_of([&] { merge_attention({{q, leaf({2, 2, 5}, 1)}, {q, leaf({2, 5, 2}, 1)}}); });
   EXPECT_NE(msg.find("[merge_attention]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(2, 5, 2)"), std::string::npos) << msg;
