@@ -32,7 +32,8 @@ struct AttentionShape {
 /// A strided operand: element (b..., row, head, d) lies at data + sum(b_i * batch[i]) +
 /// row * row + head * head + d (unit stride along head_dim). lse-shaped operands (batch..., heads,
 /// rows) and the key-padding mask (batch..., rows) use the same struct with d = 0 (and head = 0).
-/// `data` is only written for outputs.
+/// `data` is only written for outputs. Rows of q, k, v, out and their gradients are BLAS matrix
+/// rows: row >= head_dim (rows do not overlap) and below 2^31.
 struct AttentionView {
   void* data = nullptr;
   int64_t batch[kAttentionMaxBatchDims] = {};

@@ -161,15 +161,36 @@ void require_shape(const char* op, const char* what, const Tensor& t, const Shap
   LN_CHECK(t.shape() == shape, "[", op, "] ", what, " ", shape_str(t.shape()), " should be ", shape_str(shape));
 }
 
-// Checks the kernel-facing inputs of the *_into entry points: q, k, v in one kernel dtype (f32
-// or f64 on the CPU) with contiguous last dims; returns the geometry.
+// Checks the kernel-facing inputs of the *_into entry points: q, k, v in their device's kernel
+// dtype (f32 or f64 on the CPU) with contiguous last dims; returns the geometry.
 cpu::AttentionShape check_kernel_inputs(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                                         const AttentionParams& p) {
   const cpu::AttentionShape s = check_inputs(op, q, k, v, p);
-  ops::require_cpu(op, q);
-  LN_CHECK(q.dtype() == DType::F32 || q.dtype() == DType::F64, "[", op, "] kernel inputs must be f32 or f64, got ",
-           dtype_name(q.dtype()), " q ", shape_str(q.shape()));
+  LN_CHECK(q.dtype() == ops::kernel_dtype(q), "[", op, "] kernel inputs on ", q.device().str(), " must be ",
+           dtype_name(ops::kernel_dtype(q)), ", got ", dtype_name(q.dtype()), " q ", shape_str(q.shape()));
   return s;
+}
+
+// The kernels by device. The parameter structs are plain pointers and strides, so a GPU kernel
+// takes the same ones (layout arrays are host pointers: a GPU path uploads them).
+void run_forward(const cpu::AttentionForwardParams& p, Device device) {
+  LN_CHECK(device.is_cpu(), "[attention] has no kernel for ", device.str(), " tensors yet");
+  cpu::attention_forward(p);
+}
+
+void run_backward(const cpu::AttentionBackwardParams& p, Device device) {
+  LN_CHECK(device.is_cpu(), "[attention_backward] has no kernel for ", device.str(), " tensors yet");
+  cpu::attention_backward(p);
+}
+
+void run_merge(const cpu::AttentionMergeParams& p, Device device) {
+  LN_CHECK(device.is_cpu(), "[merge_attention] has no kernel for ", device.str(), " tensors yet");
+  cpu::attention_merge(p);
+}
+
+void run_merge_backward(const cpu::AttentionMergeBackwardParams& p, Device device) {
+  LN_CHECK(device.is_cpu(), "[merge_attention] has no backward kernel for ", device.str(), " tensors yet");
+  cpu::attention_merge_backward(p);
 }
 
 }  // namespace
@@ -211,7 +232,7 @@ void attention_forward_into(const Tensor& q, const Tensor& k, const Tensor& v, c
   kp.out = rows_heads_view(op, "out", out, bd);
   kp.lse = heads_rows_view(lse, bd);
   kp.mask = kernel_mask(params, s, bias);
-  cpu::attention_forward(kp);
+  run_forward(kp, q.device());
 }
 
 void attention_backward_into(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
@@ -258,7 +279,7 @@ void attention_backward_into(const Tensor& q, const Tensor& k, const Tensor& v, 
   kp.mask = kernel_mask(params, s, bias);
   kp.accumulate = accumulate;
   kp.block_bias_grad = into.dblock_bias.defined() ? into.dblock_bias.raw_data() : nullptr;
-  cpu::attention_backward(kp);
+  run_backward(kp, q.device());
 }
 
 namespace {
@@ -277,7 +298,6 @@ Tensor kernel_operand(const Tensor& t) {
 // The forward in the kernel dtype: out and lse as the kernel produced them.
 AttentionOutput forward_kernel_dtype(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p) {
   check_inputs("attention", q, k, v, p);
-  ops::require_cpu("attention", q);
   const Tensor qk = kernel_operand(q), kk = kernel_operand(k), vk = kernel_operand(v);
   const DType dt = qk.dtype();
   AttentionOutput r{Tensor::empty(q.shape(), dt, q.device()),
@@ -425,7 +445,7 @@ class MergeAttentionBackward final : public autograd::Node {
       do_ptr.push_back(grads[2 * i].raw_data());
       dlse_ptr.push_back(grads[2 * i + 1].raw_data());
     }
-    cpu::attention_merge_backward({m.params, dout.raw_data(), dlse.raw_data(), do_ptr.data(), dlse_ptr.data()});
+    run_merge_backward({m.params, dout.raw_data(), dlse.raw_data(), do_ptr.data(), dlse_ptr.data()}, out_.device());
     for (size_t i = 0; i < o_.size(); ++i) grads[2 * i] = cast(grads[2 * i], o_dtypes_[i]);
     return grads;
   }
@@ -448,7 +468,6 @@ AttentionOutput merge_attention(const std::vector<AttentionOutput>& parts) {
   LN_CHECK(!parts.empty(), "[", op, "] needs at least one part");
   const Tensor& o0 = parts.front().out;
   ops::require_float(op, o0);
-  ops::require_cpu(op, o0);
   LN_CHECK(o0.dim() >= 3, "[", op, "] outputs must be (..., N, H, D), got ", shape_str(o0.shape()));
   const Shape lse_shape = with_batch(batch_shape(o0, 3), {o0.size(-2), o0.size(-3)});
   std::vector<Tensor> inputs, os, lses;
@@ -469,12 +488,12 @@ AttentionOutput merge_attention(const std::vector<AttentionOutput>& parts) {
   const DType dt = ops::kernel_dtype(o0);
   const DType st = stats_dtype(dt);
   os = contiguous_parts(os, dt);
-  lses = contiguous_parts(lses, st);  // st == dt: the merge kernel takes one dtype
+  lses = contiguous_parts(lses, st);  // on the CPU st == dt, the one dtype of the merge kernel
   Tensor out = Tensor::empty(o0.shape(), dt, o0.device());
   Tensor lse = Tensor::empty(lse_shape, st, o0.device());
   {
     MergeOperands m = merge_operands(os, lses, out, lse);
-    cpu::attention_merge(m.params);
+    run_merge(m.params, o0.device());
   }
   AttentionOutput r{out, lse};
   {
