@@ -19,8 +19,10 @@ const char* cublas_status_name(cublasStatus_t s);
 #define LN_CUDA_CHECK(stmt)                                                                   \
   do {                                                                                        \
     const cudaError_t ln_err_ = (stmt);                                                       \
-    if (ln_err_ != cudaSuccess)                                                               \
+    if (ln_err_ != cudaSuccess) {                                                             \
+      cudaGetLastError(); /* reported here: must not resurface at the next launch check */    \
       ::longnet::cuda::detail::fail("CUDA", #stmt, __FILE__, __LINE__, cudaGetErrorString(ln_err_)); \
+    }                                                                                         \
   } while (0)
 
 /// Throws if the last kernel launch failed (launch configuration or an earlier sticky error).

@@ -27,8 +27,8 @@ namespace {
 constexpr int kMaxAlgorithms = 16;
 // Tuning a plan times each proposal in kTuneRounds turns of kTuneRuns runs (after one warm-up
 // run); the median of those counts.
-constexpr int kTuneRounds = 2;
-constexpr int kTuneRuns = 3;
+constexpr int kTuneRounds = 3;
+constexpr int kTuneRuns = 5;
 // A proposal displaces the heuristic's first choice only when at least this much faster: products
 // so small that launch cost dominates time alike under every algorithm, and noise would pick one.
 constexpr double kTuneMargin = 0.98;
