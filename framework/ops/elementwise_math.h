@@ -21,7 +21,7 @@ inline constexpr double kInvSqrt2Pi = 0.3989422804014327;
 /// f(x) of a unary op; a and b are its scalars (exponent, clamp bounds, scalar operand).
 template <UnaryOp OP, class T>
 LN_HOST_DEVICE T unary(T x, T a, T b) {
-  using std::erf, std::exp, std::log, std::pow, std::sqrt, std::tanh;
+  using std::erf, std::exp, std::fabs, std::log, std::pow, std::sqrt, std::tanh;
   if constexpr (OP == UnaryOp::Neg) return -x;
   if constexpr (OP == UnaryOp::Exp) return exp(x);
   if constexpr (OP == UnaryOp::Log) return log(x);
@@ -35,7 +35,7 @@ LN_HOST_DEVICE T unary(T x, T a, T b) {
   }
   if constexpr (OP == UnaryOp::GeluErf) return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));
   if constexpr (OP == UnaryOp::Silu) return x / (T(1) + exp(-x));
-  if constexpr (OP == UnaryOp::Abs) return x < T(0) ? -x : x;
+  if constexpr (OP == UnaryOp::Abs) return fabs(x);
   if constexpr (OP == UnaryOp::Pow) return pow(x, a);
   if constexpr (OP == UnaryOp::Clamp) return x < a ? a : (x > b ? b : x);
   if constexpr (OP == UnaryOp::AddScalar) return x + a;

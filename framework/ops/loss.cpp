@@ -50,6 +50,7 @@ Saved forward_cpu(const Tensor& logits, const Tensor& targets, int64_t rows, int
   return s;
 }
 
+#ifdef LONGNET_WITH_CUDA
 // True when LONGNET_CHECK_TARGETS is set to anything but "" or "0": GPU target ids are then
 // checked on the host (see forward_cuda). Read on every call, so that it can be switched on in a
 // running program.
@@ -57,6 +58,7 @@ bool check_targets_on_host() {
   const char* v = std::getenv("LONGNET_CHECK_TARGETS");
   return v != nullptr && *v != '\0' && std::string_view(v) != "0";
 }
+#endif
 
 // 16-bit logits stay 16-bit: the kernels widen them as they read. The loss and the count stay on
 // the device, and target ids are checked there too, by the kernel that sums the loss: by default
