@@ -275,6 +275,12 @@ TEST(BlockSparseCore, UserLayoutAndLargeHeadDim) {
   p.user_layout = user;
   auto core = block_core(p, 16);
   expect_core_matches(*core, {1, 40, 2, 128}, options(false), testing::layout_keys(*user));
+  // f32 against f64.
+  const Tensor q = leaf({1, 40, 2, 128}, 4), k = leaf({1, 40, 2, 128}, 5), v = leaf({1, 40, 2, 128}, 6);
+  const AttentionResult r64 = core->forward(q, k, v, options(true));
+  const AttentionResult r32 = core->forward(cast(q, DType::F32), cast(k, DType::F32), cast(v, DType::F32), options(true));
+  EXPECT_TRUE(all_close(r32.out, cast(r64.out, DType::F32), 1e-5, 1e-4));
+  EXPECT_TRUE(all_close(r32.lse, cast(r64.lse, DType::F32), 1e-5, 1e-5));
 }
 
 TEST(BlockLayouts, PatternsListTheExpectedBlocks) {
