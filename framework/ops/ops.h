@@ -2,6 +2,7 @@
 // Every op family of the engine, for code that wants them all.
 #include "framework/autograd/checkpoint.h"
 #include "framework/autograd/grad_mode.h"
+#include "framework/ops/attention.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/dropout.h"
 #include "framework/ops/elementwise.h"

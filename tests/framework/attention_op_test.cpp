@@ -22,16 +22,6 @@ using testing::leaf;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 // A (B, Nk) bool padding mask with the last `pad[b]` keys of batch element b padded.
 Tensor padding_mask(int64_t nk, const std::vector<int64_t>& pad) {
   std::vector<bool> m;
@@ -354,30 +344,30 @@ TEST(AttentionOp, Float32AndBFloat16Forward) {
 
 TEST(AttentionOp, ErrorsNameTheOpAndShapes) {
   const Tensor q = leaf({2, 5, 2, 4}, 1), k = leaf({2, 6, 2, 4}, 2);
-  auto msg = error_of([&] { attention(q, k, leaf({2, 6, 2, 3}, 3)); });
+  auto msg = testing::error_message([&] { attention(q, k, leaf({2, 6, 2, 3}, 3)); });
   EXPECT_NE(msg.find("[attention]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(2, 6, 2, 3)"), std::string::npos) << msg;
-  msg = error_of([&] { attention(q, leaf({2, 6, 3, 4}, 3), leaf({2, 6, 3, 4}, 3)); });
+  msg = testing::error_message([&] { attention(q, leaf({2, 6, 3, 4}, 3), leaf({2, 6, 3, 4}, 3)); });
   EXPECT_NE(msg.find("(2, 5, 2, 4)"), std::string::npos) << msg;
-  msg = error_of([&] { attention(q, cast(k, DType::F32), cast(k, DType::F32)); });
+  msg = testing::error_message([&] { attention(q, cast(k, DType::F32), cast(k, DType::F32)); });
   EXPECT_NE(msg.find("dtype mismatch"), std::string::npos) << msg;
-  msg = error_of([&] { attention(leaf({5, 4}, 1), k, k); });
+  msg = testing::error_message([&] { attention(leaf({5, 4}, 1), k, k); });
   EXPECT_NE(msg.find("(5, 4)"), std::string::npos) << msg;
   AttentionParams p;
   p.key_padding_mask = padding_mask(5, {0, 0});
-  msg = error_of([&] { attention(q, k, k, p); });
+  msg = testing::error_message([&] { attention(q, k, k, p); });
   EXPECT_NE(msg.find("key padding mask (2, 5)"), std::string::npos) << msg;
   p = {};
   p.layout = small_layout(1);
-  msg = error_of([&] { attention(q, k, k, p); });
+  msg = testing::error_message([&] { attention(q, k, k, p); });
   EXPECT_NE(msg.find("does not fit 5 queries and 6 keys"), std::string::npos) << msg;
   const Tensor kd = k.detach();
-  msg = error_of([&] {
+  msg = testing::error_message([&] {
     attention_forward_into(q.detach(), kd, kd, {}, expand(zeros({2, 1, 2, 4}, DType::F64), {2, 5, 2, 4}),
                            zeros({2, 2, 5}, DType::F64));
   });
   EXPECT_NE(msg.find("out (2, 5, 2, 4) has row stride 0"), std::string::npos) << msg;
-  msg = error_of([&] { merge_attention({{q, leaf({2, 2, 5}, 1)}, {q, leaf({2, 5, 2}, 1)}}); });
+  msg = testing::error_message([&] { merge_attention({{q, leaf({2, 2, 5}, 1)}, {q, leaf({2, 5, 2}, 1)}}); });
   EXPECT_NE(msg.find("[merge_attention]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(2, 5, 2)"), std::string::npos) << msg;
 }

@@ -16,18 +16,6 @@ namespace {
 using testing::leaf;
 using testing::near_all;
 
-// Runs f and returns the message of the longnet::Error it throws ("" and a test failure if none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a longnet::Error";
-  return "";
-}
-
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::vector<double> map(const Tensor& t, const std::function<double(double)>& f) {
@@ -87,7 +75,7 @@ TEST(Autograd, RetainGraphAllowsASecondBackward) {
   y.backward(Tensor(), /*retain_graph=*/true);
   y.backward(Tensor(), /*retain_graph=*/false);
   EXPECT_TRUE(near_all(x.grad().to_vector<double>(), map(x, [](double v) { return 2 * std::exp(v); }), 1e-12, 1e-12));
-  const std::string msg = error_of([&] { y.backward(); });
+  const std::string msg = testing::error_message([&] { y.backward(); });
   EXPECT_TRUE(contains(msg, "[backward]")) << msg;
   EXPECT_TRUE(contains(msg, "retain_graph")) << msg;
 }
@@ -96,7 +84,7 @@ TEST(Autograd, SecondBackwardWithoutRetainGraphThrows) {
   Tensor x = leaf({3}, 7);
   Tensor y = sum(mul(x, x));
   y.backward();
-  const std::string msg = error_of([&] { y.backward(); });
+  const std::string msg = testing::error_message([&] { y.backward(); });
   EXPECT_TRUE(contains(msg, "retain_graph")) << msg;
 }
 
@@ -137,10 +125,10 @@ TEST(Autograd, NoGradGuardRecordsNothing) {
 TEST(Autograd, RequiresGradOnlyOnFloatLeaves) {
   Tensor x = leaf({3}, 10);
   Tensor y = exp(x);
-  const std::string m1 = error_of([&] { y.requires_grad_(); });
+  const std::string m1 = testing::error_message([&] { y.requires_grad_(); });
   EXPECT_TRUE(contains(m1, "[requires_grad_]")) << m1;
   EXPECT_TRUE(contains(m1, "leaf")) << m1;
-  const std::string m2 = error_of([] { arange(0, 3, 1, DType::I64).requires_grad_(); });
+  const std::string m2 = testing::error_message([] { arange(0, 3, 1, DType::I64).requires_grad_(); });
   EXPECT_TRUE(contains(m2, "i64")) << m2;
   Tensor z = zeros({2});
   EXPECT_FALSE(z.requires_grad());
@@ -153,15 +141,15 @@ TEST(Autograd, RequiresGradOnlyOnFloatLeaves) {
 
 TEST(Autograd, BackwardErrors) {
   Tensor plain = from_vector<double>({1, 2}, {2});
-  const std::string m1 = error_of([&] { sum(plain).backward(); });
+  const std::string m1 = testing::error_message([&] { sum(plain).backward(); });
   EXPECT_TRUE(contains(m1, "[backward]")) << m1;
   EXPECT_TRUE(contains(m1, "does not require grad")) << m1;
   Tensor x = leaf({2, 3}, 11);
   Tensor y = exp(x);
-  const std::string m2 = error_of([&] { y.backward(); });
+  const std::string m2 = testing::error_message([&] { y.backward(); });
   EXPECT_TRUE(contains(m2, "[backward]")) << m2;
   EXPECT_TRUE(contains(m2, "(2, 3)")) << m2;
-  const std::string m3 = error_of([&] { y.backward(ones({3, 2}, DType::F64)); });
+  const std::string m3 = testing::error_message([&] { y.backward(ones({3, 2}, DType::F64)); });
   EXPECT_TRUE(contains(m3, "(3, 2)")) << m3;
   y.backward(ones({2, 3}, DType::F64));
   EXPECT_TRUE(near_all(x.grad().to_vector<double>(), y.to_vector<double>(), 1e-12, 1e-12));
@@ -199,7 +187,7 @@ TEST(Autograd, NonDifferentiablePathsCarryNoGradient) {
   EXPECT_EQ(x.grad().to_vector<double>(), xi.to(DType::F64).to_vector<double>());
   // A root built only from non-differentiable ops has nothing to differentiate.
   Tensor root = sum(add(idx.to(DType::F64), xi.to(DType::F64)));
-  const std::string msg = error_of([&] { root.backward(); });
+  const std::string msg = testing::error_message([&] { root.backward(); });
   EXPECT_TRUE(contains(msg, "does not require grad")) << msg;
 }
 

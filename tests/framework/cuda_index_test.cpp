@@ -40,15 +40,6 @@ Tensor embedding_ids(int64_t rows, int64_t cols, int64_t vocab, uint64_t seed) {
   return from_vector<int64_t>(v, {rows, cols});
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 const char* layout_name(bool non_contiguous) { return non_contiguous ? "non-contiguous" : "contiguous"; }
 
 TEST(CudaIndex, EmbeddingParityGpt2SizedTable) {
@@ -121,10 +112,10 @@ TEST(CudaIndex, EmbeddingOutOfRangeIdsThrowOnGpu) {
   LN_REQUIRE_GPU();
   const Tensor w = zeros({7, 4}, DType::F32, kGpu);
   // The first bad position is reported, whichever thread found a bad id first.
-  const std::string m = message_of([&] { embedding(w, from_vector<int64_t>({1, 9, -1, 7}, {4}).to(kGpu)); });
+  const std::string m = testing::error_message([&] { embedding(w, from_vector<int64_t>({1, 9, -1, 7}, {4}).to(kGpu)); });
   EXPECT_NE(m.find("[embedding] id 9 out of range for V = 7 (weight (7, 4), indices (4))"), std::string::npos)
       << m;
-  const std::string neg = message_of([&] { embedding(w, from_vector<int32_t>({0, -3}, {2}).to(kGpu)); });
+  const std::string neg = testing::error_message([&] { embedding(w, from_vector<int32_t>({0, -3}, {2}).to(kGpu)); });
   EXPECT_NE(neg.find("[embedding] id -3 out of range"), std::string::npos) << neg;
   // The device is still usable afterwards.
   EXPECT_EQ(embedding(w, from_vector<int64_t>({6}, {1}).to(kGpu)).shape(), (Shape{1, 4}));
@@ -255,14 +246,14 @@ TEST(CudaIndex, ScatterAddManyContributionsAndBroadcastInput) {
 TEST(CudaIndex, IndexOutOfRangeThrowsOnGpu) {
   LN_REQUIRE_GPU();
   const Tensor x = zeros({3, 4}, DType::F32, kGpu);
-  const std::string gr = message_of([&] { gather(x, 1, full({2, 2}, 7, DType::I64, kGpu)); });
+  const std::string gr = testing::error_message([&] { gather(x, 1, full({2, 2}, 7, DType::I64, kGpu)); });
   EXPECT_NE(gr.find("[gather] index 7 out of range for dim 1 of size 4 (input (3, 4), index (2, 2))"),
             std::string::npos)
       << gr;
   const Tensor neg = from_vector<int32_t>({0, -1}, {2}).to(kGpu);
-  const std::string sel = message_of([&] { index_select(x, 0, neg); });
+  const std::string sel = testing::error_message([&] { index_select(x, 0, neg); });
   EXPECT_NE(sel.find("[index_select] index -1 out of range for dim 0 of size 3"), std::string::npos) << sel;
-  const std::string sc = message_of([&] {
+  const std::string sc = testing::error_message([&] {
     scatter_add(x, 0, full({1, 1}, 3, DType::I64, kGpu), zeros({1, 1}, DType::F32, kGpu));
   });
   EXPECT_NE(sc.find("[scatter_add] index 3 out of range for dim 0 of size 3"), std::string::npos) << sc;

@@ -15,15 +15,6 @@ using testing::all_close;
 using testing::gradcheck;
 using testing::leaf;
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 TEST(Dropout, MaskIsThePhiloxStreamElementByElement) {
   const double p = 0.3;
   Generator gen(77);
@@ -127,12 +118,12 @@ TEST(Dropout, Bf16InputKeepsDtype) {
 TEST(Dropout, BadProbabilityThrows) {
   const Tensor x = zeros({2, 3});
   for (double p : {-0.1, 1.0, 1.5}) {
-    const std::string m = message_of([&] { dropout(x, p, true); });
+    const std::string m = testing::error_message([&] { dropout(x, p, true); });
     EXPECT_NE(m.find("[dropout] p must be in [0, 1)"), std::string::npos) << m;
     EXPECT_NE(m.find("(2, 3)"), std::string::npos) << m;
   }
   EXPECT_THROW(dropout(x, 1.0, false), Error);  // checked in eval mode too
-  const std::string m = message_of([&] { dropout(zeros({2}, DType::I64), 0.5, true); });
+  const std::string m = testing::error_message([&] { dropout(zeros({2}, DType::I64), 0.5, true); });
   EXPECT_NE(m.find("[dropout]"), std::string::npos) << m;
 }
 

@@ -23,15 +23,6 @@ std::vector<double> naive_lookup(const std::vector<double>& w, int64_t dim, cons
   return out;
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 TEST(Embedding, ForwardMatchesNaiveLoop) {
   Generator g(3);
   const Tensor w = randn({7, 5}, DType::F64, Device::cpu(), &g);
@@ -113,16 +104,16 @@ TEST(Embedding, BackwardIsBitwiseIndependentOfThreadCount) {
 
 TEST(Embedding, ErrorsNameTheIdAndShapes) {
   const Tensor w = zeros({10, 4});
-  const std::string oob = message_of([&] { embedding(w, from_vector<int64_t>({3, 12, 1}, {3})); });
+  const std::string oob = testing::error_message([&] { embedding(w, from_vector<int64_t>({3, 12, 1}, {3})); });
   EXPECT_NE(oob.find("[embedding]"), std::string::npos) << oob;
   EXPECT_NE(oob.find("12"), std::string::npos) << oob;
   EXPECT_NE(oob.find("V = 10"), std::string::npos) << oob;
   EXPECT_NE(oob.find("(10, 4)"), std::string::npos) << oob;
-  const std::string neg = message_of([&] { embedding(w, from_vector<int32_t>({-1}, {1})); });
+  const std::string neg = testing::error_message([&] { embedding(w, from_vector<int32_t>({-1}, {1})); });
   EXPECT_NE(neg.find("id -1"), std::string::npos) << neg;
-  const std::string fidx = message_of([&] { embedding(w, zeros({2})); });
+  const std::string fidx = testing::error_message([&] { embedding(w, zeros({2})); });
   EXPECT_NE(fidx.find("[embedding] indices must be i32 or i64, got f32"), std::string::npos) << fidx;
-  const std::string w1 = message_of([&] { embedding(zeros({10}), from_vector<int64_t>({1}, {1})); });
+  const std::string w1 = testing::error_message([&] { embedding(zeros({10}), from_vector<int64_t>({1}, {1})); });
   EXPECT_NE(w1.find("[embedding] weight must be (V, D), got (10)"), std::string::npos) << w1;
   EXPECT_THROW(embedding(zeros({3, 2}, DType::I64), from_vector<int64_t>({1}, {1})), Error);
 }

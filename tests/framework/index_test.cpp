@@ -15,15 +15,6 @@ using testing::all_close;
 using testing::gradcheck;
 using testing::leaf;
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 // Row-major offset of coordinates c in a 3-D shape.
 size_t at3(const Shape& s, const int64_t c[3]) {
   return static_cast<size_t>((c[0] * s[1] + c[1]) * s[2] + c[2]);
@@ -231,33 +222,33 @@ TEST(Index, AccumulationIsBitwiseIndependentOfThreadCount) {
 
 TEST(Index, ErrorsShowOpIndexAndShapes) {
   const Tensor x = zeros({3, 4});
-  const std::string sel = message_of([&] { index_select(x, 1, from_vector<int64_t>({0, 4}, {2})); });
+  const std::string sel = testing::error_message([&] { index_select(x, 1, from_vector<int64_t>({0, 4}, {2})); });
   EXPECT_NE(sel.find("[index_select] index 4 out of range for dim 1 of size 4 (input (3, 4), index (2))"),
             std::string::npos)
       << sel;
-  const std::string neg = message_of([&] { index_select(x, 0, from_vector<int32_t>({-1}, {1})); });
+  const std::string neg = testing::error_message([&] { index_select(x, 0, from_vector<int32_t>({-1}, {1})); });
   EXPECT_NE(neg.find("index -1 out of range"), std::string::npos) << neg;
-  const std::string sel2d = message_of([&] { index_select(x, 0, zeros({1, 1}, DType::I64)); });
+  const std::string sel2d = testing::error_message([&] { index_select(x, 0, zeros({1, 1}, DType::I64)); });
   EXPECT_NE(sel2d.find("[index_select] index must be 1-D, got shape (1, 1)"), std::string::npos) << sel2d;
-  const std::string fl = message_of([&] { gather(x, 0, zeros({3, 4})); });
+  const std::string fl = testing::error_message([&] { gather(x, 0, zeros({3, 4})); });
   EXPECT_NE(fl.find("[gather] index must be i32 or i64, got f32"), std::string::npos) << fl;
-  const std::string gd = message_of([&] { gather(x, 0, zeros({3}, DType::I64)); });
+  const std::string gd = testing::error_message([&] { gather(x, 0, zeros({3}, DType::I64)); });
   EXPECT_NE(gd.find("[gather] index (3) must have as many dims as the input (3, 4)"), std::string::npos)
       << gd;
-  const std::string gs = message_of([&] { gather(x, 0, zeros({2, 5}, DType::I64)); });
+  const std::string gs = testing::error_message([&] { gather(x, 0, zeros({2, 5}, DType::I64)); });
   EXPECT_NE(gs.find("[gather] index (2, 5) is larger than the input (3, 4) in dim 1"), std::string::npos)
       << gs;
-  const std::string gr = message_of([&] { gather(x, 1, full({2, 2}, 7, DType::I64)); });
+  const std::string gr = testing::error_message([&] { gather(x, 1, full({2, 2}, 7, DType::I64)); });
   EXPECT_NE(gr.find("[gather] index 7 out of range for dim 1 of size 4"), std::string::npos) << gr;
-  const std::string sd = message_of([&] {
+  const std::string sd = testing::error_message([&] {
     scatter_add(x, 0, zeros({2, 2}, DType::I64), zeros({2, 2}, DType::F64));
   });
   EXPECT_NE(sd.find("[scatter_add] dtype mismatch: f32 (3, 4) vs f64 (2, 2)"), std::string::npos) << sd;
-  const std::string ss = message_of([&] { scatter_add(x, 0, zeros({2, 3}, DType::I64), zeros({2, 2})); });
+  const std::string ss = testing::error_message([&] { scatter_add(x, 0, zeros({2, 3}, DType::I64), zeros({2, 2})); });
   EXPECT_NE(ss.find("[scatter_add] index (2, 3) is larger than src (2, 2) or input (3, 4) in dim 1"),
             std::string::npos)
       << ss;
-  const std::string sr = message_of([&] { scatter_add(x, 0, full({1, 1}, 3, DType::I64), zeros({1, 1})); });
+  const std::string sr = testing::error_message([&] { scatter_add(x, 0, full({1, 1}, 3, DType::I64), zeros({1, 1})); });
   EXPECT_NE(sr.find("[scatter_add] index 3 out of range for dim 0 of size 3"), std::string::npos) << sr;
   EXPECT_THROW(index_select(x, 2, from_vector<int64_t>({0}, {1})), Error);
 }

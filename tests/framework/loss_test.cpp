@@ -33,16 +33,6 @@ double naive_cross_entropy(const std::vector<double>& logits, const std::vector<
   return count ? total / count : 0.0;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(CrossEntropy, ForwardMatchesNaiveLoop) {
   Generator g(31);
   const Tensor x = mul(randn({6, 5}, DType::F64, Device::cpu(), &g), 2.0);
@@ -136,17 +126,17 @@ TEST(CrossEntropy, Bf16LogitsGiveF32Loss) {
 
 TEST(CrossEntropy, Errors) {
   const Tensor x = zeros({3, 5});
-  const std::string range_err = error_of([&] { cross_entropy(x, from_vector<int64_t>({0, 7, 1}, {3})); });
+  const std::string range_err = testing::error_message([&] { cross_entropy(x, from_vector<int64_t>({0, 7, 1}, {3})); });
   EXPECT_NE(range_err.find("[cross_entropy] target id 7"), std::string::npos) << range_err;
   EXPECT_NE(range_err.find("(3, 5)"), std::string::npos) << range_err;
-  const std::string neg_err = error_of([&] { cross_entropy(x, from_vector<int32_t>({0, 1, -3}, {3})); });
+  const std::string neg_err = testing::error_message([&] { cross_entropy(x, from_vector<int32_t>({0, 1, -3}, {3})); });
   EXPECT_NE(neg_err.find("target id -3"), std::string::npos) << neg_err;
-  const std::string shape_err = error_of([&] { cross_entropy(x, from_vector<int64_t>({0, 1}, {2})); });
+  const std::string shape_err = testing::error_message([&] { cross_entropy(x, from_vector<int64_t>({0, 1}, {2})); });
   EXPECT_NE(shape_err.find("[cross_entropy] logits (3, 5) need targets of shape (3), got (2)"), std::string::npos)
       << shape_err;
-  const std::string dtype_err = error_of([&] { cross_entropy(x, zeros({3})); });
+  const std::string dtype_err = testing::error_message([&] { cross_entropy(x, zeros({3})); });
   EXPECT_NE(dtype_err.find("[cross_entropy] targets must be i32 or i64, got f32"), std::string::npos) << dtype_err;
-  const std::string logit_err = error_of([&] { cross_entropy(zeros({3, 5}, DType::I64), zeros({3}, DType::I64)); });
+  const std::string logit_err = testing::error_message([&] { cross_entropy(zeros({3, 5}, DType::I64), zeros({3}, DType::I64)); });
   EXPECT_NE(logit_err.find("[cross_entropy]"), std::string::npos) << logit_err;
 }
 

@@ -217,32 +217,21 @@ TEST(Linear, Gradients) {
                         {leaf({4}, 9), leaf({3, 4}, 10)}));
 }
 
-// The message of the error `fn` throws (empty when it throws none).
-template <class F>
-std::string error_of(F&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Matmul, ErrorsNameTheOpAndShapes) {
-  EXPECT_EQ(error_of([] { matmul(zeros({4, 8}), zeros({9, 2})); }), "[matmul] inner dims differ: (4, 8) @ (9, 2)");
-  EXPECT_EQ(error_of([] { matmul(zeros({3}), zeros({4, 2})); }), "[matmul] inner dims differ: (3) @ (4, 2)");
-  EXPECT_EQ(error_of([] { matmul(zeros({2, 3, 4}), zeros({3, 4, 5})); }),
+  EXPECT_EQ(testing::error_message([] { matmul(zeros({4, 8}), zeros({9, 2})); }), "[matmul] inner dims differ: (4, 8) @ (9, 2)");
+  EXPECT_EQ(testing::error_message([] { matmul(zeros({3}), zeros({4, 2})); }), "[matmul] inner dims differ: (3) @ (4, 2)");
+  EXPECT_EQ(testing::error_message([] { matmul(zeros({2, 3, 4}), zeros({3, 4, 5})); }),
             "[matmul] batch dims do not broadcast: (2, 3, 4) @ (3, 4, 5)");
-  const std::string dt = error_of([] { matmul(zeros({2, 3}), zeros({3, 2}, DType::F64)); });
+  const std::string dt = testing::error_message([] { matmul(zeros({2, 3}), zeros({3, 2}, DType::F64)); });
   EXPECT_NE(dt.find("[matmul] dtype mismatch"), std::string::npos) << dt;
   EXPECT_NE(dt.find("(2, 3)"), std::string::npos) << dt;
-  const std::string it = error_of([] { matmul(zeros({2, 3}, DType::I64), zeros({3, 2}, DType::I64)); });
+  const std::string it = testing::error_message([] { matmul(zeros({2, 3}, DType::I64), zeros({3, 2}, DType::I64)); });
   EXPECT_NE(it.find("[matmul]"), std::string::npos) << it;
   EXPECT_NE(it.find("i64"), std::string::npos) << it;
   EXPECT_THROW(matmul(zeros({}), zeros({3})), Error);
-  EXPECT_EQ(error_of([] { bmm(zeros({2, 3, 4}), zeros({3, 4, 5})); }), "[bmm] batch sizes differ: (2, 3, 4) @ (3, 4, 5)");
-  EXPECT_EQ(error_of([] { bmm(zeros({2, 3, 4}), zeros({2, 5, 5})); }), "[bmm] inner dims differ: (2, 3, 4) @ (2, 5, 5)");
-  const std::string lin = error_of([] { linear(zeros({2, 3}), zeros({4, 5})); });
+  EXPECT_EQ(testing::error_message([] { bmm(zeros({2, 3, 4}), zeros({3, 4, 5})); }), "[bmm] batch sizes differ: (2, 3, 4) @ (3, 4, 5)");
+  EXPECT_EQ(testing::error_message([] { bmm(zeros({2, 3, 4}), zeros({2, 5, 5})); }), "[bmm] inner dims differ: (2, 3, 4) @ (2, 5, 5)");
+  const std::string lin = testing::error_message([] { linear(zeros({2, 3}), zeros({4, 5})); });
   EXPECT_NE(lin.find("[linear]"), std::string::npos) << lin;
   EXPECT_NE(lin.find("(4, 5)"), std::string::npos) << lin;
   EXPECT_THROW(linear(zeros({2, 5}), zeros({4, 5}), zeros({5})), Error);

@@ -50,16 +50,6 @@ Tensor naive_rms_norm(const Tensor& x, const Tensor& w, double eps) {
       naive_norm(x.to_vector<double>(), static_cast<size_t>(x.size(-1)), values(w), {}, eps, true), x.shape());
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(Norm, LayerNormForwardMatchesNaiveLoop) {
   Generator g(21);
   const Tensor x = add(mul(randn({2, 3, 7}, DType::F64, Device::cpu(), &g), 2.0), 5.0);
@@ -156,17 +146,17 @@ TEST(Norm, Bf16ForwardWithinRounding) {
 }
 
 TEST(Norm, Errors) {
-  const std::string w_err = error_of([] { layer_norm(zeros({3, 5}), ones({4}), Tensor()); });
+  const std::string w_err = testing::error_message([] { layer_norm(zeros({3, 5}), ones({4}), Tensor()); });
   EXPECT_NE(w_err.find("[layer_norm] weight of shape (4)"), std::string::npos) << w_err;
   EXPECT_NE(w_err.find("(3, 5)"), std::string::npos) << w_err;
-  const std::string b_err = error_of([] { layer_norm(zeros({3, 5}), ones({5}), ones({5, 1})); });
+  const std::string b_err = testing::error_message([] { layer_norm(zeros({3, 5}), ones({5}), ones({5, 1})); });
   EXPECT_NE(b_err.find("[layer_norm] bias of shape (5, 1)"), std::string::npos) << b_err;
-  const std::string dt_err = error_of([] { rms_norm(zeros({3, 5}), ones({5}, DType::F64)); });
+  const std::string dt_err = testing::error_message([] { rms_norm(zeros({3, 5}), ones({5}, DType::F64)); });
   EXPECT_NE(dt_err.find("[rms_norm] dtype mismatch"), std::string::npos) << dt_err;
-  const std::string int_err = error_of([] { rms_norm(zeros({3, 5}, DType::I32), Tensor()); });
+  const std::string int_err = testing::error_message([] { rms_norm(zeros({3, 5}, DType::I32), Tensor()); });
   EXPECT_NE(int_err.find("[rms_norm]"), std::string::npos) << int_err;
   EXPECT_NE(int_err.find("(3, 5)"), std::string::npos) << int_err;
-  const std::string scalar_err = error_of([] { layer_norm(zeros({}), Tensor(), Tensor()); });
+  const std::string scalar_err = testing::error_message([] { layer_norm(zeros({}), Tensor(), Tensor()); });
   EXPECT_NE(scalar_err.find("[layer_norm] needs a non-empty last dim, got ()"), std::string::npos) << scalar_err;
 }
 

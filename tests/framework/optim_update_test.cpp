@@ -13,18 +13,10 @@
 
 #include "framework/ops/ops.h"
 #include "tests/support/gpu.h"
+#include "tests/support/gradcheck.h"
 
 namespace longnet {
 namespace {
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 Tensor random(const Shape& shape, uint64_t seed, DType dtype = DType::F32) {
   Generator g(seed);
@@ -214,50 +206,50 @@ TEST(OptimUpdate, UpdatesLeafParametersInPlaceWithoutRecording) {
 TEST(OptimUpdate, ErrorsNameTheOpAndShapes) {
   const Tensor p = zeros({3, 4}), g = zeros({3, 4}), m = zeros({3, 4}), v = zeros({3, 4});
   const AdamWParams h;
-  std::string msg = message_of([&] { adamw_update_(p, zeros({4, 3}), m, v, h); });
+  std::string msg = testing::error_message([&] { adamw_update_(p, zeros({4, 3}), m, v, h); });
   EXPECT_NE(msg.find("[adamw_update_]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(4, 3)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(3, 4)"), std::string::npos) << msg;
 
-  msg = message_of([&] { adamw_update_(p, g, zeros({3, 4}, DType::F64), v, h); });
+  msg = testing::error_message([&] { adamw_update_(p, g, zeros({3, 4}, DType::F64), v, h); });
   EXPECT_NE(msg.find("[adamw_update_] state f64 (3, 4)"), std::string::npos) << msg;
 
-  msg = message_of([&] { adamw_update_(zeros({3, 4}, DType::BF16), g, m, v, h); });
+  msg = testing::error_message([&] { adamw_update_(zeros({3, 4}, DType::BF16), g, m, v, h); });
   EXPECT_NE(msg.find("parameters must be f32 or f64, got bf16 (3, 4)"), std::string::npos) << msg;
 
   const Tensor d = zeros({3, 4}, DType::F64);
-  msg = message_of([&] { adamw_update_(d, g, zeros({3, 4}, DType::F64), zeros({3, 4}, DType::F64), h); });
+  msg = testing::error_message([&] { adamw_update_(d, g, zeros({3, 4}, DType::F64), zeros({3, 4}, DType::F64), h); });
   EXPECT_NE(msg.find("[adamw_update_] gradient f32 (3, 4) does not fit parameter f64 (3, 4)"), std::string::npos) << msg;
 
-  msg = message_of([&] { adamw_update_(p, g, m, Tensor(), h); });
+  msg = testing::error_message([&] { adamw_update_(p, g, m, Tensor(), h); });
   EXPECT_NE(msg.find("[adamw_update_] undefined optimizer state for parameter (3, 4)"), std::string::npos) << msg;
 
   Tensor w = zeros({3, 4});
   w.requires_grad_();
   const Tensor y = mul(w, 2.0);
-  msg = message_of([&] { adamw_update_(y, g, m, v, h); });
+  msg = testing::error_message([&] { adamw_update_(y, g, m, v, h); });
   EXPECT_NE(msg.find("[adamw_update_] the parameter (3, 4) is the output of an op"), std::string::npos) << msg;
 
   AdamWParams bad = h;
   bad.beta2 = 1.0;
-  msg = message_of([&] { adamw_update_(p, g, m, v, bad); });
+  msg = testing::error_message([&] { adamw_update_(p, g, m, v, bad); });
   EXPECT_NE(msg.find("[adamw_update_] beta2 must lie in [0, 1)"), std::string::npos) << msg;
   bad = h;
   bad.step = 0;
-  msg = message_of([&] { adamw_update_(p, g, m, v, bad); });
+  msg = testing::error_message([&] { adamw_update_(p, g, m, v, bad); });
   EXPECT_NE(msg.find("[adamw_update_] step counts from 1"), std::string::npos) << msg;
 
   SgdParams s;
   s.momentum = 0.9;
-  msg = message_of([&] { sgd_update_(p, g, Tensor(), s); });
+  msg = testing::error_message([&] { sgd_update_(p, g, Tensor(), s); });
   EXPECT_NE(msg.find("[sgd_update_] undefined optimizer state for parameter (3, 4)"), std::string::npos) << msg;
   s.nesterov = true;
   s.dampening = 0.5;
-  msg = message_of([&] { sgd_update_(p, g, m, s); });
+  msg = testing::error_message([&] { sgd_update_(p, g, m, s); });
   EXPECT_NE(msg.find("[sgd_update_] nesterov momentum needs momentum > 0 and dampening 0"), std::string::npos) << msg;
   s = SgdParams{};
   s.lr = -1.0;
-  msg = message_of([&] { sgd_update_(p, g, Tensor(), s); });
+  msg = testing::error_message([&] { sgd_update_(p, g, Tensor(), s); });
   EXPECT_NE(msg.find("[sgd_update_] lr must be finite and >= 0"), std::string::npos) << msg;
 }
 

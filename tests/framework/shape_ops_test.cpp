@@ -13,15 +13,6 @@ using testing::all_close;
 using testing::gradcheck;
 using testing::leaf;
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 // Concatenation of 3-D row-major blocks along `dim`, by hand.
 std::vector<double> naive_cat3(const std::vector<Tensor>& ts, int64_t dim) {
   Shape out = ts[0].shape();
@@ -145,26 +136,26 @@ TEST(ShapeOps, SplitAndChunkGradcheck) {
 }
 
 TEST(ShapeOps, ErrorsShowOpAndShapes) {
-  EXPECT_NE(message_of([] { cat({}); }).find("[cat] empty list"), std::string::npos);
-  EXPECT_NE(message_of([] { stack({}); }).find("[stack] empty list"), std::string::npos);
-  const std::string sizes = message_of([] { cat({zeros({2, 3}), zeros({3, 3})}, 1); });
+  EXPECT_NE(testing::error_message([] { cat({}); }).find("[cat] empty list"), std::string::npos);
+  EXPECT_NE(testing::error_message([] { stack({}); }).find("[stack] empty list"), std::string::npos);
+  const std::string sizes = testing::error_message([] { cat({zeros({2, 3}), zeros({3, 3})}, 1); });
   EXPECT_NE(sizes.find("[cat]"), std::string::npos) << sizes;
   EXPECT_NE(sizes.find("(2, 3), (3, 3)"), std::string::npos) << sizes;
-  const std::string ndim = message_of([] { cat({zeros({2, 3}), zeros({2, 3, 1})}, 0); });
+  const std::string ndim = testing::error_message([] { cat({zeros({2, 3}), zeros({2, 3, 1})}, 0); });
   EXPECT_NE(ndim.find("(2, 3), (2, 3, 1)"), std::string::npos) << ndim;
-  const std::string dt = message_of([] { cat({zeros({2}), zeros({2}, DType::F64)}); });
+  const std::string dt = testing::error_message([] { cat({zeros({2}), zeros({2}, DType::F64)}); });
   EXPECT_NE(dt.find("[cat] dtype mismatch: f32 vs f64"), std::string::npos) << dt;
   EXPECT_NE(dt.find("(2), (2)"), std::string::npos) << dt;
-  const std::string st = message_of([] { stack({zeros({2, 3}), zeros({3, 2})}); });
+  const std::string st = testing::error_message([] { stack({zeros({2, 3}), zeros({3, 2})}); });
   EXPECT_NE(st.find("[stack] all shapes must be equal: (2, 3), (3, 2)"), std::string::npos) << st;
   EXPECT_THROW(cat({zeros({2})}, 1), Error);
-  const std::string sp = message_of([] { split(zeros({4, 5}), std::vector<int64_t>{2, 2}, 1); });
+  const std::string sp = testing::error_message([] { split(zeros({4, 5}), std::vector<int64_t>{2, 2}, 1); });
   EXPECT_NE(sp.find("[split] sizes (2, 2) sum to 4, not to size 5 of dim 1 of shape (4, 5)"),
             std::string::npos)
       << sp;
-  EXPECT_NE(message_of([] { split(zeros({4}), 0); }).find("[split] split_size must be positive"),
+  EXPECT_NE(testing::error_message([] { split(zeros({4}), 0); }).find("[split] split_size must be positive"),
             std::string::npos);
-  EXPECT_NE(message_of([] { chunk(zeros({4}), 0); }).find("[chunk] chunks must be positive"),
+  EXPECT_NE(testing::error_message([] { chunk(zeros({4}), 0); }).find("[chunk] chunks must be positive"),
             std::string::npos);
 }
 

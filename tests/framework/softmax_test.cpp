@@ -45,16 +45,6 @@ Tensor naive_tensor(const Tensor& x, int64_t dim, bool log) {
   return from_vector(naive_softmax(x.to_vector<double>(), x.shape(), static_cast<size_t>(dim), log), x.shape());
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(Softmax, ForwardMatchesNaiveLoopOnEveryDim) {
   Generator g(11);
   const Tensor x = mul(randn({3, 4, 5}, DType::F64, Device::cpu(), &g), 3.0);
@@ -134,10 +124,10 @@ TEST(Softmax, Bf16ForwardWithinRounding) {
 }
 
 TEST(Softmax, Errors) {
-  const std::string dim_err = error_of([] { softmax(zeros({2, 3}), 2); });
+  const std::string dim_err = testing::error_message([] { softmax(zeros({2, 3}), 2); });
   EXPECT_NE(dim_err.find("[softmax]"), std::string::npos) << dim_err;
   EXPECT_NE(dim_err.find("dim 2"), std::string::npos) << dim_err;
-  const std::string dtype_err = error_of([] { log_softmax(zeros({2, 3}, DType::I64), -1); });
+  const std::string dtype_err = testing::error_message([] { log_softmax(zeros({2, 3}, DType::I64), -1); });
   EXPECT_NE(dtype_err.find("[log_softmax]"), std::string::npos) << dtype_err;
   EXPECT_NE(dtype_err.find("(2, 3)"), std::string::npos) << dtype_err;
 }

@@ -15,6 +15,16 @@ Tensor leaf(const Shape& shape, uint64_t seed, double scale) {
   return t.requires_grad_(true);
 }
 
+std::string error_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a longnet::Error";
+  return "";
+}
+
 ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double atol, double rtol) {
   if (a.shape() != b.shape()) {
     return ::testing::AssertionFailure()

@@ -28,6 +28,10 @@ struct GradcheckOptions {
 /// f64 leaf of the given shape with values from randn (seeded) that requires grad.
 Tensor leaf(const Shape& shape, uint64_t seed, double scale = 1.0);
 
+/// Runs f and returns the message of the longnet::Error it throws; records a test failure and
+/// returns "" when it throws none.
+std::string error_message(const std::function<void()>& f);
+
 /// Checks that two tensors have the same shape and all |a - b| <= atol + rtol * |b|.
 ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double atol = 1e-6,
                                      double rtol = 1e-5);
