@@ -1,5 +1,6 @@
 #include <memory>
 
+#include "tools/longnet/bench_attention.h"
 #include "tools/longnet/bench_cpu.h"
 #include "tools/longnet/bench_gemm.h"
 #include "tools/longnet/bench_ops.h"
@@ -13,6 +14,7 @@ void register_bench(CLI::App& app) {
   bench->require_subcommand(1);
   register_bench_gemm(*bench);
   register_bench_ops(*bench);
+  register_bench_attention(*bench);
 
   auto cpu_opt = std::make_shared<CpuBenchOptions>();
   CLI::App* cpu = bench->add_subcommand("cpu", "CPU engine: GEMM and LayerNorm throughput");
