@@ -108,6 +108,16 @@ DeviceGuard::DeviceGuard(int device) {
 
 DeviceGuard::~DeviceGuard() { cudaSetDevice(prev_); }
 
+Events::Events(size_t n) : events_(n, nullptr) {
+  for (cudaEvent_t& e : events_) LN_CUDA_CHECK(cudaEventCreate(&e));
+}
+
+Events::~Events() {
+  for (cudaEvent_t e : events_) {
+    if (e) cudaEventDestroy(e);
+  }
+}
+
 int device_count() {
   static const int n = [] {
     int c = 0;

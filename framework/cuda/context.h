@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <vector>
+
 namespace longnet::cuda {
 
 /// Makes `device` current for its scope and restores the previous device after.
@@ -16,6 +18,19 @@ class DeviceGuard {
 
  private:
   int prev_ = 0;
+};
+
+/// CUDA events created together and destroyed with the set.
+class Events {
+ public:
+  explicit Events(size_t n);
+  ~Events();
+  Events(const Events&) = delete;
+  Events& operator=(const Events&) = delete;
+  cudaEvent_t operator[](size_t i) const { return events_[i]; }
+
+ private:
+  std::vector<cudaEvent_t> events_;
 };
 
 /// The stream the framework queues work on for `device` (created on first use, non-blocking).

@@ -339,24 +339,6 @@ bool capturing(int device) {
   return status != cudaStreamCaptureStatusNone;
 }
 
-class Events {
- public:
-  explicit Events(size_t n) : events_(n, nullptr) {
-    for (cudaEvent_t& e : events_) LN_CUDA_CHECK(cudaEventCreate(&e));
-  }
-  ~Events() {
-    for (cudaEvent_t e : events_) {
-      if (e) cudaEventDestroy(e);
-    }
-  }
-  Events(const Events&) = delete;
-  Events& operator=(const Events&) = delete;
-  cudaEvent_t operator[](size_t i) const { return events_[i]; }
-
- private:
-  std::vector<cudaEvent_t> events_;
-};
-
 // Times every proposal on p's own buffers, on the stream gemm() uses, and returns the index of the
 // fastest by median. Each proposal first runs once untimed (lazy module loading, caches); then the
 // proposals take turns, kTuneRounds rounds of kTuneRuns runs between events each, so that a drift

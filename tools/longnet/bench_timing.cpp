@@ -44,24 +44,6 @@ class StreamGate {
   std::atomic<bool> open_{false};
 };
 
-class Events {
- public:
-  explicit Events(size_t n) : events_(n, nullptr) {
-    for (cudaEvent_t& e : events_) LN_CUDA_CHECK(cudaEventCreate(&e));
-  }
-  ~Events() {
-    for (cudaEvent_t e : events_) {
-      if (e) cudaEventDestroy(e);
-    }
-  }
-  Events(const Events&) = delete;
-  Events& operator=(const Events&) = delete;
-  cudaEvent_t operator[](size_t i) const { return events_[i]; }
-
- private:
-  std::vector<cudaEvent_t> events_;
-};
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t h = v.size() / 2;
@@ -74,7 +56,7 @@ double timed_median_ms(const std::function<void(int)>& fn, const EventTiming& t)
   const cudaStream_t s = cuda::stream(t.device);
   const int sets = std::max(1, t.sets);
   for (int i = 0; i < t.warmup; ++i) fn(i % sets);
-  const Events ev(2 * static_cast<size_t>(t.reps));
+  const cuda::Events ev(2 * static_cast<size_t>(t.reps));
   auto timed_run = [&](int r) {
     LN_CUDA_CHECK(cudaEventRecord(ev[2 * static_cast<size_t>(r)], s));
     fn(r % sets);
