@@ -170,8 +170,8 @@ std::string pattern_svg(const AttentionPattern& p, int64_t max_cells) {
   const double grid = 360.0, cell = grid / static_cast<double>(cells);
   const double left = 80.0, gap = 80.0, top = 116.0;
   const auto panels = static_cast<int64_t>(p.heads.size());
-  // Wide enough for the title too (about 10 px per character of the bold 16 px font).
-  const double title_width = left + 10.0 * static_cast<double>(p.core_label.size()) + 20.0;
+  // Wide enough for the title too (about 9 px per character of the bold 16 px font).
+  const double title_width = left + 9.0 * static_cast<double>(p.core_label.size()) + 20.0;
   const double width = std::max({left + static_cast<double>(panels) * (grid + gap) - gap + 20.0, 640.0, title_width});
   const auto legend_rows = static_cast<int64_t>((p.branches.size() + 3) / 4);
   const double legend_top = top + grid + 28.0;
