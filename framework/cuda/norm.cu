@@ -23,11 +23,28 @@ template <class T>
 inline constexpr int kBigBackward = sizeof(T) == 2 ? 16 : 8;
 constexpr int kForwardThreads = 1024;
 constexpr int kBackwardThreads = 512;
-// Rows a backward block group loads ahead: two while a thread holds 16 bytes of each input (its
-// registers then bound the groups of a multiprocessor, but two rows each keep more bytes in
-// flight than one row for more groups), else one (two would spill).
+// Rows a backward block group loads ahead: four while a thread holds one 16-byte pack of each
+// input (its registers then bound a multiprocessor to about 16 warps, so each must keep several
+// rows in flight: two rows ahead left 32 KB in flight per multiprocessor, about 77% of copy);
+// two for 16 bytes held as scalars (four spill); else one (two spill).
 template <class T, int V, int K>
-inline constexpr int kBackwardAhead = K * V * sizeof(T) <= 16 ? 2 : 1;
+inline constexpr int kBackwardAhead = K * V * sizeof(T) > 16 ? 1 : (K == 1 ? 4 : 2);
+
+// Programmatic dependent launch (sm_90): a kernel launched as a dependent (launch_column_sum)
+// may start before the kernel ahead of it in the stream ends, once every block of that one has
+// called allow_dependent_launch or exited; it calls wait_for_previous_grid, which returns once
+// that kernel has finished and its writes are visible, before it reads anything. Both are no-ops
+// for kernels launched normally.
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependent_launch() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 template <int V, int K, bool kWarp, int kMaxThreads>
 inline constexpr int kBlockLimit = rowwise::max_block_threads(kWarp, K * V, kMaxThreads);
@@ -164,6 +181,8 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
       });
     }
   });
+  // The column sum that follows may be launched now (it waits for this grid's end to read).
+  allow_dependent_launch();
   if constexpr (K > 0) {
     if (!partials) return;
     A* out = part + int64_t(blockIdx.x) * 2 * len;
@@ -249,6 +268,7 @@ __global__ void norm_param_partials_kernel(const T* x, const acc_t<T>* mean, con
 template <class O, class A>
 __global__ void column_sum_kernel(const A* part, int64_t groups, int64_t cols, int64_t chunk, O* lo, O* hi,
                                   int64_t split) {
+  wait_for_previous_grid();
   __shared__ A smem[kColLanes][kColTile + 1];
   const int64_t c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
   const int64_t g0 = blockIdx.y * chunk, g1 = std::min(groups, g0 + chunk);
@@ -269,9 +289,21 @@ __global__ void column_sum_kernel(const A* part, int64_t groups, int64_t cols, i
 template <class O, class A>
 void launch_column_sum(int device, const A* part, int64_t groups, int64_t cols, int64_t chunks, O* lo, O* hi,
                        int64_t split) {
-  const dim3 grid(static_cast<unsigned>((cols + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-  column_sum_kernel<O, A><<<grid, dim3(kColTile, kColLanes), 0, stream(device)>>>(
-      part, groups, cols, (groups + chunks - 1) / chunks, lo, hi, split);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>((cols + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+  config.blockDim = dim3(kColTile, kColLanes);
+  config.stream = stream(device);
+  // A dependent launch: the launch latency (several us next to a 40 us backward) overlaps the
+  // end of the kernel that writes `part`.
+  cudaLaunchAttribute dependent{};
+  dependent.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  dependent.val.programmaticStreamSerializationAllowed = 1;
+  if (properties(device).major >= 9) {
+    config.attrs = &dependent;
+    config.numAttrs = 1;
+  }
+  LN_CUDA_CHECK(cudaLaunchKernelEx(&config, column_sum_kernel<O, A>, part, groups, cols,
+                                   (groups + chunks - 1) / chunks, lo, hi, split));
   LN_CUDA_CHECK_LAUNCH();
 }
 
@@ -302,19 +334,20 @@ void sum_partials(int device, const acc_t<T>* part, void* dweight, void* dbias, 
 constexpr size_t kMaxSumBytes = 32 * 1024;
 
 // Bytes of loads a multiprocessor should keep in flight for the memory to run near its peak
-// (Little's law: about 4 TB/s of reads times about 1 us of latency, over 132 multiprocessors).
-constexpr int64_t kInFlightBytes = 32 * 1024;
+// (Little's law: about 4 TB/s of reads times the latency under load, over 132 multiprocessors;
+// 32 KB gave 77% of copy, so the latency under load is nearer 1.3 us than 1 us).
+constexpr int64_t kInFlightBytes = 48 * 1024;
 
 // Block groups a backward block holds when it sums parameter gradients (one partial row per
 // block): the most, within kBackwardThreads and kMaxSumBytes, that still keep kInFlightBytes of
-// rows in flight per multiprocessor; else the count that keeps the most groups resident.
+// rows in flight per multiprocessor; else the most that keep the most groups resident.
 // Registers decide: a block of many groups may fit fewer times than its groups would alone.
 int groups_per_block(const void* kernel, int group, size_t sum_bytes, int64_t ahead_bytes) {
   int best = 1, most = 0, fast = 0;
   for (int per = 1; per * group <= kBackwardThreads; ++per) {
     if (per > 1 && sum_bytes > kMaxSumBytes) break;
     const int resident = per * rowwise::blocks_per_multiprocessor(kernel, per * group, per > 1 ? sum_bytes : 0);
-    if (resident > most) most = resident, best = per;
+    if (resident >= most) most = resident, best = per;
     if (resident * ahead_bytes >= kInFlightBytes) fast = per;
   }
   return fast > 0 ? fast : best;

@@ -400,7 +400,7 @@ class Row {
 
 /// Runs body(r, row, extra) for each row r of group g, with extra = fetch(r): a few values of the
 /// row kept elsewhere (saved statistics), default-constructed for a row past the end. Block groups
-/// holding rows (K > 0) load their next kAhead rows (1 or 2) and extras before body runs on the
+/// holding rows (K > 0) load their next kAhead rows (1 to 4) and extras before body runs on the
 /// current one, so that those loads are in flight through body's reductions and stores (warp
 /// groups, 64 registers a thread, have none to spare for it; the many independent warps of a
 /// multiprocessor cover their latency). Warp groups run through their own rows. The block groups
@@ -409,7 +409,7 @@ class Row {
 template <class T, int V, int K, int NIn, int kAhead = 1, bool kWarp, class Fetch, class Body>
 __device__ __forceinline__ void for_each_row(const Group<kWarp>& g, const T* const (&in)[NIn], int64_t rows,
                                              int64_t len, Fetch&& fetch, Body&& body) {
-  static_assert(kAhead == 1 || kAhead == 2, "one or two rows ahead");
+  static_assert(kAhead >= 1 && kAhead <= 4, "one to four rows ahead");
   using Extra = decltype(fetch(int64_t{0}));
   const int64_t packs = len / V, step = g.count();
   // The loop runs over the block's first row of each step (the group's own for warp groups).
@@ -442,12 +442,9 @@ __device__ __forceinline__ void for_each_row(const Group<kWarp>& g, const T* con
       r += step;
       return true;
     };
-    if constexpr (kAhead == 1) {
-      while (one(0)) {
-      }
-    } else {
-      while (one(0) && one(1)) {
-      }
+    // One step per buffer, each with its index a constant, stopping at the first row past the end.
+    const auto steps = [&]<int... b>(std::integer_sequence<int, b...>) { return (one(b) && ...); };
+    while (steps(std::make_integer_sequence<int, kAhead>{})) {
     }
   } else {
     for (; r - lead < rows; r += step) {
