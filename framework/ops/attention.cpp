@@ -8,6 +8,9 @@
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
 #include "framework/cpu/attention.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/attention.h"
+#endif
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/factory.h"
@@ -171,26 +174,22 @@ cpu::AttentionShape check_kernel_inputs(const char* op, const Tensor& q, const T
   return s;
 }
 
-// The kernels by device. The parameter structs are plain pointers and strides, so a GPU kernel
-// takes the same ones (layout arrays are host pointers: a GPU path uploads them).
+// The kernels by device. The parameter structs are plain pointers and strides, so the GPU kernels
+// take the same ones (layout arrays are host pointers: the GPU path uploads them per call).
 void run_forward(const cpu::AttentionForwardParams& p, Device device) {
-  LN_CHECK(device.is_cpu(), "[attention] has no kernel for ", device.str(), " tensors yet");
-  cpu::attention_forward(p);
+  LN_ON_DEVICE(device, cpu::attention_forward(p), cuda::attention_forward(device.index, p));
 }
 
 void run_backward(const cpu::AttentionBackwardParams& p, Device device) {
-  LN_CHECK(device.is_cpu(), "[attention_backward] has no kernel for ", device.str(), " tensors yet");
-  cpu::attention_backward(p);
+  LN_ON_DEVICE(device, cpu::attention_backward(p), cuda::attention_backward(device.index, p));
 }
 
 void run_merge(const cpu::AttentionMergeParams& p, Device device) {
-  LN_CHECK(device.is_cpu(), "[merge_attention] has no kernel for ", device.str(), " tensors yet");
-  cpu::attention_merge(p);
+  LN_ON_DEVICE(device, cpu::attention_merge(p), cuda::attention_merge(device.index, p));
 }
 
 void run_merge_backward(const cpu::AttentionMergeBackwardParams& p, Device device) {
-  LN_CHECK(device.is_cpu(), "[merge_attention] has no backward kernel for ", device.str(), " tensors yet");
-  cpu::attention_merge_backward(p);
+  LN_ON_DEVICE(device, cpu::attention_merge_backward(p), cuda::attention_merge_backward(device.index, p));
 }
 
 }  // namespace
