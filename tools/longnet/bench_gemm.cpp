@@ -40,6 +40,7 @@ struct GemmBenchOptions {
 constexpr int kDevice = 0;
 constexpr int kSets = 3;           // buffer sets the runs rotate among
 constexpr int kWarmup = 3;
+constexpr int kRounds = 3;          // turns in which ours and every proposal are timed
 constexpr int64_t kRandomBlock = int64_t{1} << 22;  // random values tiled over every buffer
 constexpr double kTarget = 0.9;    // ours / best
 
@@ -108,17 +109,34 @@ double bench_case(const Case& s, int reps, const Tensor& block) {
   cuda::gemm(plain[0]);
   cuda::gemm(fused[0]);
   LN_CUDA_CHECK(cudaStreamSynchronize(cuda::stream(kDevice)));
-  const double ours = median_ms([&](int i) { cuda::gemm(plain[static_cast<size_t>(i)]); }, reps);
+  // The card's clock drifts over a sweep (the same algorithm was seen 20% apart within one run),
+  // so ours and every proposal are timed in turns over kRounds rounds, keeping each one's fastest
+  // round.
   const int chosen = cuda::gemm_chosen_algorithm(plain[0]);
   const int count = cuda::gemm_algorithm_count(plain[0]);
+  double ours = std::numeric_limits<double>::infinity();
+  std::vector<double> per_algo(static_cast<size_t>(count), std::numeric_limits<double>::infinity());
+  std::vector<bool> runs(static_cast<size_t>(count), true);
+  for (int round = 0; round < kRounds; ++round) {
+    ours = std::min(ours, median_ms([&](int i) { cuda::gemm(plain[static_cast<size_t>(i)]); }, reps));
+    for (int a = 0; a < count; ++a) {
+      if (!runs[static_cast<size_t>(a)]) continue;
+      try {
+        const double t = median_ms([&](int i) { cuda::gemm_with_algorithm(plain[static_cast<size_t>(i)], a); }, reps);
+        per_algo[static_cast<size_t>(a)] = std::min(per_algo[static_cast<size_t>(a)], t);
+      } catch (const Error&) {
+        runs[static_cast<size_t>(a)] = false;  // a proposal that does not run is no contender
+      }
+    }
+  }
   double best = std::numeric_limits<double>::infinity();
   int best_index = -1, failed = 0;
   for (int a = 0; a < count; ++a) {
-    try {
-      const double t = median_ms([&](int i) { cuda::gemm_with_algorithm(plain[static_cast<size_t>(i)], a); }, reps);
-      if (t < best) best = t, best_index = a;
-    } catch (const Error&) {
-      ++failed;  // a proposal that does not run is no contender
+    if (!runs[static_cast<size_t>(a)]) {
+      ++failed;
+    } else if (per_algo[static_cast<size_t>(a)] < best) {
+      best = per_algo[static_cast<size_t>(a)];
+      best_index = a;
     }
   }
   const double epi = median_ms([&](int i) { cuda::gemm(fused[static_cast<size_t>(i)]); }, reps);
@@ -152,13 +170,14 @@ int run_gemm_bench(const GemmBenchOptions& opt) {
   }
   const Tensor block = randn({kRandomBlock}, DType::BF16, Device::cuda(kDevice));
   std::printf("## bf16 GEMM on %s: y (M, N) = x (M, K) @ W^T, W (N, K)\n\n", cuda::properties(kDevice).name);
-  std::printf("Median of %d CUDA-event timed runs after %d warm-up runs, rotating among %d buffer sets. "
+  std::printf("Median of %d CUDA-event timed runs after %d warm-up runs, rotating among %d buffer sets; "
+              "ours and every proposal are timed in turns over %d rounds and keep their fastest round. "
               "*ours*: cuda::gemm after a first, untimed call, which chose its algorithm by timing the "
               "cuBLASLt heuristic's proposals (LONGNET_GEMM_AUTOTUNE=0: the heuristic's first choice); "
               "*ours algo*: the index it runs; *best*: fastest of the proposals timed here (index of count). "
               "Target ours/best >= %.0f%%. *bias+GELU*: the same product with "
               "the bias+GELU epilogue writing the pre-activation too; overhead vs ours.\n\n",
-              opt.reps, kWarmup, kSets, kTarget * 100.0);
+              opt.reps, kWarmup, kSets, kRounds, kTarget * 100.0);
   std::printf("| M | K | N | ours ms | ours TFLOP/s | best TFLOP/s | ours algo | best algo | ours/best | "
               "bias+GELU ms | bias+GELU TFLOP/s | epilogue overhead |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n");
