@@ -81,7 +81,7 @@ Results run(const std::vector<Tensor>& base, const ViewFn& view, const Attention
     leaves.push_back(l);
   }
   const AttentionOutput r = attention(view(leaves[0]), view(leaves[1]), view(leaves[2]), on_device(p, device));
-  add(sum(mul(r.out, wo.to(dt).to(device))), sum(mul(r.lse, wl.to(device)))).backward();
+  add(sum(mul(r.out, wo.to(dt).to(device))).to(DType::F32), sum(mul(r.lse, wl.to(device)))).backward();
   return {{r.out, r.lse, leaves[0].grad(), leaves[1].grad(), leaves[2].grad()}};
 }
 
@@ -233,7 +233,7 @@ TEST(CudaAttention, MergeMatchesCpu) {
       const AttentionOutput m = merge_attention(
           {attention(x[0], x[1].narrow(1, 0, 75), x[2].narrow(1, 0, 75), first),
            attention(x[0], x[1].narrow(1, 75, 75), x[2].narrow(1, 75, 75), second)});
-      add(sum(mul(m.out, wo.to(dt).to(d))), sum(mul(m.lse, wl.to(d)))).backward();
+      add(sum(mul(m.out, wo.to(dt).to(d))).to(DType::F32), sum(mul(m.lse, wl.to(d)))).backward();
       res.push_back({{m.out, m.lse, x[0].grad(), x[1].grad(), x[2].grad()}});
     }
     const char* names[] = {"out", "lse", "dq", "dk", "dv"};
@@ -284,7 +284,7 @@ TEST(CudaAttention, BlockBiasAndItsGradientMatchCpu) {
       AttentionParams pd = p;
       pd.block_bias = x[3];
       const AttentionOutput r = attention(x[0], x[1], x[2], pd);
-      add(sum(mul(r.out, wo.to(DType::BF16).to(d))), sum(mul(r.lse, wl.to(d)))).backward();
+      add(sum(mul(r.out, wo.to(DType::BF16).to(d))).to(DType::F32), sum(mul(r.lse, wl.to(d)))).backward();
       res.push_back({r.out, r.lse, x[0].grad(), x[1].grad(), x[2].grad(), x[3].grad()});
     }
     const char* names[] = {"out", "lse", "dq", "dk", "dv", "dblock_bias"};
