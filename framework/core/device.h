@@ -24,4 +24,22 @@ struct Device {
 /// Parses "cpu", "cuda" or "cuda:N"; throws on anything else.
 Device device_from_string(const std::string& s);
 
+/// The device factories (zeros, randn, Tensor::empty, ...) use when given none: the CPU unless
+/// changed, per thread, so that the same model code runs on either.
+Device default_device();
+/// Sets this thread's default device; a GPU needs a build with the CUDA backend.
+void set_default_device(Device device);
+
+/// Makes `device` the default for its scope and restores the previous default after.
+class DefaultDeviceGuard {
+ public:
+  explicit DefaultDeviceGuard(Device device) : prev_(default_device()) { set_default_device(device); }
+  ~DefaultDeviceGuard() { set_default_device(prev_); }
+  DefaultDeviceGuard(const DefaultDeviceGuard&) = delete;
+  DefaultDeviceGuard& operator=(const DefaultDeviceGuard&) = delete;
+
+ private:
+  Device prev_;
+};
+
 }  // namespace longnet

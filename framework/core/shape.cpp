@@ -67,4 +67,18 @@ Device device_from_string(const std::string& s) {
   LN_FAIL("[device] cannot parse '", s, "' (expected cpu, cuda or cuda:N)");
 }
 
+namespace {
+thread_local Device t_default_device = Device::cpu();
+}  // namespace
+
+Device default_device() { return t_default_device; }
+
+void set_default_device(Device device) {
+#ifndef LONGNET_WITH_CUDA
+  LN_CHECK(device.is_cpu(), "[device] cannot make ", device.str(),
+           " the default: this build has no CUDA backend (configure with -DLONGNET_CUDA=ON)");
+#endif
+  t_default_device = device;
+}
+
 }  // namespace longnet

@@ -49,7 +49,7 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   /// Allocates an uninitialised contiguous tensor.
-  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = default_device());
   /// Wraps existing storage with the given geometry (no copy).
   static Tensor from_storage(std::shared_ptr<Storage> storage, int64_t offset, Shape shape,
                              Strides strides, DType dtype);

@@ -45,8 +45,8 @@ Saved forward_cpu(const Tensor& logits, const Tensor& targets, int64_t rows, int
   s.lse = Tensor::empty({rows}, s.x.dtype(), s.x.device());
   const cpu::CrossEntropySum total = cpu::cross_entropy_forward(
       {s.x.raw_data(), s.t.raw_data(), s.lse.raw_data(), s.x.dtype(), s.t.dtype(), rows, classes, ignore_index});
-  s.loss = scalar_tensor(total.count ? total.loss / static_cast<double>(total.count) : 0.0, s.x.dtype());
-  s.count = scalar_tensor(static_cast<double>(total.count), DType::I64);
+  s.loss = scalar_tensor(total.count ? total.loss / static_cast<double>(total.count) : 0.0, s.x.dtype(), Device::cpu());
+  s.count = scalar_tensor(static_cast<double>(total.count), DType::I64, Device::cpu());
   return s;
 }
 

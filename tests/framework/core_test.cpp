@@ -71,3 +71,20 @@ TEST(Autograd, BroadcastMulGradients) {
 
 }  // namespace
 }  // namespace longnet
+
+namespace longnet {
+namespace {
+
+TEST(Core, DefaultDeviceIsCpuAndScoped) {
+  EXPECT_TRUE(default_device().is_cpu());
+  EXPECT_TRUE(zeros({2}).device().is_cpu());
+  EXPECT_TRUE(Tensor::empty({2}).device().is_cpu());
+#ifndef LONGNET_WITH_CUDA
+  EXPECT_NE(testing::error_message([] { set_default_device(Device::cuda(0)); }).find("[device] cannot make cuda:0"),
+            std::string::npos);
+  EXPECT_TRUE(default_device().is_cpu());
+#endif
+}
+
+}  // namespace
+}  // namespace longnet

@@ -64,3 +64,22 @@ TEST(CudaContext, HandlesPinnedMemoryAndCheckedCalls) {
 
 }  // namespace
 }  // namespace longnet
+
+namespace longnet {
+namespace {
+
+TEST(CudaContext, DefaultDeviceMovesFactoriesToTheGpu) {
+  LN_REQUIRE_GPU();
+  {
+    DefaultDeviceGuard guard(Device::cuda(0));
+    const Tensor w = randn({4, 3}), x = ones({2, 4});
+    EXPECT_TRUE(w.device().is_cuda());
+    const Tensor y = matmul(x, w);  // same model code, on the GPU
+    EXPECT_TRUE(y.device().is_cuda());
+    EXPECT_EQ(y.shape(), (Shape{2, 3}));
+  }
+  EXPECT_TRUE(zeros({1}).device().is_cpu());
+}
+
+}  // namespace
+}  // namespace longnet
