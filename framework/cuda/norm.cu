@@ -23,12 +23,18 @@ template <class T>
 inline constexpr int kBigBackward = sizeof(T) == 2 ? 16 : 8;
 constexpr int kForwardThreads = 1024;
 constexpr int kBackwardThreads = 512;
-// Rows a backward block group loads ahead: four while a thread holds one 16-byte pack of each
-// input (its registers then bound a multiprocessor to about 16 warps, so each must keep several
-// rows in flight: two rows ahead left 32 KB in flight per multiprocessor, about 77% of copy);
-// two for 16 bytes held as scalars (four spill); else one (two spill).
+// Most rows a backward block group loads ahead: four while a thread holds one 16-byte pack of
+// each input, two for 16 bytes held as scalars (four spill), else one (two spill).
 template <class T, int V, int K>
-inline constexpr int kBackwardAhead = K * V * sizeof(T) > 16 ? 1 : (K == 1 ? 4 : 2);
+inline constexpr int kMostAhead = K * V * sizeof(T) > 16 ? 1 : (K == 1 ? 4 : 2);
+// Rows of at least this many values load two rows ahead even where four fit: four took the
+// 16-byte instance from 106 to 126 registers and (65536, 1024) from 77% to 75% of copy, while
+// shorter rows (768: 58% to 67%) gained from the extra bytes in flight.
+constexpr int64_t kLongRow = 1024;
+template <class T, int V, int K>
+constexpr int backward_ahead(int64_t len) {
+  return kMostAhead<T, V, K> == 4 && len >= kLongRow ? 2 : kMostAhead<T, V, K>;
+}
 
 // Programmatic dependent launch (sm_90): a kernel launched as a dependent (launch_column_sum)
 // may start before the kernel ahead of it in the stream ends, once every block of that one has
@@ -88,7 +94,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
 #pragma unroll
       for (int e = 0; e < V; ++e) o[e] = (v[0][e] - mu) * s * w[e] + b[e];
     });
-    if (g.rank == 0 && r < rows) {
+    if (g.rank == 0) {
       if (mean) mean[r] = mu;
       rstd[r] = s;
     }
@@ -106,7 +112,7 @@ struct Stats {
 // dy * xhat and dy over its group's rows for the columns it owns (the same in every row); the
 // block adds its groups' sums in group order in shared memory (2 * len values, dynamic) and
 // writes them as row blockIdx.x of part (gridDim.x, 2 * len): dweight partials, then dbias.
-template <class T, int V, int K, bool kWarp>
+template <class T, int V, int K, bool kWarp, int kAhead>
 __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kMinBackwardBlocks<kWarp>)
     norm_backward_kernel(const T* x, const T* weight, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dy,
                          T* dx, acc_t<T>* part, int64_t rows, int64_t len, int group_threads, bool rms) {
@@ -137,8 +143,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
   };
   A pw[kSlots][V] = {}, pb[kSlots][V] = {};
   const auto fetch = [&](int64_t r) { return Stats<A>{mean ? mean[r] : A(0), rstd[r]}; };
-  rowwise::for_each_row<T, V, K, 2, kBackwardAhead<T, V, K>>(g, {x, dy}, rows, len, fetch, [&](int64_t r, auto& row,
-                                                                                     Stats<A> st) {
+  rowwise::for_each_row<T, V, K, 2, kAhead>(g, {x, dy}, rows, len, fetch, [&](int64_t r, auto& row, Stats<A> st) {
     if (dx) {
       // Sums of gw and gw * (x - mean), in one reduction.
       A sums[2] = {A(0), A(0)};
@@ -344,7 +349,7 @@ constexpr int64_t kInFlightBytes = 48 * 1024;
 // Registers decide: a block of many groups may fit fewer times than its groups would alone.
 int groups_per_block(const void* kernel, int group, size_t sum_bytes, int64_t ahead_bytes) {
   int best = 1, most = 0, fast = 0;
-  for (int per = 1; per * group <= kBackwardThreads; ++per) {
+  for (int per = 1; per * group <= kBackwardThreads && per <= rowwise::kMaxBlockGroups; ++per) {
     if (per > 1 && sum_bytes > kMaxSumBytes) break;
     const int resident = per * rowwise::blocks_per_multiprocessor(kernel, per * group, per > 1 ? sum_bytes : 0);
     if (resident >= most) most = resident, best = per;
@@ -400,14 +405,14 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
     std::unique_ptr<Storage> part;
     int64_t groups = chunks;
     if (held || p.dx) {
-      rowwise::dispatch_rows<T, kBigBackward<T>>(plan, [&]<int V, int K, bool kWarp>() {
-        const auto kernel = norm_backward_kernel<T, V, K, kWarp>;
+      const auto launch = [&]<int V, int K, bool kWarp, int kAhead>() {
+        const auto kernel = norm_backward_kernel<T, V, K, kWarp, kAhead>;
         // Held rows: one partial row per block, the block's grid no larger than what runs at
         // once (each block loops over many rows), so that the partials stay small next to x
         // and dy.
         rowwise::RowConfig c = plan;
         if (K > 0 && params && !kWarp) {
-          const int64_t ahead_bytes = kBackwardAhead<T, V, K> * 2 * p.len * static_cast<int64_t>(sizeof(T));
+          const int64_t ahead_bytes = kAhead * 2 * p.len * static_cast<int64_t>(sizeof(T));
           c.threads =
               c.group * groups_per_block(reinterpret_cast<const void*>(kernel), c.group, sum_bytes, ahead_bytes);
         }
@@ -420,6 +425,15 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
         kernel<<<blocks, c.threads, smem, stream(device)>>>(
             x, static_cast<const T*>(p.weight), mean, rstd, dy, static_cast<T*>(p.dx),
             part ? static_cast<A*>(part->data()) : nullptr, p.rows, p.len, c.group, p.rms);
+      };
+      rowwise::dispatch_rows<T, kBigBackward<T>>(plan, [&]<int V, int K, bool kWarp>() {
+        // Warp groups load nothing ahead: one instance; block groups one for each count
+        // backward_ahead may give.
+        constexpr int kMost = kWarp ? 1 : kMostAhead<T, V, K>;
+        if constexpr (kMost == 4) {
+          if (backward_ahead<T, V, K>(p.len) == 2) return launch.template operator()<V, K, kWarp, 2>();
+        }
+        launch.template operator()<V, K, kWarp, kMost>();
       });
       LN_CUDA_CHECK_LAUNCH();
     }

@@ -147,8 +147,8 @@ __device__ __forceinline__ A block_reduce(A v, A* scratch, Op op, A identity) {
 }
 
 /// The threads that share a row: one warp (kWarp) or `size` consecutive threads of a block (a
-/// multiple of 32); a block holds per_block groups. Group `index` of block b takes row
-/// b * per_block + index, then every count() rows after it.
+/// multiple of 32); a block holds per_block groups (at most kMaxBlockGroups of block groups).
+/// Group `index` of block b takes row b * per_block + index, then every count() rows after it.
 template <bool kWarp>
 struct Group {
   int size, index, rank, per_block;
@@ -161,12 +161,21 @@ struct Group {
   __device__ __forceinline__ int64_t count() const { return int64_t(gridDim.x) * per_block; }
 };
 
+/// Named barriers a block has besides barrier 0 (__syncthreads): block groups of one block.
+inline constexpr int kMaxBlockGroups = 15;
+
+/// Barrier of the `size` threads (whole warps) of block group `index` alone: named barrier
+/// index + 1, so that a group waits for its own warps, never for a slower group of its block.
+__device__ __forceinline__ void group_sync(int index, int size) {
+  asm volatile("bar.sync %0, %1;" ::"r"(index + 1), "r"(size) : "memory");
+}
+
 /// Reductions of N values at once over the threads of a group; every thread of the group gets
 /// the results, in a fixed order (deterministic). Warp groups only shuffle. Block groups meet at
-/// one block barrier per call: each warp leaves its results in shared memory, then reads its
-/// group's. Two slots alternate between calls: a slot is written again two calls later, after
-/// the barrier of the call in between, which every reader of the slot has passed. Every thread of
-/// the block makes the same sequence of calls.
+/// one barrier of their own per call: each warp leaves its results in shared memory, then reads
+/// its group's. Two slots alternate between calls: a slot is written again two calls later, after
+/// the barrier of the call in between, which every reader of the slot (all in the group) has
+/// passed. Every thread of a group makes the same sequence of calls.
 template <class A, int N, bool kWarp>
 class Reducer {
  public:
@@ -185,7 +194,7 @@ class Reducer {
 #pragma unroll
         for (int i = 0; i < N; ++i) s_.v[slot_][warp][i] = v[i];
       }
-      __syncthreads();
+      group_sync(g.index, g.size);
 #pragma unroll
       for (int i = 0; i < N; ++i) v[i] = warp_reduce(lane < warps ? s_.v[slot_][g.index * warps + lane][i] : identity, op);
       slot_ ^= 1;
@@ -399,21 +408,18 @@ class Row {
 };
 
 /// Runs body(r, row, extra) for each row r of group g, with extra = fetch(r): a few values of the
-/// row kept elsewhere (saved statistics), default-constructed for a row past the end. Block groups
-/// holding rows (K > 0) load their next kAhead rows (1 to 4) and extras before body runs on the
-/// current one, so that those loads are in flight through body's reductions and stores (warp
-/// groups, 64 registers a thread, have none to spare for it; the many independent warps of a
-/// multiprocessor cover their latency). Warp groups run through their own rows. The block groups
-/// of a block run in step while any of them has a row left, since body's reductions meet at block
-/// barriers: a group past the end gets r >= rows and an empty row.
+/// row kept elsewhere (saved statistics). Block groups holding rows (K > 0) load their next
+/// kAhead rows (1 to 4) and extras before body runs on the current one, so that those loads are
+/// in flight through body's reductions and stores (warp groups, 64 registers a thread, have none
+/// to spare for it; the many independent warps of a multiprocessor cover their latency). Every
+/// group runs through its own rows: body's reductions meet at barriers of the group alone, so the
+/// groups of a block drift apart freely (a group waiting on a late load holds up only itself).
 template <class T, int V, int K, int NIn, int kAhead = 1, bool kWarp, class Fetch, class Body>
 __device__ __forceinline__ void for_each_row(const Group<kWarp>& g, const T* const (&in)[NIn], int64_t rows,
                                              int64_t len, Fetch&& fetch, Body&& body) {
   static_assert(kAhead >= 1 && kAhead <= 4, "one to four rows ahead");
   using Extra = decltype(fetch(int64_t{0}));
   const int64_t packs = len / V, step = g.count();
-  // The loop runs over the block's first row of each step (the group's own for warp groups).
-  const int64_t lead = kWarp ? 0 : g.index;
   int64_t r = g.first();
   if constexpr (K > 0 && !kWarp) {
     // Buffer b holds rows r + b * step, ... (every kAhead-th row); the loop is unrolled kAhead
@@ -428,10 +434,10 @@ __device__ __forceinline__ void for_each_row(const Group<kWarp>& g, const T* con
         extra[b] = fetch(q);
       }
     }
-    // One row from buffer b; false past the block's last row.
+    // One row from buffer b; false past the group's last row.
     const auto one = [&](int b) {
-      if (r - lead >= rows) return false;
-      Row<T, V, K, NIn, kWarp> row(g, buf[b], r < rows ? packs : 0);
+      if (r >= rows) return false;
+      Row<T, V, K, NIn, kWarp> row(g, buf[b], packs);
       const Extra here = extra[b];
       const int64_t q = r + kAhead * step;
       if (q < rows) {
@@ -447,16 +453,15 @@ __device__ __forceinline__ void for_each_row(const Group<kWarp>& g, const T* con
     while (steps(std::make_integer_sequence<int, kAhead>{})) {
     }
   } else {
-    for (; r - lead < rows; r += step) {
-      const bool live = r < rows;
+    for (; r < rows; r += step) {
       if constexpr (K > 0) {
         RawRow<T, V, K, NIn> raw;
-        if (live) raw.load(in, r * len, packs, g.rank, g.size);
-        Row<T, V, K, NIn, kWarp> row(g, raw, live ? packs : 0);
-        body(r, row, live ? fetch(r) : Extra{});
+        raw.load(in, r * len, packs, g.rank, g.size);
+        Row<T, V, K, NIn, kWarp> row(g, raw, packs);
+        body(r, row, fetch(r));
       } else {
-        Row<T, V, K, NIn, kWarp> row(g, in, live ? r * len : 0, live ? packs : 0);
-        body(r, row, live ? fetch(r) : Extra{});
+        Row<T, V, K, NIn, kWarp> row(g, in, r * len, packs);
+        body(r, row, fetch(r));
       }
     }
   }
