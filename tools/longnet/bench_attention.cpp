@@ -9,6 +9,7 @@
 
 #include "framework/core/error.h"
 #include "layers/attention/pattern.h"
+#include "tools/longnet/bench_attention_time.h"
 #include "tools/longnet/registry.h"
 
 namespace longnet::tools {
@@ -89,9 +90,11 @@ void register_bench_attention(CLI::App& bench) {
   sub->add_option("--seed", o->seed, "Seed: random block draws, the adaptive scorer and the probe's q, k");
   sub->add_option("--max-cells", o->max_cells, "Longer sequences are drawn in this many cells per side");
   sub->add_option("--out", o->out, "SVG file to write");
-  on_run(sub, [o, sub] {
+  const std::shared_ptr<AttentionTimeOptions> timing = add_attention_time_options(sub);
+  on_run(sub, [o, sub, timing] {
+    if (timing->time) return run_attention_time(*timing);
     if (!o->show_pattern) {
-      std::cerr << "bench attention: choose a mode (--show-pattern)\n" << sub->help();
+      std::cerr << "bench attention: choose a mode (--show-pattern or --time)\n" << sub->help();
       return 2;
     }
     o->pattern.seed = o->seed;
