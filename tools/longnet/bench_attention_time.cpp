@@ -255,9 +255,10 @@ int run(const AttentionTimeOptions& o) {
   std::printf("Median of %d CUDA-event timed runs after %d warm-up runs, ours and PyTorch's alike; B = 1. "
               "Dense FLOPs: forward 4 H N^2 D / 2 (causal), backward 2.5x forward. Dilated: the paper's schedule "
               "w = {%s}, r = {%s}, H = %lld, D = %lld; effective TFLOP/s count only the attended pairs "
-              "(3.5x their forward FLOPs for forward+backward), also as a share of dense causal forward+backward TFLOP/s at D = "
-              "%lld and the largest dense N (ours, and cuDNN's through torch). Peak: the allocator's high-water mark over one "
-              "forward+backward, inputs included (PyTorch: torch.cuda.max_memory_allocated).\n\n",
+              "(3.5x their forward FLOPs for forward+backward), also as a share of dense causal forward+backward "
+              "TFLOP/s at D = %lld and the largest dense N (ours, and cuDNN's through torch). Peak: the allocator's "
+              "high-water mark over one forward+backward, inputs included (PyTorch: "
+              "torch.cuda.max_memory_allocated).\n\n",
               o.reps, kWarmup, join(kSegments).c_str(), join(kDilations).c_str(),
               static_cast<long long>(kDilatedHeads), static_cast<long long>(kDilatedHeadDim),
               static_cast<long long>(kDilatedHeadDim));
