@@ -17,7 +17,7 @@ Tensor block_means(const Tensor& x, int64_t block, int64_t blocks) {
   std::vector<double> counts(static_cast<size_t>(blocks), static_cast<double>(block));
   counts.back() = static_cast<double>(n - (blocks - 1) * block);
   const Tensor sums = sum(reshape(padded, {b, blocks, block, h, d}), {2});
-  return div(sums, cast(from_vector(counts, {1, blocks, 1, 1}), x.dtype()));
+  return div(sums, cast(from_vector(counts, {1, blocks, 1, 1}, x.device()), x.dtype()));
 }
 
 // log(sigmoid(s)) without overflow: min(s, 0) - log(1 + exp(-|s|)).
@@ -34,8 +34,13 @@ AdaptiveAttention::AdaptiveAttention(const AttentionConfig& c)
   Generator g(c.seed);
   NoGradGuard no_grad;
   const double init = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
-  w_q_ = cast(mul(randn({c.head_dim, c.scorer_dim}, DType::F64, Device::cpu(), &g), init), c.param_dtype);
-  w_k_ = cast(mul(randn({c.head_dim, c.scorer_dim}, DType::F64, Device::cpu(), &g), init), c.param_dtype);
+  // Drawn on the host in f64 so that a seed gives the same weights on every device.
+  auto draw = [&] {
+    return cast(mul(randn({c.head_dim, c.scorer_dim}, DType::F64, Device::cpu(), &g), init), c.param_dtype)
+        .to(default_device());
+  };
+  w_q_ = draw();
+  w_k_ = draw();
   w_q_.requires_grad_(true);
   w_k_.requires_grad_(true);
 }
@@ -49,6 +54,8 @@ AttentionResult AdaptiveAttention::forward(const Tensor& q, const Tensor& k, con
   check_core_inputs("adaptive", q, k, v, options, false);
   LN_CHECK(q.size(3) == w_q_.size(0), "[adaptive] q ", shape_str(q.shape()), " has head dim ", q.size(3),
            " but the scorer was built for ", w_q_.size(0));
+  LN_CHECK(q.device() == w_q_.device(), "[adaptive] q ", shape_str(q.shape()), " is on ", q.device().str(),
+           " but the scorer's parameters are on ", w_q_.device().str(), " (build the core under a DefaultDeviceGuard)");
   const int64_t b = q.size(0), n = q.size(1), h = q.size(2);
   const int64_t blocks = (n + block_size_ - 1) / block_size_;
   const DType dt = is_reduced_float(q.dtype()) ? DType::F32 : q.dtype();
@@ -61,7 +68,8 @@ AttentionResult AdaptiveAttention::forward(const Tensor& q, const Tensor& k, con
   const double inv = 1.0 / std::sqrt(static_cast<double>(w_q_.size(1)));
   const Tensor scores = mul(matmul(matmul(qp, cast(w_q_, dt)), transpose(matmul(kp, cast(w_k_, dt)), 2, 3)), inv);
 
-  // Top-k per (batch, head, query block) among the blocks it may see, diagonal always kept.
+  // Top-k per (batch, head, query block) among the blocks it may see, diagonal always kept. The
+  // layout is host data (the kernels take it from the host), so the scores come back here.
   const std::vector<double> sv = scores.to_vector<double>();
   const int64_t keep = kept_blocks(blocks);
   std::vector<std::vector<int64_t>> rows;
@@ -87,7 +95,8 @@ AttentionResult AdaptiveAttention::forward(const Tensor& q, const Tensor& k, con
   }
   last_layout_ = std::make_shared<const AttentionLayout>(AttentionLayout::from_rows(block_size_, b, h, blocks, blocks, rows));
 
-  const Tensor chosen = index_select(flatten(scores), 0, from_vector(entry_index, {static_cast<int64_t>(entry_index.size())}));
+  const Tensor chosen = index_select(flatten(scores), 0,
+                                    from_vector(entry_index, {static_cast<int64_t>(entry_index.size())}, q.device()));
   const Tensor log_w = log_sigmoid(chosen);
   AttentionParams p;
   p.scale = scale_;
@@ -103,9 +112,9 @@ AttentionResult AdaptiveAttention::forward(const Tensor& q, const Tensor& k, con
     for (int64_t i = 0; i < blocks; ++i) {
       for (int64_t j = 0; j < blocks; ++j) visible_mask[static_cast<size_t>(i * blocks + j)] = !options.causal || j <= i;
     }
-    const Tensor vis = cast(from_vector(visible_mask, {blocks, blocks}), dt);
+    const Tensor vis = cast(from_vector(visible_mask, {blocks, blocks}, q.device()), dt);
     const Tensor gate_mean = div(sum(mul(sigmoid(scores), vis), {3}), sum(vis, {1}));
-    const Tensor target = cast(from_vector(kept_fraction, {b, h, blocks}), dt);
+    const Tensor target = cast(from_vector(kept_fraction, {b, h, blocks}, q.device()), dt);
     result.aux_loss = mul(mean(pow(sub(gate_mean, target), 2.0)), regularizer_);
   }
   return result;

@@ -20,7 +20,8 @@ class AdaptiveAttention final : public AttentionCore {
   explicit AdaptiveAttention(const AttentionConfig& config);
   std::string name() const override { return "adaptive"; }
   AttentionResult forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options) override;
-  /// W_q and W_k, each (head_dim, scorer_dim).
+  /// W_q and W_k, each (head_dim, scorer_dim), on the default device at construction (q, k, v
+  /// must be on the same one).
   std::vector<Tensor> parameters() const override { return {w_q_, w_k_}; }
 
   /// The layout the last forward chose (one group per batch element and head).
