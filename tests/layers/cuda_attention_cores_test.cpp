@@ -26,11 +26,21 @@ using CoreMaker = std::function<std::unique_ptr<AttentionCore>()>;
 struct Case {
   int64_t n, nk, d;
   bool causal;
+  /// Keys at the end of the second batch element that are padding (none when 0).
+  int64_t pad = 0;
 };
 
 std::string describe(const Case& c) {
   return "N " + std::to_string(c.n) + ", Nk " + std::to_string(c.nk) + ", D " + std::to_string(c.d) +
-         (c.causal ? ", causal" : ", non-causal");
+         (c.causal ? ", causal" : ", non-causal") + ", padding " + std::to_string(c.pad);
+}
+
+// The (2, Nk) key padding mask of a case on `device`, or undefined without padding.
+Tensor padding_mask(const Case& c, Device device) {
+  if (c.pad == 0) return Tensor();
+  std::vector<uint8_t> m(static_cast<size_t>(2 * c.nk), 0);
+  for (int64_t j = c.nk - c.pad; j < c.nk; ++j) m[static_cast<size_t>(c.nk + j)] = 1;
+  return cast(from_vector(m, {2, c.nk}, device), DType::Bool);
 }
 
 // q (B, N, H, D), k and v (B, Nk, H, D) on the host, drawn in f32 and rounded to bf16, so that both
@@ -51,7 +61,7 @@ struct CoreRun {
 
 // One forward and backward of `core` with q, k, v as leaves on `device` in `dtype`. The loss
 // sum(out * wo) + sum(lse * wl) for a fixed draw of wo, wl sends gradient through out and lse.
-CoreRun run_core(AttentionCore& core, const std::vector<Tensor>& host_qkv, Device device, DType dtype, bool causal) {
+CoreRun run_core(AttentionCore& core, const std::vector<Tensor>& host_qkv, Device device, DType dtype, const Case& c) {
   std::vector<Tensor> leaves;
   for (const Tensor& t : host_qkv) {
     Tensor l = cast(t, dtype).to(device).clone();
@@ -59,7 +69,8 @@ CoreRun run_core(AttentionCore& core, const std::vector<Tensor>& host_qkv, Devic
     leaves.push_back(l);
   }
   AttentionOptions options;
-  options.causal = causal;
+  options.causal = c.causal;
+  options.key_padding_mask = padding_mask(c, device);
   const AttentionResult r = core.forward(leaves[0], leaves[1], leaves[2], options);
   EXPECT_EQ(r.out.device(), device) << core.name();
   EXPECT_EQ(r.out.dtype(), dtype) << core.name();
@@ -106,8 +117,8 @@ CorePair expect_parity(const CoreMaker& make, const Case& c, const std::string& 
     DefaultDeviceGuard guard(Device::cuda(0));
     p.gpu = make();
   }
-  p.ref = run_core(*p.cpu, host, Device::cpu(), DType::F32, c.causal);
-  p.got = run_core(*p.gpu, host, Device::cuda(0), DType::BF16, c.causal);
+  p.ref = run_core(*p.cpu, host, Device::cpu(), DType::F32, c);
+  p.got = run_core(*p.gpu, host, Device::cuda(0), DType::BF16, c);
   const std::vector<std::pair<const char*, std::pair<Tensor, Tensor>>> pairs{
       {"out", {p.got.out, p.ref.out}}, {"lse", {p.got.lse, p.ref.lse}}, {"dq", {p.got.dq, p.ref.dq}},
       {"dk", {p.got.dk, p.ref.dk}},    {"dv", {p.got.dv, p.ref.dv}}};
@@ -121,10 +132,10 @@ CorePair expect_parity(const CoreMaker& make, const Case& c, const std::string& 
   return p;
 }
 
-// Parity over head dims 64 and 32, causal and not.
-void expect_parity_all(const CoreMaker& make, int64_t n, int64_t nk, const std::string& what) {
+// Parity over head dims 64 and 32, causal and not, with `pad` padded keys.
+void expect_parity_all(const CoreMaker& make, int64_t n, int64_t nk, const std::string& what, int64_t pad = 0) {
   for (int64_t d : {64, 32}) {
-    for (bool causal : {false, true}) expect_parity(make, {n, nk, d, causal}, what);
+    for (bool causal : {false, true}) expect_parity(make, {n, nk, d, causal, pad}, what);
   }
 }
 
@@ -176,6 +187,7 @@ TEST(CudaAttentionCores, DenseMatchesCpu) {
   expect_parity_all(maker("dense", {}), 160, 160, "dense");
   // Fewer queries than keys: causal aligns the last query with the last key.
   expect_parity_all(maker("dense", {}), 64, 160, "dense, cross");
+  expect_parity_all(maker("dense", {}), 160, 160, "dense, padded", 9);
 }
 
 TEST(CudaAttentionCores, DilatedMatchesCpu) {
@@ -184,6 +196,9 @@ TEST(CudaAttentionCores, DilatedMatchesCpu) {
   // last segment (200 = 128 + 72, 150 = 96 + 54).
   expect_parity_all(maker("dilated", dilated_config({32, 64, 128}, {1, 2, 4})), 200, 200, "dilated 3 branches");
   expect_parity_all(maker("dilated", dilated_config({48, 96}, {1, 3})), 150, 150, "dilated 2 branches");
+  // Padding read through the branches' strided views of the mask; some pieces see only padding
+  // (their lse is -inf and the merge drops them), every row still sees a key in some branch.
+  expect_parity_all(maker("dilated", dilated_config({32, 64, 128}, {1, 2, 4})), 200, 200, "dilated, padded", 7);
 }
 
 TEST(CudaAttentionCores, BlockSparseMatchesCpu) {
@@ -202,7 +217,7 @@ TEST(CudaAttentionCores, AdaptiveMatchesCpu) {
   for (int64_t n : {256, 200}) {  // 200: a short last block in the pooled scorer inputs
     for (int64_t d : {64, 32}) {
       for (bool causal : {false, true}) {
-        const Case c{n, n, d, causal};
+        const Case c{n, n, d, causal, 0};
         const CorePair p = expect_parity(maker("adaptive", adaptive_config(d)), c, "adaptive");
         SCOPED_TRACE("adaptive, " + describe(c));
         // Same scorer weights and the same routing on both devices.
@@ -252,7 +267,7 @@ TEST(CudaAttentionCores, CausalOnGpu) {
       {"block_sparse hierarchical", maker("block_sparse", block_config(pattern("hierarchical"), 16))},
       {"adaptive", maker("adaptive", adaptive_config(64))}};
   const Device gpu = Device::cuda(0);
-  const std::vector<Tensor> host = bf16_inputs({kN, kN, 64, true}, 11);
+  const std::vector<Tensor> host = bf16_inputs({kN, kN, 64, true, 0}, 11);
   std::vector<Tensor> qkv, changed;
   for (const Tensor& t : host) qkv.push_back(t.to(gpu));
   Generator g(12);
