@@ -10,14 +10,33 @@
 namespace longnet {
 namespace {
 
-// Means of the row blocks of x (B, N, H, D) -> (B, blocks, H, D); the last block may be short.
-Tensor block_means(const Tensor& x, int64_t block, int64_t blocks) {
+// The row blocks of x (B, N, H, D) as (B, blocks, block, H, D), zero-padded at the end.
+Tensor row_blocks(const Tensor& x, int64_t block, int64_t blocks) {
   const int64_t b = x.size(0), n = x.size(1), h = x.size(2), d = x.size(3);
   const Tensor padded = blocks * block == n ? x : cat({x, zeros({b, blocks * block - n, h, d}, x.dtype(), x.device())}, 1);
+  return reshape(padded, {b, blocks, block, h, d});
+}
+
+// Means of the row blocks of x (B, N, H, D) -> (B, blocks, H, D); the last block may be short.
+Tensor block_means(const Tensor& x, int64_t block, int64_t blocks) {
   std::vector<double> counts(static_cast<size_t>(blocks), static_cast<double>(block));
-  counts.back() = static_cast<double>(n - (blocks - 1) * block);
-  const Tensor sums = sum(reshape(padded, {b, blocks, block, h, d}), {2});
-  return div(sums, cast(from_vector(counts, {1, blocks, 1, 1}, x.device()), x.dtype()));
+  counts.back() = static_cast<double>(x.size(1) - (blocks - 1) * block);
+  return div(sum(row_blocks(x, block, blocks), {2}), cast(from_vector(counts, {1, blocks, 1, 1}, x.device()), x.dtype()));
+}
+
+// Causal query pooling (B, N, H, D) -> (B, blocks, H, D): block i pools only rows that every row of
+// the block may see, the previous (always full) block and its own first row, so that no row's
+// routing reads a later query; block 0 has its first row alone.
+Tensor causal_query_means(const Tensor& x, int64_t block, int64_t blocks) {
+  const int64_t b = x.size(0), h = x.size(2), d = x.size(3);
+  const Tensor rows = row_blocks(x, block, blocks);
+  const Tensor first = squeeze(narrow(rows, 2, 0, 1), 2);  // (B, blocks, H, D)
+  if (blocks == 1) return first;
+  const Tensor before = sum(narrow(rows, 1, 0, blocks - 1), {2});  // sums of blocks 0 .. blocks-2
+  const Tensor pooled = cat({zeros({b, 1, h, d}, x.dtype(), x.device()), before}, 1);
+  std::vector<double> counts(static_cast<size_t>(blocks), static_cast<double>(block + 1));
+  counts.front() = 1.0;
+  return div(add(pooled, first), cast(from_vector(counts, {1, blocks, 1, 1}, x.device()), x.dtype()));
 }
 
 // log(sigmoid(s)) without overflow: min(s, 0) - log(1 + exp(-|s|)).
@@ -62,14 +81,18 @@ AttentionResult AdaptiveAttention::forward(const Tensor& q, const Tensor& k, con
   Tensor qp, kp;
   {
     NoGradGuard no_grad;
-    qp = permute(block_means(cast(q.detach(), dt), block_size_, blocks), {0, 2, 1, 3});  // (B, H, blocks, D)
+    const Tensor qd = cast(q.detach(), dt);
+    qp = permute(options.causal ? causal_query_means(qd, block_size_, blocks) : block_means(qd, block_size_, blocks),
+                 {0, 2, 1, 3});  // (B, H, blocks, D)
     kp = permute(block_means(cast(k.detach(), dt), block_size_, blocks), {0, 2, 1, 3});
   }
   const double inv = 1.0 / std::sqrt(static_cast<double>(w_q_.size(1)));
   const Tensor scores = mul(matmul(matmul(qp, cast(w_q_, dt)), transpose(matmul(kp, cast(w_k_, dt)), 2, 3)), inv);
 
   // Top-k per (batch, head, query block) among the blocks it may see, diagonal always kept. The
-  // layout is host data (the kernels take it from the host), so the scores come back here.
+  // diagonal is never ranked: causal, its pooled keys include keys later than some of its rows,
+  // while every earlier key block lies wholly before the query block. The layout is host data (the
+  // kernels take it from the host), so the scores come back here.
   const std::vector<double> sv = scores.to_vector<double>();
   const int64_t keep = kept_blocks(blocks);
   std::vector<std::vector<int64_t>> rows;

@@ -5,9 +5,13 @@
 namespace longnet {
 
 /// Per (batch element, head, query block), a scorer over mean-pooled blocks,
-/// score(i, j) = (q_i W_q) . (k_j W_k) / sqrt(scorer_dim) with q_i, k_j the block means of q and k,
-/// keeps the diagonal block and the top-scored others, k = round((1 - sparsity) * blocks) in all
-/// (fewer when causal leaves fewer). Attention is exact within the chosen blocks, so q, k and v get
+/// score(i, j) = (q_i W_q) . (k_j W_k) / sqrt(scorer_dim) with k_j the block mean of k and q_i the
+/// block mean of q, keeps the diagonal block and the top-scored others, k = round((1 - sparsity) *
+/// blocks) in all (fewer when causal leaves fewer). Causal, the choice reads no position later than
+/// any row of the block: q_i is the mean of query block i - 1 and the first row of block i (block
+/// 0: its first row alone), the candidates are the key blocks before i, which lie wholly before the
+/// block, and the diagonal is kept without being ranked (its score, which sees later keys, reaches
+/// only the straight-through gate's gradient and the regulariser, never the output). Attention is exact within the chosen blocks, so q, k and v get
 /// the gradients of dense attention under that block mask. The scorer learns through a
 /// straight-through gate: each chosen block's unnormalised weights exp(S) are multiplied by
 /// w / stop_grad(w) with w = sigmoid(score), which is 1 in the forward (a zero score bias

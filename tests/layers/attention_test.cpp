@@ -2,6 +2,7 @@
 // lse and gradients of q, k, v), LongNet's Eq. 10 for dilated schedules, block patterns, the
 // adaptive core's straight-through scorer, and causality for every core.
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <set>
 #include <string>
@@ -360,23 +361,41 @@ TEST(AdaptiveCore, MatchesDenseWithTheChosenBlockMask) {
   }
 }
 
-// Means of the row blocks of x (B, N, H, D) as (B, H, blocks, D), by loops.
-Tensor block_means_loop(const Tensor& x, int64_t block) {
-  const int64_t B = x.size(0), N = x.size(1), H = x.size(2), D = x.size(3), nb = (N + block - 1) / block;
+// Means over rows of x (B, N, H, D) as (B, H, blocks, D), by loops: block i pools rows
+// [first(i), last(i)).
+Tensor pooled_rows_loop(const Tensor& x, int64_t nb, const std::function<int64_t(int64_t)>& first,
+                        const std::function<int64_t(int64_t)>& last) {
+  const int64_t B = x.size(0), N = x.size(1), H = x.size(2), D = x.size(3);
   const auto xv = x.to_vector<double>();
   std::vector<double> m(static_cast<size_t>(B * H * nb * D), 0.0);
   for (int64_t b = 0; b < B; ++b) {
-    for (int64_t n = 0; n < N; ++n) {
-      const double cnt = static_cast<double>(std::min(block, N - n / block * block));
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t d = 0; d < D; ++d) {
-          m[static_cast<size_t>(((b * H + h) * nb + n / block) * D + d)] +=
-              xv[static_cast<size_t>(((b * N + n) * H + h) * D + d)] / cnt;
+    for (int64_t i = 0; i < nb; ++i) {
+      const int64_t lo = first(i), hi = std::min(last(i), N);
+      for (int64_t n = lo; n < hi; ++n) {
+        for (int64_t h = 0; h < H; ++h) {
+          for (int64_t d = 0; d < D; ++d) {
+            m[static_cast<size_t>(((b * H + h) * nb + i) * D + d)] +=
+                xv[static_cast<size_t>(((b * N + n) * H + h) * D + d)] / static_cast<double>(hi - lo);
+          }
         }
       }
     }
   }
   return from_vector(m, {B, H, nb, D});
+}
+
+// Means of the row blocks of x.
+Tensor block_means_loop(const Tensor& x, int64_t block) {
+  const int64_t nb = (x.size(1) + block - 1) / block;
+  return pooled_rows_loop(x, nb, [block](int64_t i) { return i * block; }, [block](int64_t i) { return (i + 1) * block; });
+}
+
+// The causal query pooling: the previous block and the block's first row.
+Tensor causal_query_means_loop(const Tensor& x, int64_t block) {
+  const int64_t nb = (x.size(1) + block - 1) / block;
+  return pooled_rows_loop(
+      x, nb, [block](int64_t i) { return std::max<int64_t>(0, (i - 1) * block); },
+      [block](int64_t i) { return i * block + 1; });
 }
 
 TEST(AdaptiveCore, ScorerGradientIsTheStraightThroughBlockGradient) {
@@ -391,7 +410,8 @@ TEST(AdaptiveCore, ScorerGradientIsTheStraightThroughBlockGradient) {
     const auto got = gradients(r.out, r.lse, {q, k, v, params[0], params[1]});
     const AttentionLayout layout = *core->last_layout();
 
-    const Tensor scores = mul(matmul(matmul(block_means_loop(q.detach(), 4), params[0]),
+    const Tensor qp = causal ? causal_query_means_loop(q.detach(), 4) : block_means_loop(q.detach(), 4);
+    const Tensor scores = mul(matmul(matmul(qp, params[0]),
                                      transpose(matmul(block_means_loop(k.detach(), 4), params[1]), 2, 3)),
                               0.5);
     const Tensor log_w = log(sigmoid(scores));
@@ -453,30 +473,32 @@ std::vector<NamedCore> every_core() {
   return cores;
 }
 
-TEST(AttentionCausality, FutureKeysNeverReachEarlierQueries) {
+TEST(AttentionCausality, FutureQueriesAndKeysNeverReachEarlierQueries) {
   const int64_t B = 2, N = 30, H = 3, D = 8;
   for (auto& [label, core] : every_core()) {
-    for (int64_t t : {0, 9, 17, 28}) {
+    for (int64_t t : {0, 9, 17, 22, 28}) {
       const Tensor q = leaf({B, N, H, D}, 1), k = leaf({B, N, H, D}, 2), v = leaf({B, N, H, D}, 3);
       const AttentionResult base = core->forward(q, k, v, options(true));
-      // Perturb every key and value after position t.
-      Tensor k2, v2;
+      // Perturb every query, key and value after position t; the queries by noise, so that a
+      // scorer reading them (the adaptive core's) would route differently.
+      Tensor q2, k2, v2;
       {
         NoGradGuard ng;
-        const Tensor future = cat({zeros({B, t + 1, H, D}, DType::F64), full({B, N - t - 1, H, D}, 3.0, DType::F64)}, 1);
-        k2 = add(k, future).requires_grad_(true);
-        v2 = sub(v, future).requires_grad_(true);
+        const Tensor later = cat({zeros({B, t + 1, H, D}, DType::F64), full({B, N - t - 1, H, D}, 1.0, DType::F64)}, 1);
+        q2 = add(q, mul(mul(leaf({B, N, H, D}, 4), later), 4.0)).requires_grad_(true);
+        k2 = add(k, mul(later, 3.0)).requires_grad_(true);
+        v2 = sub(v, mul(later, 3.0)).requires_grad_(true);
       }
-      const AttentionResult moved = core->forward(q, k2, v2, options(true));
+      const AttentionResult moved = core->forward(q2, k2, v2, options(true));
       const auto a = base.out.narrow(1, 0, t + 1).contiguous().to_vector<double>();
       const auto b = moved.out.narrow(1, 0, t + 1).contiguous().to_vector<double>();
       EXPECT_EQ(a, b) << label << " t " << t;
       EXPECT_EQ(base.lse.narrow(2, 0, t + 1).contiguous().to_vector<double>(),
                 moved.lse.narrow(2, 0, t + 1).contiguous().to_vector<double>())
           << label << " t " << t;
-      // A loss on the first t + 1 queries sends no gradient to later keys or values.
+      // A loss on the first t + 1 queries sends no gradient to later queries, keys or values.
       sum(moved.out.narrow(1, 0, t + 1)).backward();
-      for (const Tensor& g : {k2.grad(), v2.grad()}) {
+      for (const Tensor& g : {q2.grad(), k2.grad(), v2.grad()}) {
         ASSERT_TRUE(g.defined()) << label;
         for (double x : g.narrow(1, t + 1, N - t - 1).contiguous().to_vector<double>()) {
           ASSERT_EQ(x, 0.0) << label << " t " << t;

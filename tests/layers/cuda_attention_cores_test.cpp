@@ -255,24 +255,24 @@ TEST(CudaAttentionCores, AdaptiveRejectsInputsOnAnotherDevice) {
   }
 }
 
-// Causal cores on the GPU: changing the keys and values at positions >= t leaves out and lse of
-// the rows before t bit for bit as they were, and changes the rows after.
+// Causal cores on the GPU: changing the queries, keys and values at positions >= t leaves out and
+// lse of the rows before t bit for bit as they were (kT falls inside an adaptive block, so a scorer
+// pooling later queries of that block could route it differently), and changes the rows after.
 TEST(CudaAttentionCores, CausalOnGpu) {
   LN_REQUIRE_GPU();
   constexpr int64_t kN = 192, kT = 101;
-  const std::vector<std::pair<std::string, CoreMaker>> cores{
-      {"dense", maker("dense", {})},
-      {"dilated", maker("dilated", dilated_config({32, 64, 128}, {1, 2, 4}))},
-      {"block_sparse local", maker("block_sparse", block_config(pattern("local"), 32))},
-      {"block_sparse hierarchical", maker("block_sparse", block_config(pattern("hierarchical"), 16))},
-      {"adaptive", maker("adaptive", adaptive_config(64))}};
+  std::vector<std::pair<std::string, CoreMaker>> cores{
+      {"dense", maker("dense", {})}, {"dilated", maker("dilated", dilated_config({32, 64, 128}, {1, 2, 4}))}};
+  for (const char* kind : {"local", "dilated", "global_local", "random", "hierarchical"}) {
+    cores.emplace_back(std::string("block_sparse ") + kind, maker("block_sparse", block_config(pattern(kind), 16)));
+  }
+  cores.emplace_back("adaptive", maker("adaptive", adaptive_config(64)));
   const Device gpu = Device::cuda(0);
   const std::vector<Tensor> host = bf16_inputs({kN, kN, 64, true, 0}, 11);
   std::vector<Tensor> qkv, changed;
   for (const Tensor& t : host) qkv.push_back(t.to(gpu));
   Generator g(12);
-  changed.push_back(qkv[0]);
-  for (size_t i = 1; i < 3; ++i) {
+  for (size_t i = 0; i < 3; ++i) {
     const Tensor noise = randn({2, kN - kT, 4, 64}, DType::F32, Device::cpu(), &g);
     changed.push_back(cat({qkv[i].narrow(1, 0, kT), cast(noise, DType::BF16).to(gpu)}, 1));
   }
