@@ -9,17 +9,6 @@ namespace longnet::cuda {
 namespace {
 
 template <class F>
-void dispatch_float_types(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32: return f.template operator()<float>();
-    case DType::F64: return f.template operator()<double>();
-    case DType::BF16: return f.template operator()<BFloat16>();
-    case DType::F16: return f.template operator()<Half>();
-    default: LN_FAIL("[", op, "] expected a float tensor, got ", dtype_name(t));
-  }
-}
-
-template <class F>
 void dispatch_numeric_types(DType t, const char* op, F&& f) {
   switch (t) {
     case DType::I32: return f.template operator()<int32_t>();

@@ -219,7 +219,7 @@ unsigned blocks_for(int64_t rows) { return static_cast<unsigned>(std::clamp<int6
 
 void cross_entropy_forward(int device, const cpu::CrossEntropyParams& p, const CrossEntropyOutputs& out) {
   DeviceGuard guard(device);
-  rowwise::dispatch_types(p.dtype, "cross_entropy", [&]<class T>() {
+  dispatch_float_types(p.dtype, "cross_entropy", [&]<class T>() {
     dispatch_index(p.target_dtype, "cross_entropy", [&]<class I>() {
       using A = acc_t<T>;
       const auto* logits = static_cast<const T*>(p.logits);
@@ -245,7 +245,7 @@ void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p
                             const int64_t* count) {
   if (p.rows == 0 || p.classes == 0) return;
   DeviceGuard guard(device);
-  rowwise::dispatch_types(p.dtype, "cross_entropy_backward", [&]<class T>() {
+  dispatch_float_types(p.dtype, "cross_entropy_backward", [&]<class T>() {
     dispatch_index(p.target_dtype, "cross_entropy_backward", [&]<class I>() {
       using A = acc_t<T>;
       auto launch = [&]<int V>() {

@@ -363,7 +363,7 @@ int groups_per_block(const void* kernel, int group, size_t sum_bytes, int64_t ah
 void norm_forward(int device, const cpu::NormParams& p) {
   if (p.rows == 0) return;
   DeviceGuard guard(device);
-  rowwise::dispatch_types(p.dtype, p.rms ? "rms_norm" : "layer_norm", [&]<class T>() {
+  dispatch_float_types(p.dtype, p.rms ? "rms_norm" : "layer_norm", [&]<class T>() {
     using A = acc_t<T>;
     const bool vec = p.len % rowwise::kVecWidth<T> == 0 && aligned16(p.x) && aligned16(p.y) &&
                      rowwise::aligned_or_null(p.weight) && rowwise::aligned_or_null(p.bias);
@@ -382,7 +382,7 @@ void norm_forward(int device, const cpu::NormParams& p) {
 void norm_backward(int device, const cpu::NormBackwardParams& p) {
   if (!p.dx && !p.dweight && !p.dbias) return;
   DeviceGuard guard(device);
-  rowwise::dispatch_types(p.dtype, p.rms ? "rms_norm_backward" : "layer_norm_backward", [&]<class T>() {
+  dispatch_float_types(p.dtype, p.rms ? "rms_norm_backward" : "layer_norm_backward", [&]<class T>() {
     using A = acc_t<T>;
     if (p.rows == 0) {  // no rows: the parameter gradients are sums of nothing
       for (void* out : {p.dweight, p.dbias}) {

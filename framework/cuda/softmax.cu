@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp>, kMinBlocks<kWarp>)
 void softmax_rows(int device, const cpu::SoftmaxParams& p) {
   if (p.rows == 0 || p.len == 0) return;
   DeviceGuard guard(device);
-  rowwise::dispatch_types(p.dtype, p.log ? "log_softmax" : "softmax", [&]<class T>() {
+  dispatch_float_types(p.dtype, p.log ? "log_softmax" : "softmax", [&]<class T>() {
     const bool vec = p.len % rowwise::kVecWidth<T> == 0 && aligned16(p.x) && aligned16(p.y);
     const rowwise::RowConfig c = rowwise::plan_rows(p.len, vec, kBigForward<T>, kMaxThreads);
     rowwise::dispatch_rows<T, kBigForward<T>>(c, [&]<int V, int K, bool kWarp>() {
@@ -126,7 +126,7 @@ void softmax_rows(int device, const cpu::SoftmaxParams& p) {
 void softmax_backward_rows(int device, const cpu::SoftmaxBackwardParams& p) {
   if (p.rows == 0 || p.len == 0) return;
   DeviceGuard guard(device);
-  rowwise::dispatch_types(p.dtype, p.log ? "log_softmax_backward" : "softmax_backward", [&]<class T>() {
+  dispatch_float_types(p.dtype, p.log ? "log_softmax_backward" : "softmax_backward", [&]<class T>() {
     const bool vec = p.len % rowwise::kVecWidth<T> == 0 && aligned16(p.y) && aligned16(p.dy) && aligned16(p.dx);
     const rowwise::RowConfig c = rowwise::plan_rows(p.len, vec, kBigBackward<T>, kMaxThreads);
     rowwise::dispatch_rows<T, kBigBackward<T>>(c, [&]<int V, int K, bool kWarp>() {

@@ -57,6 +57,18 @@ __device__ __forceinline__ To convert_on_device(From v) {
   return store<To>(load<From>(v));
 }
 
+/// Calls f.template operator()<T>() with T the storage type of a float dtype (f32, f64, bf16, f16).
+template <class F>
+void dispatch_float_types(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::F32: return f.template operator()<float>();
+    case DType::F64: return f.template operator()<double>();
+    case DType::BF16: return f.template operator()<BFloat16>();
+    case DType::F16: return f.template operator()<Half>();
+    default: LN_FAIL("[", op, "] expected a float tensor, got ", dtype_name(t));
+  }
+}
+
 /// Most dims an elementwise loop handles after merging contiguous dims.
 inline constexpr int kMaxDims = 10;
 

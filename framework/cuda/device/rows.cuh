@@ -602,18 +602,6 @@ void dispatch_rows(const RowConfig& c, F&& f) {
   }
 }
 
-/// Calls f.template operator()<T>() for the float dtypes the row kernels take.
-template <class F>
-void dispatch_types(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::F32: return f.template operator()<float>();
-    case DType::F64: return f.template operator()<double>();
-    case DType::BF16: return f.template operator()<BFloat16>();
-    case DType::F16: return f.template operator()<Half>();
-    default: LN_FAIL("[", op, "] expected a float tensor, got ", dtype_name(t));
-  }
-}
-
 /// True when p is 16-byte aligned or null (a missing optional operand).
 inline bool aligned_or_null(const void* p) { return p == nullptr || aligned16(p); }
 
