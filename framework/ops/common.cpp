@@ -20,10 +20,6 @@ Device common_device(const char* op, std::initializer_list<Tensor> tensors) {
   return first->device();
 }
 
-void require_cpu(const char* op, const Tensor& t) {
-  LN_CHECK(t.device().is_cpu(), "[", op, "] has no kernel for ", t.device().str(), " tensors yet");
-}
-
 void require_float(const char* op, const Tensor& t) {
   LN_CHECK(t.defined(), "[", op, "] undefined tensor argument");
   LN_CHECK(is_floating(t.dtype()), "[", op, "] expected a float tensor, got ", dtype_name(t.dtype()),

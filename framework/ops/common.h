@@ -9,8 +9,6 @@ namespace longnet::ops {
 
 /// Throws naming `op` unless every defined tensor is on the same device; returns that device.
 Device common_device(const char* op, std::initializer_list<Tensor> tensors);
-/// Throws naming `op` unless `t` is a CPU tensor (for kernels that exist only on the CPU so far).
-void require_cpu(const char* op, const Tensor& t);
 /// Throws naming `op` unless `t` has a float dtype.
 void require_float(const char* op, const Tensor& t);
 /// Throws naming `op` unless a and b have the same dtype.

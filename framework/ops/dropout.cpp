@@ -15,7 +15,7 @@ namespace {
 // CPU kernels compute 16-bit floats in f32 after an upcast; the GPU kernel reads them directly.
 Tensor apply_mask(const Tensor& x, const Tensor& mask, double p, const RngState* rng) {
   const Device dev = x.device();
-  const Tensor xc = dev.is_cpu() ? ops::upcast_for_cpu(x) : x;
+  const Tensor xc = ops::kernel_input(x);
   Tensor out = Tensor::empty(x.shape(), xc.dtype(), dev);
   const cpu::DropoutParams params{x.shape(),
                                   {out.raw_data(), out.dtype(), out.strides().data()},

@@ -21,7 +21,7 @@ class EmbeddingBackward final : public autograd::Node {
     const Device dev = g[0].device();
     // CPU kernels sum 16-bit gradients in f32 after an upcast; the GPU kernel reads them as they
     // are and accumulates in f32 itself.
-    const Tensor go = (dev.is_cpu() ? ops::upcast_for_cpu(g[0]) : g[0]).contiguous();
+    const Tensor go = ops::kernel_input(g[0]).contiguous();
     const int64_t dim = go.size(-1);
     Tensor gw = Tensor::empty({vocab_, dim}, go.dtype(), dev);
     const cpu::EmbeddingBackwardParams p{gw.raw_data(), go.raw_data(), go.dtype(),  ids_.raw_data(),

@@ -74,7 +74,7 @@ Tensor run_gather(const Tensor& x, int64_t dim, const Tensor& idx, const Strides
 // gets upcast and the GPU kernel reads as it is.
 void run_scatter_add(const Tensor& dst, int64_t dim, const Tensor& idx, const Strides& idx_strides,
                      const Tensor& src, const Shape& loop) {
-  const Tensor s = dst.device().is_cpu() ? ops::upcast_for_cpu(src) : src;
+  const Tensor s = ops::kernel_input(src);
   const cpu::IndexParams p{loop, dim, operand(dst, dst.strides()), operand(s, s.strides()),
                            operand(idx, idx_strides)};
   if (dst.device().is_cuda()) {

@@ -21,10 +21,6 @@ Tensor as_rows(const Tensor& t, int64_t len, DType dtype) {
 // A weight or bias in the compute dtype, contiguous; undefined stays undefined.
 Tensor param_as(const Tensor& p, DType dtype) { return p.defined() ? cast(p, dtype).contiguous() : Tensor(); }
 
-// The dtype the kernels of x's device compute in: CPU kernels take f32 / f64 only, GPU kernels
-// take 16-bit floats as they are.
-DType compute_dtype(const Tensor& x) { return x.device().is_cpu() ? ops::cpu_compute_dtype(x.dtype()) : x.dtype(); }
-
 // The dtype of the saved mean / rstd: the compute dtype on the CPU, f32 (f64 for f64) on the GPU.
 DType stats_dtype(DType compute) { return compute == DType::F64 ? DType::F64 : DType::F32; }
 
@@ -52,7 +48,7 @@ class NormBackward final : public autograd::Node {
       : x_(std::move(x)), weight_(std::move(weight)), mean_(std::move(mean)), rstd_(std::move(rstd)), rms_(rms) {}
   std::string name() const override { return rms_ ? "RmsNormBackward" : "LayerNormBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    const DType dt = compute_dtype(x_);
+    const DType dt = ops::kernel_dtype(x_);
     const int64_t len = x_.size(-1);
     const Tensor x = as_rows(x_, len, dt), dy = as_rows(g[0], len, dt);
     const Tensor w = param_as(weight_, dt);
@@ -99,7 +95,7 @@ Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double
   LN_CHECK(eps >= 0.0, "[", op, "] eps must be non-negative, got ", eps);
   check_param(op, "weight", weight, x);
   check_param(op, "bias", bias, x);
-  const DType dt = compute_dtype(x);
+  const DType dt = ops::kernel_dtype(x);
   const int64_t len = x.size(-1);
   Tensor y, mean, rstd;
   {

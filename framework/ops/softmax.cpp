@@ -24,7 +24,7 @@ const char* op_name(bool log) { return log ? "log_softmax" : "softmax"; }
 Tensor to_rows(const Tensor& t, int64_t dim) {
   NoGradGuard no_grad;
   const Tensor t1 = t.dim() ? t : reshape(t, {1});
-  const Tensor up = t1.device().is_cpu() ? ops::upcast_for_cpu(t1) : t1;
+  const Tensor up = ops::kernel_input(t1);
   const int64_t last = up.dim() - 1;
   return (dim == last ? up : transpose(up, dim, last)).contiguous();
 }

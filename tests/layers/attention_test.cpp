@@ -15,6 +15,7 @@
 #include "layers/attention/block_layouts.h"
 #include "layers/attention/block_sparse.h"
 #include "layers/attention/core.h"
+#include "tests/layers/block_patterns.h"
 #include "layers/attention/dilated.h"
 #include "tests/support/attention_reference.h"
 #include "tests/support/gradcheck.h"
@@ -232,18 +233,7 @@ TEST(DilatedCore, NonContiguousInputsAndFloat32) {
 // ---------------------------------------------------------------------------------------------
 // Block-sparse.
 
-BlockPattern pattern(const std::string& kind) {
-  BlockPattern p;
-  p.kind = kind;
-  p.window = 1;
-  p.dilation = 2;
-  p.global_blocks = 1;
-  p.random_blocks = 2;
-  p.seed = 5;
-  p.levels = 2;
-  p.level_factor = 2;
-  return p;
-}
+BlockPattern pattern(const std::string& kind) { return testing::test_pattern(kind); }
 
 std::unique_ptr<BlockSparseAttention> block_core(const BlockPattern& p, int64_t block) {
   AttentionConfig c;

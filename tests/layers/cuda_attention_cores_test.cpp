@@ -12,6 +12,7 @@
 #include "framework/ops/ops.h"
 #include "layers/attention/adaptive.h"
 #include "layers/attention/core.h"
+#include "tests/layers/block_patterns.h"
 #include "tests/support/gpu.h"
 
 namespace longnet {
@@ -152,18 +153,7 @@ AttentionConfig dilated_config(std::vector<int64_t> lengths, std::vector<int64_t
 
 // A block pattern of `kind`: window 1 (2 for dilated, with dilation 2), one global block, two
 // random blocks per query block, two levels of factor 2.
-BlockPattern pattern(const std::string& kind) {
-  BlockPattern p;
-  p.kind = kind;
-  p.window = kind == "dilated" ? 2 : 1;
-  p.dilation = 2;
-  p.global_blocks = 1;
-  p.random_blocks = 2;
-  p.seed = 5;
-  p.levels = 2;
-  p.level_factor = 2;
-  return p;
-}
+BlockPattern pattern(const std::string& kind) { return testing::test_pattern(kind, kind == "dilated" ? 2 : 1); }
 
 AttentionConfig block_config(const BlockPattern& pattern, int64_t block) {
   AttentionConfig c;
