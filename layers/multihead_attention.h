@@ -1,0 +1,98 @@
+#pragma once
+// Multi-head attention around any attention core: q/k/v projections, optional rotary positions
+// (XPOS or RoPE) on q and k, the core chosen by registry name, MAGNETO's sub-LayerNorm before the
+// output projection, and the output projection. Self- and cross-attention.
+//
+// The pieces are public so that a decoder with a KV cache can run them itself: project_q and
+// project_kv for the new positions, the core (or its own decode step) over cached keys and values,
+// then project_out.
+#include <memory>
+#include <string>
+
+#include "layers/attention/core.h"
+#include "layers/init.h"
+#include "layers/linear.h"
+#include "layers/norm.h"
+#include "layers/positions.h"
+
+namespace longnet {
+
+/// Shape and options of a MultiheadAttention.
+struct MultiheadAttentionConfig {
+  int64_t dim = 0;
+  int64_t heads = 0;
+  /// Width of the key/value source of cross-attention (0: dim).
+  int64_t kv_dim = 0;
+  bool bias = true;
+  /// MAGNETO's sub-LN: a norm of the attention output before out_proj (`inner_attn_ln`).
+  bool sub_ln = false;
+  std::string norm = "layer_norm";
+  double norm_eps = 0.0;  // <= 0: the norm's default
+  /// The attention core (registry name) and its parameters; head_dim is set from dim / heads.
+  std::string core = "dense";
+  AttentionConfig attention;
+  /// Xavier gains: q, k, v projections 1/sqrt(2) as torchscale initialises them, out_proj 1.
+  double qkv_gain = 0.70710678118654752;
+  double out_gain = 1.0;
+};
+
+/// Per-call options of an attention layer.
+struct AttentionCall {
+  /// Query i sees only keys at positions <= its own (self-attention).
+  bool causal = false;
+  /// (B, Nk) bool, true where a key is padding; or undefined.
+  Tensor key_padding_mask;
+  /// Position of the first query row (and, in self-attention, key row): the rotation a chunk
+  /// starting at p0 needs, in decoding or sequence parallelism.
+  int64_t position_offset = 0;
+};
+
+/// The layer's output (B, N, dim) and the core's auxiliary loss (undefined when it has none).
+struct AttentionLayerOutput {
+  Tensor out;
+  Tensor aux_loss;
+};
+
+/// Keys and values (B, Nk, H, D).
+struct KeyValue {
+  Tensor k, v;
+};
+
+/// Multi-head attention. Submodules q_proj, k_proj, v_proj, inner_attn_ln (sub-LN), out_proj,
+/// and `core` holding the core's own parameters (the adaptive core's scorer), if any.
+class MultiheadAttention : public Module {
+ public:
+  /// `positions` rotates q and k of self-attention; null for none (and for cross-attention).
+  MultiheadAttention(const MultiheadAttentionConfig& config, Initializer& init,
+                     std::shared_ptr<const RotaryEmbedding> positions = nullptr);
+  std::string type_name() const override { return "MultiheadAttention"; }
+
+  /// Self-attention over x (B, N, dim) when `memory` is undefined, else cross-attention from x to
+  /// memory (B, Nk, kv_dim). -> (B, N, dim).
+  AttentionLayerOutput forward(const Tensor& x, const Tensor& memory, const AttentionCall& call) const;
+
+  /// Queries (B, N, H, D) of x (B, N, dim) at positions offset, offset + 1, ...
+  Tensor project_q(const Tensor& x, int64_t position_offset) const;
+  /// Keys and values (B, Nk, H, D) of source (B, Nk, kv_dim) at positions offset, ... (positions
+  /// rotate the keys only when this layer has them, i.e. in self-attention).
+  KeyValue project_kv(const Tensor& source, int64_t position_offset) const;
+  /// The core's output (B, N, H, D) -> (B, N, dim): sub-LN (if any), then out_proj.
+  Tensor project_out(const Tensor& attention) const;
+
+  AttentionCore& core() const { return *core_; }
+  const MultiheadAttentionConfig& config() const { return config_; }
+  int64_t head_dim() const { return config_.dim / config_.heads; }
+  /// The rotary encoding of q and k, or null.
+  const std::shared_ptr<const RotaryEmbedding>& positions() const { return positions_; }
+
+ private:
+  Tensor split_heads(const Tensor& t) const;
+
+  MultiheadAttentionConfig config_;
+  std::shared_ptr<const RotaryEmbedding> positions_;
+  std::shared_ptr<AttentionCore> core_;
+  std::shared_ptr<Linear> q_proj_, k_proj_, v_proj_, out_proj_;
+  std::shared_ptr<Norm> inner_attn_ln_;
+};
+
+}  // namespace longnet

@@ -1,0 +1,69 @@
+#include "layers/positions.h"
+
+#include <cmath>
+#include <vector>
+
+#include "framework/ops/elementwise.h"
+#include "framework/ops/factory.h"
+#include "framework/ops/copy.h"
+#include "framework/ops/shape_ops.h"
+
+namespace longnet {
+
+RotaryEmbedding::RotaryEmbedding(const RotaryConfig& c) : config_(c), xpos_(c.kind == "xpos") {
+  LN_CHECK(c.kind == "xpos" || c.kind == "rope", "[positions] unknown kind '", c.kind, "'; known: xpos, rope");
+  LN_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, "[positions] head dim must be positive and even, got ", c.head_dim);
+  LN_CHECK(c.base > 0.0 && c.scale_base > 0.0, "[positions] base and scale_base must be positive, got ", c.base,
+           " and ", c.scale_base);
+}
+
+double RotaryEmbedding::angle(int64_t n, int64_t i) const {
+  const double d = static_cast<double>(config_.head_dim);
+  return static_cast<double>(n) * std::pow(config_.base, -2.0 * static_cast<double>(i) / d);
+}
+
+double RotaryEmbedding::scale(int64_t n, int64_t i, bool is_key) const {
+  if (!xpos_) return 1.0;
+  const double d = static_cast<double>(config_.head_dim);
+  const double zeta = (2.0 * static_cast<double>(i) + 0.4 * d) / (1.4 * d);
+  const double power = static_cast<double>(n - config_.center) / config_.scale_base;
+  return std::pow(zeta, is_key ? -power : power);
+}
+
+RotaryEmbedding::Tables RotaryEmbedding::tables(int64_t n, int64_t offset, bool is_key, DType dtype,
+                                                Device device) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Tables& c = cached_[is_key ? 1 : 0];
+  if (c.n == n && c.offset == offset && c.dtype == dtype && c.device == device) return c;
+  const int64_t half = config_.head_dim / 2;
+  std::vector<double> cos_v(static_cast<size_t>(n * half)), sin_v(cos_v.size());
+  for (int64_t p = 0; p < n; ++p) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = angle(offset + p, i), s = scale(offset + p, i, is_key);
+      cos_v[static_cast<size_t>(p * half + i)] = std::cos(a) * s;
+      sin_v[static_cast<size_t>(p * half + i)] = std::sin(a) * s;
+    }
+  }
+  const auto make = [&](const std::vector<double>& v) {
+    return cast(from_vector(v, {n, 1, half}, Device::cpu()), dtype).to(device);
+  };
+  c = Tables{n, offset, is_key, dtype, device, make(cos_v), make(sin_v)};
+  return c;
+}
+
+Tensor RotaryEmbedding::apply(const Tensor& x, int64_t offset, bool is_key) const {
+  LN_CHECK(x.defined() && x.dim() == 4 && x.size(3) == config_.head_dim, "[positions] expects (B, N, H, ",
+           config_.head_dim, "), got ", x.defined() ? shape_str(x.shape()) : std::string("undefined"));
+  LN_CHECK(offset >= 0, "[positions] position offset must be non-negative, got ", offset);
+  const DType dt = is_reduced_float(x.dtype()) ? DType::F32 : x.dtype();
+  const int64_t b = x.size(0), n = x.size(1), h = x.size(2), half = config_.head_dim / 2;
+  const Tables t = tables(n, offset, is_key, dt, x.device());
+  // Pairs as a last dim of 2: (B, N, H, D/2, 2); the tables broadcast as (N, 1, D/2).
+  const Tensor pairs = cast(x, dt).reshape({b, n, h, half, 2});
+  const Tensor even = pairs.narrow(4, 0, 1).squeeze(4), odd = pairs.narrow(4, 1, 1).squeeze(4);
+  const Tensor out_even = sub(mul(even, t.cos), mul(odd, t.sin));
+  const Tensor out_odd = add(mul(odd, t.cos), mul(even, t.sin));
+  return cast(stack({out_even, out_odd}, 4).reshape(x.shape()), x.dtype());
+}
+
+}  // namespace longnet

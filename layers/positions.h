@@ -1,0 +1,61 @@
+#pragma once
+// Relative positions by rotating q and k: RoPE (Su et al. 2021) and XPOS (Sun et al. 2022, the
+// encoding LongNet and torchscale use). Both rotate each pair (x_2i, x_2i+1) of a head by the angle
+// n * theta_i, theta_i = base^(-2i / D), so q_m . k_n depends on m - n only. XPOS also scales pair
+// i of a query at position n by zeta_i^((n - c) / scale_base) and of a key by the inverse, with
+// zeta_i = (2i + 0.4 D) / (1.4 D) < 1, so attention decays with distance: q_m . k_n carries
+// zeta_i^((m - n) / scale_base). The centre c only keeps the factors in floating-point range (it
+// cancels in q . k); torchscale centres each call on the middle of its sequence, here it is fixed
+// so that keys cached during decoding and chunks of a split sequence stay consistent.
+#include <mutex>
+#include <string>
+
+#include "framework/core/tensor.h"
+
+namespace longnet {
+
+/// Parameters of a rotary position encoding.
+struct RotaryConfig {
+  /// rope | xpos
+  std::string kind = "xpos";
+  int64_t head_dim = 64;
+  /// Rotation frequencies theta_i = base^(-2i / head_dim).
+  double base = 10000.0;
+  /// XPOS: positions per unit exponent of the decay.
+  double scale_base = 512.0;
+  /// XPOS: the position whose scale is 1 (for example half the training length).
+  int64_t center = 0;
+};
+
+/// Applies a rotary encoding to queries and keys (B, N, H, D). Stateless apart from a cache of the
+/// last tables it built; safe to share between layers and threads.
+class RotaryEmbedding {
+ public:
+  explicit RotaryEmbedding(const RotaryConfig& config);
+  /// x (B, N, H, D) whose rows are positions offset, offset + 1, ...: rotated, and with XPOS scaled
+  /// as a key (`is_key`) or a query. Differentiable; computed in f32 for 16-bit inputs.
+  Tensor apply(const Tensor& x, int64_t offset, bool is_key) const;
+  const RotaryConfig& config() const { return config_; }
+
+  /// The factor pair i of a query (is_key false) or key at position n gets: rotation angle and
+  /// scale (1 for RoPE). Exposed for references and tests.
+  double angle(int64_t n, int64_t i) const;
+  double scale(int64_t n, int64_t i, bool is_key) const;
+
+ private:
+  struct Tables {
+    int64_t n = -1, offset = 0;
+    bool is_key = false;
+    DType dtype = DType::F32;
+    Device device;
+    Tensor cos, sin;  // (N, 1, D/2): cos and sin of the angle, times the scale
+  };
+  Tables tables(int64_t n, int64_t offset, bool is_key, DType dtype, Device device) const;
+
+  RotaryConfig config_;
+  bool xpos_;
+  mutable std::mutex mu_;
+  mutable Tables cached_[2];  // the last query and key tables
+};
+
+}  // namespace longnet

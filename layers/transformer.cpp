@@ -1,0 +1,104 @@
+#include "layers/transformer.h"
+
+#include "framework/autograd/checkpoint.h"
+#include "framework/ops/elementwise.h"
+
+namespace longnet {
+namespace {
+
+// Adds an auxiliary loss to a running sum (either may be undefined).
+Tensor add_loss(const Tensor& total, const Tensor& term) {
+  if (!term.defined()) return total;
+  return total.defined() ? add(total, term) : term;
+}
+
+}  // namespace
+
+TransformerLayer::TransformerLayer(const TransformerLayerConfig& config, bool causal, Initializer& init,
+                                   std::shared_ptr<const RotaryEmbedding> positions)
+    : config_(config), causal_(causal) {
+  const TransformerLayerConfig& c = config_;
+  LN_CHECK(c.norm_placement == "sub_ln" || c.norm_placement == "pre_ln", "[TransformerLayer] unknown norm placement '",
+           c.norm_placement, "'; known: sub_ln, pre_ln");
+  LN_CHECK(!c.cross_attention || causal, "[TransformerLayer] cross-attention belongs to decoder layers");
+  const bool sub_ln = c.norm_placement == "sub_ln";
+  MultiheadAttentionConfig attn;
+  attn.dim = c.dim;
+  attn.heads = c.heads;
+  attn.bias = c.bias;
+  attn.sub_ln = sub_ln;
+  attn.norm = c.norm;
+  attn.norm_eps = c.norm_eps;
+  attn.core = c.self_attention;
+  attn.attention = c.self_attention_config;
+  self_attn_ = register_module("self_attn", std::make_shared<MultiheadAttention>(attn, init, std::move(positions)));
+  self_attn_layer_norm_ = register_module("self_attn_layer_norm", make_norm(c.norm, c.dim, init, c.norm_eps));
+  if (c.cross_attention) {
+    MultiheadAttentionConfig cross = attn;
+    cross.kv_dim = c.memory_dim;
+    cross.core = c.cross_attention_core;
+    cross.attention = c.cross_attention_config;
+    encoder_attn_ = register_module("encoder_attn", std::make_shared<MultiheadAttention>(cross, init));
+    encoder_attn_layer_norm_ = register_module("encoder_attn_layer_norm", make_norm(c.norm, c.dim, init, c.norm_eps));
+  }
+  FeedForwardConfig ffn;
+  ffn.dim = c.dim;
+  ffn.hidden = c.ffn_dim;
+  ffn.kind = c.ffn_kind;
+  ffn.sub_ln = sub_ln;
+  ffn.norm = c.norm;
+  ffn.norm_eps = c.norm_eps;
+  ffn.activation_dropout = c.activation_dropout;
+  ffn.bias = c.bias;
+  ffn_ = register_module("ffn", std::make_shared<FeedForward>(ffn, init));
+  final_layer_norm_ = register_module("final_layer_norm", make_norm(c.norm, c.dim, init, c.norm_eps));
+  dropout_ = register_module("dropout", std::make_shared<Dropout>(c.dropout));
+}
+
+LayerOutput TransformerLayer::run(const Tensor& x, const Tensor& memory, const LayerContext& context) const {
+  AttentionCall self_call;
+  self_call.causal = causal_;
+  self_call.key_padding_mask = context.padding_mask;
+  self_call.position_offset = context.position_offset;
+  AttentionLayerOutput a = self_attn_->forward(self_attn_layer_norm_->forward(x), Tensor(), self_call);
+  Tensor h = add(x, dropout_->forward(a.out));
+  Tensor aux = a.aux_loss;
+  if (encoder_attn_) {
+    LN_CHECK(memory.defined(), "[DecoderLayer] has cross-attention but was given no encoder output");
+    AttentionCall cross_call;
+    cross_call.key_padding_mask = context.memory_padding_mask;
+    a = encoder_attn_->forward(encoder_attn_layer_norm_->forward(h), memory, cross_call);
+    h = add(h, dropout_->forward(a.out));
+    aux = add_loss(aux, a.aux_loss);
+  }
+  h = add(h, dropout_->forward(ffn_->forward(final_layer_norm_->forward(h))));
+  return {h, aux};
+}
+
+LayerOutput TransformerLayer::forward(const Tensor& x, const LayerContext& context) const {
+  LN_CHECK(x.defined() && x.dim() == 3 && x.size(2) == config_.dim, "[", type_name(), "] expects x (B, N, ", config_.dim,
+           "), got ", x.defined() ? shape_str(x.shape()) : std::string("undefined"));
+  LN_CHECK(!context.memory.defined() || encoder_attn_, "[", type_name(),
+           "] was given an encoder output but has no cross-attention");
+  if (!config_.checkpoint) return run(x, context.memory, context);
+  // The masks and offset are constants of the block; x and the encoder output are its inputs, so
+  // gradients reach both through the recomputation.
+  std::vector<Tensor> inputs{x};
+  if (context.memory.defined()) inputs.push_back(context.memory);
+  const CheckpointFn fn = [this, context](const std::vector<Tensor>& in) {
+    const LayerOutput o = run(in[0], in.size() > 1 ? in[1] : Tensor(), context);
+    return o.aux_loss.defined() ? std::vector<Tensor>{o.x, o.aux_loss} : std::vector<Tensor>{o.x};
+  };
+  const std::vector<Tensor> out = checkpoint(fn, inputs);
+  return {out[0], out.size() > 1 ? out[1] : Tensor()};
+}
+
+EncoderLayer::EncoderLayer(const TransformerLayerConfig& config, Initializer& init,
+                           std::shared_ptr<const RotaryEmbedding> positions)
+    : TransformerLayer(config, false, init, std::move(positions)) {}
+
+DecoderLayer::DecoderLayer(const TransformerLayerConfig& config, Initializer& init,
+                           std::shared_ptr<const RotaryEmbedding> positions)
+    : TransformerLayer(config, true, init, std::move(positions)) {}
+
+}  // namespace longnet

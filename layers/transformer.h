@@ -1,0 +1,115 @@
+#pragma once
+// Transformer layers, written once for encoder and decoder: self-attention (any core), optional
+// cross-attention, feed-forward, each as a residual branch with its norm.
+//
+// Norm placement:
+//   pre_ln: x + drop(attn(norm(x))), then x + drop(ffn(norm(x)));
+//   sub_ln (MAGNETO, Wang et al. 2022, "Foundation Transformers"): pre_ln plus a second norm inside
+//          each branch, before the attention's output projection and before the FFN's second
+//          projection; the model scales some initial weights by a gain (see the models).
+// Optionally the layer's forward is checkpointed (activations recomputed in backward).
+#include <memory>
+#include <string>
+
+#include "layers/dropout.h"
+#include "layers/feed_forward.h"
+#include "layers/multihead_attention.h"
+#include "layers/norm.h"
+
+namespace longnet {
+
+/// Everything a transformer layer is built from.
+struct TransformerLayerConfig {
+  int64_t dim = 0;
+  int64_t heads = 0;
+  int64_t ffn_dim = 0;
+  /// gelu | swiglu
+  std::string ffn_kind = "gelu";
+  /// sub_ln | pre_ln
+  std::string norm_placement = "sub_ln";
+  /// layer_norm | rms_norm
+  std::string norm = "layer_norm";
+  double norm_eps = 0.0;  // <= 0: the norm's default
+  bool bias = true;
+  /// Dropout of each branch's output (before the residual add) and of the FFN's hidden units.
+  double dropout = 0.0;
+  double activation_dropout = 0.0;
+  /// Self-attention core (registry name) and its parameters.
+  std::string self_attention = "dense";
+  AttentionConfig self_attention_config;
+  /// Cross-attention to an encoder's output (decoder layers of an encoder-decoder).
+  bool cross_attention = false;
+  std::string cross_attention_core = "dense";
+  AttentionConfig cross_attention_config;
+  /// Width of the encoder output (0: dim).
+  int64_t memory_dim = 0;
+  /// Recompute the layer's activations in backward instead of keeping them.
+  bool checkpoint = false;
+};
+
+/// Inputs of a layer besides x.
+struct LayerContext {
+  /// (B, N) bool, true at padded positions of x (keys of self-attention); or undefined.
+  Tensor padding_mask;
+  /// Encoder output (B, M, memory_dim) for cross-attention; or undefined.
+  Tensor memory;
+  /// (B, M) bool, true at padded encoder positions; or undefined.
+  Tensor memory_padding_mask;
+  /// Position of x's first row.
+  int64_t position_offset = 0;
+};
+
+/// A layer's output (B, N, dim) and the sum of its attention cores' auxiliary losses (or undefined).
+struct LayerOutput {
+  Tensor x;
+  Tensor aux_loss;
+};
+
+/// One transformer layer; EncoderLayer and DecoderLayer fix its causality. Submodules (torchscale's
+/// names): self_attn, self_attn_layer_norm, encoder_attn, encoder_attn_layer_norm, ffn,
+/// final_layer_norm.
+class TransformerLayer : public Module {
+ public:
+  /// `positions` rotates q and k of self-attention (shared between layers); null for none.
+  TransformerLayer(const TransformerLayerConfig& config, bool causal, Initializer& init,
+                   std::shared_ptr<const RotaryEmbedding> positions);
+
+  /// x (B, N, dim) -> (B, N, dim).
+  LayerOutput forward(const Tensor& x, const LayerContext& context = {}) const;
+
+  const TransformerLayerConfig& config() const { return config_; }
+  bool causal() const { return causal_; }
+  void set_checkpoint(bool on) { config_.checkpoint = on; }
+  MultiheadAttention& self_attn() const { return *self_attn_; }
+  /// Null without cross-attention.
+  MultiheadAttention* encoder_attn() const { return encoder_attn_.get(); }
+  const FeedForward& ffn() const { return *ffn_; }
+
+ private:
+  LayerOutput run(const Tensor& x, const Tensor& memory, const LayerContext& context) const;
+
+  TransformerLayerConfig config_;
+  bool causal_;
+  std::shared_ptr<MultiheadAttention> self_attn_, encoder_attn_;
+  std::shared_ptr<Norm> self_attn_layer_norm_, encoder_attn_layer_norm_, final_layer_norm_;
+  std::shared_ptr<FeedForward> ffn_;
+  std::shared_ptr<Dropout> dropout_;
+};
+
+/// Bidirectional self-attention and feed-forward.
+class EncoderLayer final : public TransformerLayer {
+ public:
+  EncoderLayer(const TransformerLayerConfig& config, Initializer& init,
+               std::shared_ptr<const RotaryEmbedding> positions = nullptr);
+  std::string type_name() const override { return "EncoderLayer"; }
+};
+
+/// Causal self-attention, cross-attention when configured, and feed-forward.
+class DecoderLayer final : public TransformerLayer {
+ public:
+  DecoderLayer(const TransformerLayerConfig& config, Initializer& init,
+               std::shared_ptr<const RotaryEmbedding> positions = nullptr);
+  std::string type_name() const override { return "DecoderLayer"; }
+};
+
+}  // namespace longnet
