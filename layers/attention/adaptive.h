@@ -24,6 +24,8 @@ class AdaptiveAttention final : public AttentionCore {
   explicit AdaptiveAttention(const AttentionConfig& config);
   std::string name() const override { return "adaptive"; }
   AttentionResult forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options) override;
+  /// Causal decoding against a KV cache (see AttentionCore::decode).
+  AttentionResult decode(const Tensor& q, const Tensor& k, const Tensor& v, KvCache& cache) override;
   /// W_q and W_k, each (head_dim, scorer_dim), on the default device at construction (q, k, v
   /// must be on the same one).
   std::vector<Tensor> parameters() const override { return {w_q_, w_k_}; }

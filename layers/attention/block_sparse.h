@@ -11,6 +11,8 @@ class BlockSparseAttention final : public AttentionCore {
   explicit BlockSparseAttention(const AttentionConfig& config);
   std::string name() const override { return "block_sparse"; }
   AttentionResult forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options) override;
+  /// Causal decoding against a KV cache (see AttentionCore::decode).
+  AttentionResult decode(const Tensor& q, const Tensor& k, const Tensor& v, KvCache& cache) override;
 
   /// The layout used for n rows and `heads` heads (the last one is kept for the next call).
   std::shared_ptr<const AttentionLayout> layout(int64_t n, int64_t heads, bool causal);

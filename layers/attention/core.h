@@ -13,6 +13,8 @@
 
 namespace longnet {
 
+class KvCache;
+
 /// Per-call options shared by every core.
 struct AttentionOptions {
   /// Query i sees only keys at positions <= its own.
@@ -85,6 +87,12 @@ class AttentionCore {
                                   const AttentionOptions& options) = 0;
   /// Learnable tensors (the adaptive core's scorer); none for the fixed-pattern cores.
   virtual std::vector<Tensor> parameters() const { return {}; }
+  /// Causal self-attention of new rows against a KV cache, for inference (not recorded): q, k, v
+  /// (B, n, H, D) are the rows at positions cache.length() .. cache.length() + n - 1 (a prefill
+  /// chunk, or n = 1 per decoding step). Appends k and v to the cache and returns out (B, n, H, D)
+  /// and lse (B, H, n): the rows that the causal forward over cache.max_length() positions gives
+  /// at those positions. Cores that cannot decode throw (see layers/attention/decode.h).
+  virtual AttentionResult decode(const Tensor& q, const Tensor& k, const Tensor& v, KvCache& cache);
 };
 
 /// Builds a core from a config.

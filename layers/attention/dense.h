@@ -11,6 +11,8 @@ class DenseAttention final : public AttentionCore {
   explicit DenseAttention(const AttentionConfig& config) : scale_(config.scale) {}
   std::string name() const override { return "dense"; }
   AttentionResult forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options) override;
+  /// Causal decoding against a KV cache (see AttentionCore::decode).
+  AttentionResult decode(const Tensor& q, const Tensor& k, const Tensor& v, KvCache& cache) override;
 
  private:
   std::optional<double> scale_;

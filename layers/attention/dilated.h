@@ -15,6 +15,8 @@ class DilatedAttention final : public AttentionCore {
   explicit DilatedAttention(const AttentionConfig& config);
   std::string name() const override { return "dilated"; }
   AttentionResult forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options) override;
+  /// Causal decoding against a KV cache (see AttentionCore::decode).
+  AttentionResult decode(const Tensor& q, const Tensor& k, const Tensor& v, KvCache& cache) override;
 
   const std::vector<int64_t>& segment_lengths() const { return segment_lengths_; }
   const std::vector<int64_t>& dilation_rates() const { return dilation_rates_; }
