@@ -1,0 +1,131 @@
+#include "models/sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "framework/core/error.h"
+#include "framework/core/rng.h"
+#include "framework/ops/copy.h"
+
+namespace longnet {
+namespace {
+
+// A uniform double in [0, 1) with 53 random bits from two Philox words.
+double uniform53(const uint32_t w[4]) {
+  const uint64_t bits = (static_cast<uint64_t>(w[0]) << 21) | (w[1] >> 11);
+  return static_cast<double>(bits) * 0x1.0p-53;
+}
+
+}  // namespace
+
+void check_sampling_config(const SamplingConfig& c) {
+  LN_CHECK(std::isfinite(c.temperature) && c.temperature >= 0.0, "[sampling] temperature must be >= 0, got ",
+           c.temperature);
+  LN_CHECK(c.top_k >= 0, "[sampling] top_k must be >= 0 (0: no limit), got ", c.top_k);
+  LN_CHECK(c.top_p > 0.0 && c.top_p <= 1.0, "[sampling] top_p must be in (0, 1], got ", c.top_p);
+  LN_CHECK(std::isfinite(c.repetition_penalty) && c.repetition_penalty > 0.0,
+           "[sampling] repetition_penalty must be > 0 (1: none), got ", c.repetition_penalty);
+}
+
+std::vector<float> apply_repetition_penalty(std::vector<float> logits, const std::vector<int64_t>& seen,
+                                            double penalty) {
+  if (penalty == 1.0) return logits;
+  const auto v = static_cast<int64_t>(logits.size());
+  std::vector<bool> done(logits.size(), false);
+  for (int64_t t : seen) {
+    LN_CHECK(t >= 0 && t < v, "[sampling] token ", t, " in the history is outside the vocabulary of ", v);
+    const auto i = static_cast<size_t>(t);
+    if (done[i]) continue;
+    done[i] = true;
+    logits[i] = static_cast<float>(logits[i] > 0.0f ? logits[i] / penalty : logits[i] * penalty);
+  }
+  return logits;
+}
+
+std::vector<double> sampling_distribution(const std::vector<float>& logits, const SamplingConfig& c) {
+  check_sampling_config(c);
+  const size_t v = logits.size();
+  size_t finite = 0;
+  for (float l : logits) {
+    LN_CHECK(!std::isnan(l) && l != INFINITY, "[sampling] logits must not be NaN or +inf, got ", l);
+    finite += std::isfinite(l) ? 1 : 0;
+  }
+  LN_CHECK(finite > 0, "[sampling] no token has a finite logit (vocabulary of ", v, ")");
+  std::vector<double> p(v, 0.0);
+  // Most likely first, lower id first among equals; -inf logits (impossible tokens) last.
+  auto before = [&](size_t a, size_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  if (c.temperature == 0.0) {
+    size_t best = 0;
+    for (size_t i = 1; i < v; ++i) best = before(i, best) ? i : best;
+    p[best] = 1.0;
+    return p;
+  }
+  size_t keep = finite;
+  if (c.top_k > 0) keep = std::min(keep, static_cast<size_t>(c.top_k));
+  std::vector<size_t> order(v);
+  std::iota(order.begin(), order.end(), size_t{0});
+  // The cut of top-k and the cumulative sums of top-p need the kept tokens in order.
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(), before);
+  const double top = logits[order[0]];
+  std::vector<double> w(keep);
+  double total = 0.0;
+  for (size_t r = 0; r < keep; ++r) {
+    w[r] = std::exp((logits[order[r]] - top) / c.temperature);
+    total += w[r];
+  }
+  if (c.top_p < 1.0) {
+    double cum = 0.0;
+    for (size_t r = 0; r < keep; ++r) {
+      cum += w[r];
+      if (cum >= c.top_p * total) {
+        keep = r + 1;
+        total = cum;
+        break;
+      }
+    }
+  }
+  for (size_t r = 0; r < keep; ++r) p[order[r]] = w[r] / total;
+  return p;
+}
+
+Sampler::Sampler(const SamplingConfig& config, std::vector<uint64_t> streams)
+    : config_(config), streams_(std::move(streams)) {
+  check_sampling_config(config_);
+}
+
+std::vector<int64_t> Sampler::sample(const Tensor& logits, const std::vector<std::vector<int64_t>>& history) {
+  LN_CHECK(logits.defined() && logits.dim() == 2 && logits.size(1) > 0, "[sampling] expects logits (B, V), got ",
+           logits.defined() ? shape_str(logits.shape()) : std::string("undefined"));
+  const int64_t b = logits.size(0), v = logits.size(1);
+  LN_CHECK(history.empty() || static_cast<int64_t>(history.size()) == b, "[sampling] ", history.size(),
+           " histories for a batch of ", b);
+  LN_CHECK(streams_.empty() || static_cast<int64_t>(streams_.size()) == b, "[sampling] ", streams_.size(),
+           " random streams for a batch of ", b);
+  const std::vector<float> all = cast(logits, DType::F32).to(Device::cpu()).contiguous().to_vector<float>();
+  std::vector<int64_t> tokens(static_cast<size_t>(b));
+  for (int64_t r = 0; r < b; ++r) {
+    std::vector<float> row(all.begin() + r * v, all.begin() + (r + 1) * v);
+    if (!history.empty()) row = apply_repetition_penalty(std::move(row), history[static_cast<size_t>(r)],
+                                                         config_.repetition_penalty);
+    const std::vector<double> p = sampling_distribution(row, config_);
+    const uint64_t stream = streams_.empty() ? static_cast<uint64_t>(r) : streams_[static_cast<size_t>(r)];
+    uint32_t words[4];
+    philox_words(config_.seed, (stream << 32) + step_, words);
+    const double u = uniform53(words);
+    // Inverse CDF over token ids; the last possible token takes what rounding leaves above 1.
+    double acc = 0.0;
+    int64_t chosen = -1;
+    for (int64_t t = 0; t < v; ++t) {
+      if (p[static_cast<size_t>(t)] == 0.0) continue;
+      chosen = t;
+      acc += p[static_cast<size_t>(t)];
+      if (u < acc) break;
+    }
+    tokens[static_cast<size_t>(r)] = chosen;
+  }
+  ++step_;
+  return tokens;
+}
+
+}  // namespace longnet
