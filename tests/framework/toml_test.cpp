@@ -52,7 +52,7 @@ name = 'literal \n kept'
   EXPECT_DOUBLE_EQ(doc.find("model.plus")->value.number, 1.5);
   EXPECT_EQ(doc.find("optimizer.adam.name")->value.string, "literal \\n kept");
   EXPECT_FALSE(doc.find("optimizer.adam.quoted key")->value.boolean);
-  EXPECT_EQ(doc.find("optimizer.adam.quoted key")->line, 14);
+  EXPECT_EQ(doc.find("optimizer.adam.quoted key")->line, 13);
   EXPECT_EQ(doc.find("model.missing"), nullptr);
   // File order is kept.
   EXPECT_EQ(doc.entries.front().key, "title");
