@@ -140,7 +140,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     std::vector<Tensor> out;
     if (any) {
       for (size_t i = 0; i < n->outputs.size(); ++i) {
-        if (!in[i].defined()) {
+        if (!in[i].defined() && n->zero_fills_missing_grads()) {
           const OutputMeta& m = n->outputs[i];
           in[i] = zeros(m.shape, m.dtype, m.device);
         }

@@ -35,6 +35,9 @@ class Node : public std::enable_shared_from_this<Node> {
   virtual std::vector<Tensor> apply(std::vector<Tensor>&& grad_outputs) = 0;
   /// Drops saved tensors once backward has used them (unless the graph is retained).
   virtual void release_saved() {}
+  /// Whether outputs that received no gradient are handed to apply() as zeros (the default) or
+  /// left undefined, for nodes that can skip the work of a zero gradient (attention's lse).
+  virtual bool zero_fills_missing_grads() const { return true; }
 
   std::vector<Edge> next_edges;
   std::vector<OutputMeta> outputs;

@@ -13,6 +13,8 @@
 
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
+#include "framework/cuda/cudnn_attention.h"
+#include "framework/cuda/scoped_buffer.h"
 
 // Tensor cores through WMMA (16 x 16 x 16 fragments, f32 accumulators). A warp owns 16 rows of
 // every tile it computes; score tiles go through shared memory between the two products, where
@@ -488,24 +490,6 @@ __global__ void add_bias_grad_kernel(T* dst, const float* sums, int64_t n) {
 
 // ---- host side ----
 
-// Device memory for the length of one call, freed in stream order.
-class ScopedBuffer {
- public:
-  ScopedBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (bytes) LN_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream));
-  }
-  ~ScopedBuffer() {
-    if (ptr_) cudaFreeAsync(ptr_, stream_);
-  }
-  ScopedBuffer(const ScopedBuffer&) = delete;
-  ScopedBuffer& operator=(const ScopedBuffer&) = delete;
-  void* get() const { return ptr_; }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_;
-};
-
 // Uploads a layout (and its transpose when asked) for one call.
 class LayoutUpload {
  public:
@@ -627,6 +611,7 @@ dim3 tile_grid(int64_t rows, const Geometry& g) {
 }  // namespace
 
 void attention_forward(int device, const cpu::AttentionForwardParams& p) {
+  if (cudnn_attention_forward(device, p)) return;
   const char* op = "attention";
   const AttentionShape& s = p.shape;
   if (s.batch() == 0 || s.heads == 0 || s.q_len == 0) return;
@@ -641,6 +626,7 @@ void attention_forward(int device, const cpu::AttentionForwardParams& p) {
 }
 
 void attention_backward(int device, const cpu::AttentionBackwardParams& p) {
+  if (cudnn_attention_backward(device, p)) return;
   const char* op = "attention_backward";
   const AttentionShape& s = p.shape;
   const bool need_kv = p.dk.data || p.dv.data, need_q = p.dq.data || p.block_bias_grad;

@@ -7,9 +7,10 @@
 
 namespace longnet::cuda {
 
-/// Forward on `device`: out and lse as cpu::attention_forward.
+/// Forward on `device`: out and lse as cpu::attention_forward; through cuDNN's fused attention
+/// where it expresses the call (see AttentionKernel in framework/ops/attention.h), else ours.
 void attention_forward(int device, const cpu::AttentionForwardParams& p);
-/// Backward on `device`: dk, dv parallel over key tiles, dq over query tiles (no atomics; only the
+/// Backward on `device` (cuDNN where it expresses the call, as the forward); ours: dk, dv parallel over key tiles, dq over query tiles (no atomics; only the
 /// block-bias gradient sums its tiles with f32 atomics, so its rounding order is not fixed).
 void attention_backward(int device, const cpu::AttentionBackwardParams& p);
 /// LSE merge of partial results on `device` (the part pointer arrays are host arrays of device

@@ -1,5 +1,7 @@
 #include "framework/ops/attention.h"
 
+#include <atomic>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -194,6 +196,13 @@ void run_merge_backward(const cpu::AttentionMergeBackwardParams& p, Device devic
 
 }  // namespace
 
+namespace {
+std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::Auto};
+}  // namespace
+
+void set_attention_kernel(AttentionKernel kernel) { g_attention_kernel.store(kernel); }
+AttentionKernel attention_kernel() { return g_attention_kernel.load(); }
+
 AttentionLayout AttentionLayout::from_rows(int64_t block_size, int64_t batch, int64_t heads, int64_t query_blocks,
                                            int64_t key_blocks, std::vector<std::vector<int64_t>> rows) {
   LN_CHECK(static_cast<int64_t>(rows.size()) == batch * heads * query_blocks, "[attention_layout] ", rows.size(),
@@ -311,10 +320,13 @@ class AttentionBackward final : public autograd::Node {
       : q_(std::move(q)), k_(std::move(k)), v_(std::move(v)), out_(std::move(out)), lse_(std::move(lse)),
         params_(std::move(params)) {}
   std::string name() const override { return "AttentionBackward"; }
+  // An unused lse leaves dlse undefined, which keeps the fused (cuDNN) backward eligible.
+  bool zero_fills_missing_grads() const override { return false; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
     const bool has_bias = next_edges.size() > 3;
+    const Tensor dout = g[0].defined() ? g[0] : zeros(out_.shape(), out_.dtype(), out_.device());
     const AttentionGrads d =
-        attention_backward(q_, k_, v_, out_, lse_, g[0], g[1], params_, next_edges[0].fn != nullptr,
+        attention_backward(q_, k_, v_, out_, lse_, dout, g[1], params_, next_edges[0].fn != nullptr,
                            next_edges[1].fn != nullptr, next_edges[2].fn != nullptr, has_bias && next_edges[3].fn);
     std::vector<Tensor> grads{cast_like(d.dq, q_), cast_like(d.dk, k_), cast_like(d.dv, v_)};
     if (has_bias) grads.push_back(cast_like(d.dblock_bias, params_.block_bias));

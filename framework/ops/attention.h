@@ -69,6 +69,14 @@ struct AttentionGrads {
   Tensor dblock_bias;
 };
 
+/// Which kernel dense attention parts run on the GPU: `Auto` takes cuDNN's fused attention where
+/// it can express the part (bf16/f16, no key padding, no block layout or bias, top-left causal,
+/// no lse gradient) and ours elsewhere; `Own` always ours; `Cudnn` fails where cuDNN declines a
+/// graph it was offered (for tests and benchmarks). Process-wide.
+enum class AttentionKernel { Auto, Own, Cudnn };
+void set_attention_kernel(AttentionKernel kernel);
+AttentionKernel attention_kernel();
+
 /// Differentiable attention: q (..., N, H, D), k and v (..., Nk, H, D) with up to 4 leading batch
 /// dims, usually (B, N, H, D). Gradients flow from both out and lse (so merged results are exact).
 /// 16-bit inputs are computed in f32 on the CPU; out has q's dtype.

@@ -43,8 +43,9 @@ Tensor rows_of(const Tensor& t, const Piece& p) {
       .slice(3, p.offset, h, p.rate);
 }
 
-// (B, H, N) -> (B, segments, heads, rows) of a piece.
+// (B, H, N) -> (B, segments, heads, rows) of a piece; undefined stays undefined.
 Tensor stats_of(const Tensor& t, const Piece& p) {
+  if (!t.defined()) return t;
   const int64_t b = t.size(0), h = t.size(1);
   return t.narrow(2, p.start, p.segments * p.length)
       .view({b, h, p.segments, p.length})
@@ -82,9 +83,12 @@ class DilatedAttentionBackward final : public autograd::Node {
                            std::vector<DType> dtypes)
       : saved_(std::move(saved)), setup_(std::move(setup)), pieces_(std::move(pieces)), dtypes_(std::move(dtypes)) {}
   std::string name() const override { return "DilatedAttentionBackward"; }
+  // An unused lse leaves dlse undefined, which keeps the fused (cuDNN) backward eligible.
+  bool zero_fills_missing_grads() const override { return false; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
     const Tensor &q = saved_[0], &k = saved_[1], &v = saved_[2], &out = saved_[3], &lse = saved_[4];
-    const Tensor dout = cast(g[0], q.dtype()).contiguous(), dlse = cast(g[1], lse.dtype()).contiguous();
+    const Tensor dout = g[0].defined() ? cast(g[0], q.dtype()).contiguous() : zeros(q.shape(), q.dtype(), q.device());
+    const Tensor dlse = g[1].defined() ? cast(g[1], lse.dtype()).contiguous() : Tensor();
     std::vector<Tensor> grads(3);
     for (size_t i = 0; i < 3; ++i) {
       if (next_edges[i].fn) grads[i] = zeros(saved_[i].shape(), q.dtype(), q.device());

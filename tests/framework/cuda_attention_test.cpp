@@ -1,6 +1,7 @@
 // CUDA flash attention and LSE merge against the CPU op on the same 16-bit inputs: out, lse and
-// the gradients of q, k, v (through both out and lse), for masks, ragged tiles, layouts, strided
-// views and accumulating backward calls.
+// the gradients of q, k, v (through out alone, and through out and lse), for masks, ragged tiles,
+// layouts, strided views and accumulating backward calls; with our kernel forced, with the
+// automatic choice (cuDNN where it applies), and with cuDNN forced where it must apply.
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -81,7 +82,9 @@ Results run(const std::vector<Tensor>& base, const ViewFn& view, const Attention
     leaves.push_back(l);
   }
   const AttentionOutput r = attention(view(leaves[0]), view(leaves[1]), view(leaves[2]), on_device(p, device));
-  add(sum(mul(r.out, wo.to(dt).to(device))).to(DType::F32), sum(mul(r.lse, wl.to(device)))).backward();
+  const Tensor through_out = sum(mul(r.out, wo.to(dt).to(device))).to(DType::F32);
+  // Without lse weights the lse receives no gradient (the case the fused backward serves).
+  (wl.defined() ? add(through_out, sum(mul(r.lse, wl.to(device)))) : through_out).backward();
   return {{r.out, r.lse, leaves[0].grad(), leaves[1].grad(), leaves[2].grad()}};
 }
 
@@ -120,25 +123,51 @@ AttentionParams params_of(const Case& c) {
   return p;
 }
 
-// CPU and GPU on the same rounded inputs; the stored leaves go through `view` (identity by default).
-void expect_parity(const Case& c, DType dt, const std::vector<Shape>& stored, const ViewFn& view) {
+// Sets the process-wide attention kernel for its scope.
+class KernelChoice {
+ public:
+  explicit KernelChoice(AttentionKernel k) : prev_(attention_kernel()) { set_attention_kernel(k); }
+  ~KernelChoice() { set_attention_kernel(prev_); }
+
+ private:
+  AttentionKernel prev_;
+};
+
+const char* kernel_name(AttentionKernel k) {
+  return k == AttentionKernel::Own ? "own kernel" : k == AttentionKernel::Cudnn ? "cuDNN" : "auto";
+}
+
+// CPU and GPU on the same rounded inputs; the stored leaves go through `view` (identity by
+// default). The GPU runs under each of `kernels`, with the loss through out and lse and through
+// out alone.
+void expect_parity(const Case& c, DType dt, const std::vector<Shape>& stored, const ViewFn& view,
+                   std::initializer_list<AttentionKernel> kernels = {AttentionKernel::Own, AttentionKernel::Auto}) {
   Generator g(42);
   std::vector<Tensor> base;
   for (const Shape& s : stored) base.push_back(randn(s, DType::F32, Device::cpu(), &g));
   const Tensor wo = randn({c.B, c.N, c.H, c.D}, DType::F32, Device::cpu(), &g);
   const Tensor wl = randn({c.B, c.H, c.N}, DType::F32, Device::cpu(), &g);
   const AttentionParams p = params_of(c);
-  const Results cpu = run(base, view, p, dt, Device::cpu(), wo, wl);
-  const Results gpu = run(base, view, p, dt, Device::cuda(0), wo, wl);
-  const char* names[] = {"out", "lse", "dq", "dk", "dv"};
-  for (size_t i = 0; i < 5; ++i) {
-    EXPECT_TRUE(close_rel(names[i], gpu.t[i], cpu.t[i], tolerance(dt))) << label(c, dt);
+  for (const Tensor& lse_weights : {wl, Tensor()}) {
+    const Results cpu = run(base, view, p, dt, Device::cpu(), wo, lse_weights);
+    for (AttentionKernel k : kernels) {
+      // cuDNN takes no lse gradient: forced, it only runs the loss through out.
+      if (k == AttentionKernel::Cudnn && lse_weights.defined()) continue;
+      KernelChoice choice(k);
+      const Results gpu = run(base, view, p, dt, Device::cuda(0), wo, lse_weights);
+      const char* names[] = {"out", "lse", "dq", "dk", "dv"};
+      for (size_t i = 0; i < 5; ++i) {
+        EXPECT_TRUE(close_rel(names[i], gpu.t[i], cpu.t[i], tolerance(dt)))
+            << label(c, dt) << ", " << kernel_name(k) << (lse_weights.defined() ? ", loss through lse" : "");
+      }
+    }
   }
 }
 
-void expect_parity(const Case& c, DType dt) {
+void expect_parity(const Case& c, DType dt,
+                   std::initializer_list<AttentionKernel> kernels = {AttentionKernel::Own, AttentionKernel::Auto}) {
   expect_parity(c, dt, {{c.B, c.N, c.H, c.D}, {c.B, c.Nk, c.H, c.D}, {c.B, c.Nk, c.H, c.D}},
-                [](const Tensor& t) { return t; });
+                [](const Tensor& t) { return t; }, kernels);
 }
 
 TEST(CudaAttention, DenseMatchesCpu) {
@@ -290,6 +319,73 @@ TEST(CudaAttention, BlockBiasAndItsGradientMatchCpu) {
     const char* names[] = {"out", "lse", "dq", "dk", "dv", "dblock_bias"};
     for (size_t i = 0; i < 6; ++i) EXPECT_TRUE(close_rel(names[i], res[1][i], res[0][i], 2e-2)) << "block " << block;
   }
+}
+
+TEST(CudaAttention, CudnnMatchesCpu) {
+  LN_REQUIRE_GPU();
+  // Everything cuDNN must take: plain and causal, ragged lengths, cross attention (Nk != N,
+  // not causal), every head dim.
+  for (const Case& c : {Case{2, 200, 200, 3, 64, false, {}}, Case{2, 200, 200, 3, 64, true, {}},
+                        Case{2, 333, 333, 3, 32, true, {}}, Case{1, 333, 333, 2, 128, false, {}},
+                        Case{2, 200, 200, 3, 128, true, {}}, Case{2, 150, 333, 3, 64, false, {}},
+                        Case{2, 1, 77, 2, 64, false, {}}}) {
+    for (DType dt : {DType::BF16, DType::F16}) expect_parity(c, dt, {AttentionKernel::Cudnn});
+  }
+}
+
+TEST(CudaAttention, CudnnTakesStridedAndUnfoldableBatchViews) {
+  LN_REQUIRE_GPU();
+  const Case c{2, 96, 96, 3, 64, true, {}};
+  const std::initializer_list<AttentionKernel> cudnn{AttentionKernel::Cudnn};
+  // Head-major storage seen as (B, N, H, D).
+  expect_parity(c, DType::BF16, {{2, 3, 96, 64}, {2, 3, 96, 64}, {2, 3, 96, 64}},
+                [](const Tensor& t) { return transpose(t, 1, 2); }, cudnn);
+  // Every other batch element, row and head of a larger tensor (a dilated segment's view).
+  expect_parity(c, DType::BF16, {{3, 192, 6, 64}, {3, 192, 6, 64}, {3, 192, 6, 64}},
+                [](const Tensor& t) { return t.slice(0, 0, 3, 2).slice(1, 0, 192, 2).slice(2, 1, 6, 2); }, cudnn);
+}
+
+TEST(CudaAttention, CudnnAccumulatingBackwardAddsToGradients) {
+  LN_REQUIRE_GPU();
+  Generator g(6);
+  // Two batch dims (B, segments) over every other row, as the dilated core calls it; taking
+  // every other segment keeps the two batch dims from folding into one (a call per element of B).
+  const Shape stored{2, 3, 128, 4, 64};
+  const auto view = [](const Tensor& t) { return t.slice(1, 0, 3, 2).slice(2, 1, 128, 2); };
+  std::vector<Tensor> cpu_in, gpu_in;
+  for (int i = 0; i < 4; ++i) {
+    const Tensor t = randn(stored, DType::F32, Device::cpu(), &g).to(DType::BF16);
+    cpu_in.push_back(view(t.to(DType::F32)));
+    gpu_in.push_back(view(t.to(Device::cuda(0))));
+  }
+  AttentionParams p;
+  p.causal = true;
+  AttentionGrads want, got;
+  for (bool gpu : {false, true}) {
+    KernelChoice choice(gpu ? AttentionKernel::Cudnn : AttentionKernel::Auto);
+    const std::vector<Tensor>& x = gpu ? gpu_in : cpu_in;
+    const Device d = gpu ? Device::cuda(0) : Device::cpu();
+    const DType dt = gpu ? DType::BF16 : DType::F32;
+    const AttentionOutput r = attention_forward(x[0], x[1], x[2], p);
+    const Shape s = x[0].shape();
+    AttentionGrads into{full(s, 0.5, dt, d), full(s, -1.0, dt, d), full(s, 2.0, dt, d), Tensor()};
+    attention_backward_into(x[0], x[1], x[2], r.out.to(dt), r.lse, x[3], Tensor(), p, into, true);
+    (gpu ? got : want) = into;
+  }
+  EXPECT_TRUE(close_rel("dq", got.dq, want.dq, 2e-2));
+  EXPECT_TRUE(close_rel("dk", got.dk, want.dk, 2e-2));
+  EXPECT_TRUE(close_rel("dv", got.dv, want.dv, 2e-2));
+}
+
+TEST(CudaAttention, ForcedCudnnSaysWhatItCannotTake) {
+  LN_REQUIRE_GPU();
+  KernelChoice choice(AttentionKernel::Cudnn);
+  const Tensor q = randn({1, 64, 2, 64}, DType::F32, Device::cpu()).to(DType::BF16).to(Device::cuda(0));
+  AttentionParams p;
+  p.key_padding_mask = padding_mask(64, {3}).to(Device::cuda(0));
+  const std::string msg = testing::error_message([&] { attention(q, q, q, p); });
+  EXPECT_NE(msg.find("cuDNN kernel was required"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("key padding"), std::string::npos) << msg;
 }
 
 TEST(CudaAttention, UnsupportedHeadDimSaysWhy) {

@@ -1,9 +1,11 @@
 // GPU timing of the attention cores in bf16 on cuda:0, called as users call them (inputs with
 // requires_grad, outputs from the stream-ordered pool), against PyTorch run in the same job:
-// - dense causal attention, our attention() op: forward and backward TFLOP/s, next to
+// - dense causal attention, our attention() op (cuDNN's fused kernel where it applies, and our own
+//   kernel forced): forward and backward TFLOP/s, next to
 //   torch.nn.functional.scaled_dot_product_attention (its default backend, and cuDNN's);
 // - the dilated core with the paper's schedule: forward+backward time, effective TFLOP/s (the
-//   FLOPs of the attended pairs only) and peak memory, next to bench/pytorch/longnet_reference.py.
+//   FLOPs of the attended pairs only) and peak memory, next to bench/pytorch/longnet_reference.py;
+// - the block-sparse core at 90% sparsity: effective TFLOP/s against our own dense kernel.
 // Times are medians of CUDA-event intervals on the framework's stream after warm-up runs, ungated
 // (each run is issued as the host gets to it), as PyTorch's are timed by the reference script.
 #include "tools/longnet/bench_attention_time.h"
@@ -172,13 +174,24 @@ struct DenseTimes {
   double fwd_ms, bwd_ms;
 };
 
-// Our attention() op, causal: the forward as training runs it (recorded), and the backward of one
-// recorded forward as the engine calls it.
-DenseTimes our_dense(const DenseCase& c, int reps) {
+// Sets the process-wide attention kernel for its scope.
+class KernelChoice {
+ public:
+  explicit KernelChoice(AttentionKernel k) : prev_(attention_kernel()) { set_attention_kernel(k); }
+  ~KernelChoice() { set_attention_kernel(prev_); }
+
+ private:
+  AttentionKernel prev_;
+};
+
+// Our attention() op with `kernel`: the forward as training runs it (recorded), and the backward
+// of one recorded forward as the engine calls it (no lse gradient).
+DenseTimes our_dense(const DenseCase& c, int reps, AttentionKernel kernel, bool causal = true) {
+  KernelChoice choice(kernel);
   const Tensor q = bf16_input(c.n, c.heads, c.head_dim, true), k = bf16_input(c.n, c.heads, c.head_dim, true),
                v = bf16_input(c.n, c.heads, c.head_dim, true), dout = bf16_input(c.n, c.heads, c.head_dim, false);
   AttentionParams p;
-  p.causal = true;
+  p.causal = causal;
   const double fwd = timed_median_ms([&](int) { attention(q, k, v, p); }, timing(reps));
   const AttentionOutput recorded = attention(q, k, v, p);
   const std::shared_ptr<autograd::Node> node = recorded.out.grad_fn();
@@ -221,6 +234,29 @@ DilatedTimes our_dilated(int64_t n, int reps) {
   return {ms, memory_stats(gpu()).peak_bytes};
 }
 
+// The block-sparse core with a local window of `window` blocks on each side, not causal: forward
+// and backward times as for dense.
+DenseTimes our_block_sparse(const DenseCase& c, int64_t block, int64_t window, int reps) {
+  AttentionConfig config;
+  config.block_size = block;
+  config.pattern.kind = "local";
+  config.pattern.window = window;
+  const std::unique_ptr<AttentionCore> core = make_attention_core("block_sparse", config);
+  const Tensor q = bf16_input(c.n, c.heads, c.head_dim, true), k = bf16_input(c.n, c.heads, c.head_dim, true),
+               v = bf16_input(c.n, c.heads, c.head_dim, true), dout = bf16_input(c.n, c.heads, c.head_dim, false);
+  const AttentionOptions options;
+  const double fwd = timed_median_ms([&](int) { core->forward(q, k, v, options); }, timing(reps));
+  const AttentionResult recorded = core->forward(q, k, v, options);
+  const std::shared_ptr<autograd::Node> node = recorded.out.grad_fn();
+  const double bwd = timed_median_ms(
+      [&](int) {
+        NoGradGuard no_grad;
+        node->apply(std::vector<Tensor>{dout, Tensor()});
+      },
+      timing(reps));
+  return {fwd, bwd};
+}
+
 // ---- report
 
 std::string cell(const std::optional<double>& v, const char* format) {
@@ -249,7 +285,7 @@ int run(const AttentionTimeOptions& o) {
       o.quick ? std::vector<DenseCase>{{2048, 12, 64}, {4096, 16, 128}}
               : std::vector<DenseCase>{{8192, 12, 64}, {32768, 12, 64}, {8192, 16, 128}, {32768, 16, 128}};
   std::vector<int64_t> dilated_n = o.quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{32768};
-  if (o.long_seqs) dilated_n.push_back(131072);
+  if (o.long_seqs) dilated_n.insert(dilated_n.end(), {131072, 262144, 524288, 1048576});
 
   std::printf("## Attention on %s, bf16, causal\n\n", cuda::properties(kDevice).name);
   std::printf("Median of %d CUDA-event timed runs after %d warm-up runs, ours and PyTorch's alike; B = 1. "
@@ -275,25 +311,29 @@ int run(const AttentionTimeOptions& o) {
   }
 
   std::printf("### Dense causal attention: our attention() vs torch SDPA\n\n");
-  std::printf("| N | H | D | pass | ours ms | ours TFLOP/s | SDPA default TFLOP/s | SDPA cuDNN TFLOP/s | "
-              "ours / cuDNN |\n");
-  std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|\n");
+  std::printf("Ours: the op as it runs by default (cuDNN's fused kernel for these calls); own kernel: ours "
+              "forced (what block-sparse layouts, padding masks and lse gradients run on).\n\n");
+  std::printf("| N | H | D | pass | ours ms | ours TFLOP/s | own kernel TFLOP/s | SDPA default TFLOP/s | "
+              "SDPA cuDNN TFLOP/s | ours / SDPA cuDNN |\n");
+  std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
   // Dense forward+backward TFLOP/s at the dilated head dim and the largest N: ours and cuDNN's.
   std::optional<double> dense64_ours, dense64_cudnn;
   for (size_t i = 0; i < dense.size(); ++i) {
     const DenseCase& c = dense[i];
-    const DenseTimes t = our_dense(c, o.reps);
+    const DenseTimes t = our_dense(c, o.reps, AttentionKernel::Auto);
+    const DenseTimes own = our_dense(c, o.reps, AttentionKernel::Own);
     const double f = dense_forward_flops(c, true);
     for (int pass = 0; pass < 2; ++pass) {
       const double flops = pass == 0 ? f : kBackwardFactor * f;
       const double ms = pass == 0 ? t.fwd_ms : t.bwd_ms;
       const auto ours = tflops(flops, ms);
+      const auto own_tflops = tflops(flops, pass == 0 ? own.fwd_ms : own.bwd_ms);
       const auto def = tflops(flops, pass == 0 ? sdpa_default[i].fwd_ms : sdpa_default[i].bwd_ms);
       const auto cudnn = tflops(flops, pass == 0 ? sdpa_cudnn[i].fwd_ms : sdpa_cudnn[i].bwd_ms);
-      std::printf("| %lld | %lld | %lld | %s | %.3f | %s | %s | %s | %s |\n", static_cast<long long>(c.n),
+      std::printf("| %lld | %lld | %lld | %s | %.3f | %s | %s | %s | %s | %s |\n", static_cast<long long>(c.n),
                   static_cast<long long>(c.heads), static_cast<long long>(c.head_dim), pass == 0 ? "fwd" : "bwd", ms,
-                  cell(ours, "%.1f").c_str(), cell(def, "%.1f").c_str(), cell(cudnn, "%.1f").c_str(),
-                  cell(ratio(ours, cudnn), "%.2f").c_str());
+                  cell(ours, "%.1f").c_str(), cell(own_tflops, "%.1f").c_str(), cell(def, "%.1f").c_str(),
+                  cell(cudnn, "%.1f").c_str(), cell(ratio(ours, cudnn), "%.2f").c_str());
       std::fflush(stdout);
     }
     if (c.head_dim == kDilatedHeadDim) {
@@ -324,6 +364,30 @@ int run(const AttentionTimeOptions& o) {
                 cell(ratio(ref.ms, t.ms), "%.2f").c_str());
     std::fflush(stdout);
   }
+
+  // Block-sparse: a local window of 12 blocks each side keeps 25 of the 256 key blocks per query
+  // block at N = 32K (90.2% sparsity), against our own dense kernel on the same shape, not causal.
+  const DenseCase bs = o.quick ? DenseCase{8192, 12, 64} : DenseCase{32768, 12, 64};
+  const int64_t block = 128, window = o.quick ? 3 : 12, blocks = bs.n / block;
+  double kept = 0.0;
+  for (int64_t i = 0; i < blocks; ++i) kept += static_cast<double>(std::min(blocks - 1, i + window) - std::max<int64_t>(0, i - window) + 1);
+  const double density = kept / static_cast<double>(blocks * blocks);
+  const DenseTimes sparse = our_block_sparse(bs, block, window, o.reps);
+  const DenseTimes dense_own = our_dense(bs, o.reps, AttentionKernel::Own, false);
+  const double full = dense_forward_flops(bs, false);
+  std::printf("\n### Block-sparse attention (local window, block %lld, %.1f%% sparsity) vs our own dense kernel, "
+              "not causal\n\n", static_cast<long long>(block), 100.0 * (1.0 - density));
+  std::printf("| N | H | D | pass | block-sparse ms | eff. TFLOP/s | own dense ms | own dense TFLOP/s | ratio |\n");
+  std::printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|\n");
+  for (int pass = 0; pass < 2; ++pass) {
+    const double factor = pass == 0 ? 1.0 : kBackwardFactor;
+    const double sparse_ms = pass == 0 ? sparse.fwd_ms : sparse.bwd_ms, dense_ms = pass == 0 ? dense_own.fwd_ms : dense_own.bwd_ms;
+    const auto eff = tflops(factor * full * density, sparse_ms), dense_t = tflops(factor * full, dense_ms);
+    std::printf("| %lld | %lld | %lld | %s | %.3f | %s | %.3f | %s | %s |\n", static_cast<long long>(bs.n),
+                static_cast<long long>(bs.heads), static_cast<long long>(bs.head_dim), pass == 0 ? "fwd" : "bwd",
+                sparse_ms, cell(eff, "%.1f").c_str(), dense_ms, cell(dense_t, "%.1f").c_str(),
+                cell(ratio(eff, dense_t), "%.2f").c_str());
+  }
   return 0;
 }
 
@@ -342,7 +406,7 @@ std::shared_ptr<AttentionTimeOptions> add_attention_time_options(CLI::App* sub) 
   auto o = std::make_shared<AttentionTimeOptions>();
   sub->add_flag("--time", o->time, "Time the cores on the GPU (bf16) against PyTorch, as markdown tables");
   sub->add_flag("--quick", o->quick, "--time: small sizes (smoke test)");
-  sub->add_flag("--long", o->long_seqs, "--time: dilated also at N = 128K");
+  sub->add_flag("--long", o->long_seqs, "--time: dilated also at N = 128K, 256K, 512K and 1M");
   sub->add_option("--reps", o->reps, "--time: timed runs per case (median)")->check(CLI::Range(3, 100000));
   sub->add_flag("--no-torch", o->no_torch, "--time: skip the PyTorch runs");
   sub->add_option("--python", o->python, "--time: Python interpreter with torch");

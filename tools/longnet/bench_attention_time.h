@@ -15,7 +15,7 @@ namespace longnet::tools {
 struct AttentionTimeOptions {
   bool time = false;       // the mode is chosen
   bool quick = false;      // small sizes (smoke test)
-  bool long_seqs = false;  // dilated also at N = 128K
+  bool long_seqs = false;  // dilated also at N = 128K, 256K, 512K and 1M
   int reps = 10;           // timed runs per case (median)
   bool no_torch = false;   // skip the PyTorch runs
   std::string python = "python3";
