@@ -7,6 +7,8 @@ namespace longnet::tools {
 
 /// `longnet bench ...`: performance tables.
 void register_bench(CLI::App& app);
+/// `longnet config`: prints the effective run config of a file and overrides, or every key.
+void register_config(CLI::App& app);
 /// Runs the chosen subcommand; returns the process exit code.
 int run_selected(CLI::App& app);
 

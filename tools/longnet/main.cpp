@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   CLI::App app{"longnet: train and run LongNet transformers"};
   app.require_subcommand(1);
   longnet::tools::register_bench(app);
+  longnet::tools::register_config(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
