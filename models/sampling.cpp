@@ -94,37 +94,43 @@ Sampler::Sampler(const SamplingConfig& config, std::vector<uint64_t> streams)
   check_sampling_config(config_);
 }
 
-std::vector<int64_t> Sampler::sample(const Tensor& logits, const std::vector<std::vector<int64_t>>& history) {
+uint64_t Sampler::draws(int64_t b) const {
+  return b >= 0 && b < static_cast<int64_t>(draws_.size()) ? draws_[static_cast<size_t>(b)] : 0;
+}
+
+std::vector<int64_t> Sampler::sample(const Tensor& logits, const std::vector<std::vector<int64_t>>& history,
+                                     const std::vector<bool>& active) {
   LN_CHECK(logits.defined() && logits.dim() == 2 && logits.size(1) > 0, "[sampling] expects logits (B, V), got ",
            logits.defined() ? shape_str(logits.shape()) : std::string("undefined"));
   const int64_t b = logits.size(0), v = logits.size(1);
-  LN_CHECK(history.empty() || static_cast<int64_t>(history.size()) == b, "[sampling] ", history.size(),
-           " histories for a batch of ", b);
-  LN_CHECK(streams_.empty() || static_cast<int64_t>(streams_.size()) == b, "[sampling] ", streams_.size(),
-           " random streams for a batch of ", b);
+  const auto batch = static_cast<size_t>(b);
+  LN_CHECK(history.empty() || history.size() == batch, "[sampling] ", history.size(), " histories for a batch of ", b);
+  LN_CHECK(active.empty() || active.size() == batch, "[sampling] ", active.size(), " active flags for a batch of ", b);
+  LN_CHECK(streams_.empty() || streams_.size() == batch, "[sampling] ", streams_.size(), " random streams for a batch of ",
+           b);
+  if (draws_.size() < batch) draws_.resize(batch, 0);
   const std::vector<float> all = cast(logits, DType::F32).to(Device::cpu()).contiguous().to_vector<float>();
-  std::vector<int64_t> tokens(static_cast<size_t>(b));
-  for (int64_t r = 0; r < b; ++r) {
-    std::vector<float> row(all.begin() + r * v, all.begin() + (r + 1) * v);
-    if (!history.empty()) row = apply_repetition_penalty(std::move(row), history[static_cast<size_t>(r)],
-                                                         config_.repetition_penalty);
+  std::vector<int64_t> tokens(batch, -1);
+  for (size_t r = 0; r < batch; ++r) {
+    if (!active.empty() && !active[r]) continue;
+    std::vector<float> row(all.begin() + static_cast<std::ptrdiff_t>(r) * v,
+                           all.begin() + static_cast<std::ptrdiff_t>(r + 1) * v);
+    if (!history.empty()) row = apply_repetition_penalty(std::move(row), history[r], config_.repetition_penalty);
     const std::vector<double> p = sampling_distribution(row, config_);
-    const uint64_t stream = streams_.empty() ? static_cast<uint64_t>(r) : streams_[static_cast<size_t>(r)];
+    const uint64_t stream = streams_.empty() ? r : streams_[r];
     uint32_t words[4];
-    philox_words(config_.seed, (stream << 32) + step_, words);
+    philox_words(config_.seed, (stream << 32) + draws_[r]++, words);
     const double u = uniform53(words);
     // Inverse CDF over token ids; the last possible token takes what rounding leaves above 1.
     double acc = 0.0;
-    int64_t chosen = -1;
     for (int64_t t = 0; t < v; ++t) {
-      if (p[static_cast<size_t>(t)] == 0.0) continue;
-      chosen = t;
-      acc += p[static_cast<size_t>(t)];
+      const double pt = p[static_cast<size_t>(t)];
+      if (pt == 0.0) continue;
+      tokens[r] = t;
+      acc += pt;
       if (u < acc) break;
     }
-    tokens[static_cast<size_t>(r)] = chosen;
   }
-  ++step_;
   return tokens;
 }
 

@@ -40,27 +40,29 @@ std::vector<float> apply_repetition_penalty(std::vector<float> logits, const std
 /// outside the tokens that temperature 0 (one token), top-k and top-p leave, renormalised inside.
 std::vector<double> sampling_distribution(const std::vector<float>& logits, const SamplingConfig& config);
 
-/// Chooses next tokens for a batch. Sequence b draws its step-t uniform from the Philox counter
-/// (stream_b << 32) + t under the seed, so its tokens depend only on its own logits, its stream and
-/// the seed, not on the other sequences of the batch.
+/// Chooses next tokens for a batch. Row b draws its n-th token (n counted from 0 over the rows'
+/// own draws) from the Philox counter (stream_b << 32) + n under the seed, so its tokens depend
+/// only on its own logits, its stream and the seed: not on the other rows, nor on the steps at
+/// which it did not draw.
 class Sampler {
  public:
-  /// `streams[b]` numbers sequence b's random stream (empty: 0, 1, ..., B - 1).
+  /// `streams[b]` numbers row b's random stream (empty: 0, 1, ..., B - 1).
   explicit Sampler(const SamplingConfig& config, std::vector<uint64_t> streams = {});
 
   /// logits (B, V) of any float dtype on any device; history[b] the tokens of sequence b so far
-  /// (for the repetition penalty; may be empty when there is none). Returns one token per row
-  /// and advances every stream by one step.
-  std::vector<int64_t> sample(const Tensor& logits, const std::vector<std::vector<int64_t>>& history);
+  /// (for the repetition penalty; empty: none). Draws one token for every row b with active[b]
+  /// (every row when `active` is empty); the other rows get -1 and do not advance.
+  std::vector<int64_t> sample(const Tensor& logits, const std::vector<std::vector<int64_t>>& history,
+                              const std::vector<bool>& active = {});
 
   const SamplingConfig& config() const { return config_; }
-  /// Steps drawn so far.
-  uint64_t step() const { return step_; }
+  /// Tokens drawn so far for row b.
+  uint64_t draws(int64_t b) const;
 
  private:
   SamplingConfig config_;
   std::vector<uint64_t> streams_;
-  uint64_t step_ = 0;
+  std::vector<uint64_t> draws_;
 };
 
 }  // namespace longnet

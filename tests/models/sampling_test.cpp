@@ -147,6 +147,17 @@ TEST(Sampling, SeedsRepeatAndStreamsAreIndependentOfTheBatch) {
   const auto batch = run(7, logits, {});
   const auto alone = run(7, logits.narrow(0, 2, 1), {2});
   for (size_t i = 0; i < batch.size(); ++i) EXPECT_EQ(batch[i][2], alone[i][0]);
+  // Steps at which a row does not draw do not move its stream.
+  Sampler skipping(with(1.0, 0, 1.0, 1.0, 7));
+  std::vector<int64_t> row0;
+  for (int i = 0; i < 40; ++i) {
+    const auto t = skipping.sample(logits, {}, {i % 2 == 0, true, false});
+    EXPECT_EQ(t[2], -1);
+    if (i % 2 == 0) row0.push_back(t[0]);
+  }
+  EXPECT_EQ(skipping.draws(0), 20u);
+  EXPECT_EQ(skipping.draws(2), 0u);
+  for (size_t i = 0; i < row0.size(); ++i) EXPECT_EQ(row0[i], batch[i][0]);
 }
 
 TEST(Sampling, LowTemperatureIsGreedy) {
