@@ -10,6 +10,8 @@ namespace longnet {
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias, Initializer& init, double gain = 1.0);
+  /// Wraps given initial values: weight (out, in), bias (out) or undefined.
+  Linear(Tensor weight, Tensor bias);
   std::string type_name() const override { return "Linear"; }
   /// (..., in) -> (..., out).
   Tensor forward(const Tensor& x) const;

@@ -71,10 +71,15 @@ AttentionLayerOutput MultiheadAttention::forward(const Tensor& x, const Tensor& 
   LN_CHECK(self || !call.causal, "[MultiheadAttention] cross-attention cannot be causal");
   const Tensor q = project_q(x, call.position_offset);
   const KeyValue kv = project_kv(self ? x : memory, call.position_offset);
-  AttentionOptions options;
-  options.causal = call.causal;
-  options.key_padding_mask = call.key_padding_mask;
-  const AttentionResult r = core_->forward(q, kv.k, kv.v, options);
+  AttentionResult r;
+  if (call.attend) {
+    r = call.attend(q, kv.k, kv.v);
+  } else {
+    AttentionOptions options;
+    options.causal = call.causal;
+    options.key_padding_mask = call.key_padding_mask;
+    r = core_->forward(q, kv.k, kv.v, options);
+  }
   return {project_out(r.out), r.aux_loss};
 }
 

@@ -3,9 +3,10 @@
 // (XPOS or RoPE) on q and k, the core chosen by registry name, MAGNETO's sub-LayerNorm before the
 // output projection, and the output projection. Self- and cross-attention.
 //
-// The pieces are public so that a decoder with a KV cache can run them itself: project_q and
-// project_kv for the new positions, the core (or its own decode step) over cached keys and values,
-// then project_out.
+// A decoder with a KV cache either passes its own attention step (AttentionCall::attend, which
+// receives the projected and rotated q, k, v of the new positions), or runs the public pieces
+// itself: project_q and project_kv for the new positions, attention over the cache, project_out.
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,9 @@ struct MultiheadAttentionConfig {
   double out_gain = 1.0;
 };
 
+/// Attention over projected q (B, N, H, D), k and v (B, Nk, H, D) in place of the layer's core.
+using AttendFn = std::function<AttentionResult(const Tensor& q, const Tensor& k, const Tensor& v)>;
+
 /// Per-call options of an attention layer.
 struct AttentionCall {
   /// Query i sees only keys at positions <= its own (self-attention).
@@ -45,6 +49,9 @@ struct AttentionCall {
   /// Position of the first query row (and, in self-attention, key row): the rotation a chunk
   /// starting at p0 needs, in decoding or sequence parallelism.
   int64_t position_offset = 0;
+  /// When set, runs instead of the core (causal and key_padding_mask are then its business): a
+  /// decoder with a KV cache appends k, v and attends over the cache here.
+  AttendFn attend;
 };
 
 /// The layer's output (B, N, dim) and the core's auxiliary loss (undefined when it has none).

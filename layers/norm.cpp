@@ -20,7 +20,7 @@ LayerNorm::LayerNorm(int64_t dim, Initializer& init, double eps) : eps_(eps) {
 
 Tensor LayerNorm::forward(const Tensor& x) const {
   check_input("LayerNorm", x, weight_.size(0));
-  return layer_norm(x, weight_, bias_, eps_);
+  return layer_norm(x, in_dtype_of(weight_, x), in_dtype_of(bias_, x), eps_);
 }
 
 RMSNorm::RMSNorm(int64_t dim, Initializer& init, double eps) : eps_(eps) {
@@ -30,7 +30,7 @@ RMSNorm::RMSNorm(int64_t dim, Initializer& init, double eps) : eps_(eps) {
 
 Tensor RMSNorm::forward(const Tensor& x) const {
   check_input("RMSNorm", x, weight_.size(0));
-  return rms_norm(x, weight_, eps_);
+  return rms_norm(x, in_dtype_of(weight_, x), eps_);
 }
 
 std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, Initializer& init, double eps) {

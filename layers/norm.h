@@ -14,7 +14,7 @@ class Norm : public Module {
   virtual Tensor forward(const Tensor& x) const = 0;
 };
 
-/// LayerNorm with a learned scale (init 1) and shift (init 0).
+/// LayerNorm with a learned scale (init 1) and shift (init 0), cast to the input dtype on use.
 class LayerNorm final : public Norm {
  public:
   LayerNorm(int64_t dim, Initializer& init, double eps = 1e-5);

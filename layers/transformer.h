@@ -57,6 +57,9 @@ struct LayerContext {
   Tensor memory_padding_mask;
   /// Position of x's first row.
   int64_t position_offset = 0;
+  /// Replaces the self-attention core for this call (see AttentionCall::attend): the hook a
+  /// KV-cache decoder runs the layer through.
+  AttendFn self_attend;
 };
 
 /// A layer's output (B, N, dim) and the sum of its attention cores' auxiliary losses (or undefined).
