@@ -193,7 +193,8 @@ Entry build_forward(int device, DType dtype, const AttentionShape& s, int64_t b,
   ids[kFK] = g.tensor(io, {b, h, d, sk}, transposed_strides(st[1]));
   ids[kFV] = g.tensor(io, {b, h, sk, d}, operand_strides(st[2]));
   ids[kFScale] = g.scalar(CUDNN_DATA_FLOAT);
-  ids[kFNegInf] = g.scalar(CUDNN_DATA_FLOAT);
+  // Only a graph that uses a tensor may bind it (id 0: absent).
+  ids[kFNegInf] = causal ? g.scalar(CUDNN_DATA_FLOAT) : 0;
   const std::vector<int64_t> sdims{b, h, sq, sk}, sstr = packed(h, sq, sk);
   const std::vector<int64_t> rdims{b, h, sq, 1}, rstr{h * sq, sq, 1, 1};
   const TensorId sc = scores(g, ids[kFQ], ids[kFK], ids[kFScale], ids[kFNegInf], causal, sdims);
@@ -231,7 +232,7 @@ Entry build_backward(int device, DType dtype, const AttentionShape& s, int64_t b
   ids[kBdO] = g.tensor(io, {b, h, sq, d}, operand_strides(st[4]));
   ids[kBStats] = g.tensor(CUDNN_DATA_FLOAT, {b, h, sq, 1}, {h * sq, sq, 1, 1});
   ids[kBScale] = g.scalar(CUDNN_DATA_FLOAT);
-  ids[kBNegInf] = g.scalar(CUDNN_DATA_FLOAT);
+  ids[kBNegInf] = causal ? g.scalar(CUDNN_DATA_FLOAT) : 0;
   ids[kBOne] = g.scalar(CUDNN_DATA_FLOAT);
   const std::vector<int64_t> sdims{b, h, sq, sk}, sstr = packed(h, sq, sk);
   const std::vector<int64_t> rdims{b, h, sq, 1}, rstr{h * sq, sq, 1, 1};

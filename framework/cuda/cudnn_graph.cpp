@@ -182,6 +182,7 @@ void GraphBuilder::Plan::execute(cudnnHandle_t handle, const std::vector<std::pa
   std::vector<int64_t> ids;
   std::vector<void*> ptrs;
   for (const auto& [id, ptr] : bindings) {
+    if (id == 0) continue;  // a role the graph does not have
     ids.push_back(id);
     ptrs.push_back(ptr);
   }

@@ -87,7 +87,8 @@ struct GraphBuilder::Plan {
   std::unique_ptr<Descriptor> plan;
   int64_t workspace_bytes = 0;
 
-  /// Runs the plan on the handle's stream with the given (tensor id, pointer) bindings.
+  /// Runs the plan on the handle's stream with the given (tensor id, pointer) bindings; id 0
+  /// stands for a tensor the graph does not have and is skipped.
   void execute(cudnnHandle_t handle, const std::vector<std::pair<TensorId, void*>>& bindings, void* workspace) const;
 };
 

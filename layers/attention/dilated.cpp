@@ -7,6 +7,7 @@
 #include "framework/autograd/node.h"
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
+#include "framework/ops/dilated.h"
 #include "framework/ops/factory.h"
 #include "framework/ops/view.h"
 
@@ -77,28 +78,54 @@ struct Setup {
   }
 };
 
+// The branches of a schedule over n rows (segments clamped to n), when the gathered GPU path can
+// take the call: CUDA, 16-bit, no padding mask, n a multiple of every segment, and either causal
+// (rows a head lacks are padded at the end of its sparsified segment, where no real query sees
+// them) or segments that the rates divide. Empty otherwise.
+std::vector<DilatedBranch> gathered_branches(const Tensor& q, const std::vector<int64_t>& segments,
+                                             const std::vector<int64_t>& rates, const AttentionOptions& options) {
+  const int64_t n = q.size(1), d = q.size(3);
+  const bool ok = q.device().is_cuda() && (q.dtype() == DType::BF16 || q.dtype() == DType::F16) &&
+                  !options.key_padding_mask.defined() && (d == 32 || d == 64 || d == 128) && n > 0 &&
+                  segments.size() <= 8;
+  std::vector<DilatedBranch> branches;
+  for (size_t i = 0; ok && i < segments.size(); ++i) {
+    const DilatedBranch b{std::min(segments[i], n), rates[i]};
+    if (n % b.segment != 0 || (!options.causal && b.segment % b.rate != 0)) return {};
+    branches.push_back(b);
+  }
+  return branches;
+}
+
+// The gathered path's forward: one attention call per branch over its gathered segments.
+AttentionOutput gathered_forward(const std::vector<Tensor>& qkv, const std::vector<DilatedBranch>& branches,
+                                 const AttentionParams& params) {
+  std::vector<AttentionOutput> parts;
+  for (const DilatedBranch& b : branches) {
+    parts.push_back(attention_forward(dilated_gather(qkv[0], b), dilated_gather(qkv[1], b),
+                                      dilated_gather(qkv[2], b), params));
+  }
+  return dilated_merge(parts, branches, qkv[0].size(0), qkv[0].size(1));
+}
+
 class DilatedAttentionBackward final : public autograd::Node {
  public:
   DilatedAttentionBackward(std::vector<Tensor> saved, Setup setup, std::vector<Piece> pieces,
-                           std::vector<DType> dtypes)
-      : saved_(std::move(saved)), setup_(std::move(setup)), pieces_(std::move(pieces)), dtypes_(std::move(dtypes)) {}
+                           std::vector<DilatedBranch> gathered, std::vector<DType> dtypes)
+      : saved_(std::move(saved)), setup_(std::move(setup)), pieces_(std::move(pieces)),
+        gathered_(std::move(gathered)), dtypes_(std::move(dtypes)) {}
   std::string name() const override { return "DilatedAttentionBackward"; }
   // An unused lse leaves dlse undefined, which keeps the fused (cuDNN) backward eligible.
   bool zero_fills_missing_grads() const override { return false; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    const Tensor &q = saved_[0], &k = saved_[1], &v = saved_[2], &out = saved_[3], &lse = saved_[4];
+    const Tensor &q = saved_[0], &lse = saved_[4];
     const Tensor dout = g[0].defined() ? cast(g[0], q.dtype()).contiguous() : zeros(q.shape(), q.dtype(), q.device());
     const Tensor dlse = g[1].defined() ? cast(g[1], lse.dtype()).contiguous() : Tensor();
     std::vector<Tensor> grads(3);
-    for (size_t i = 0; i < 3; ++i) {
-      if (next_edges[i].fn) grads[i] = zeros(saved_[i].shape(), q.dtype(), q.device());
-    }
-    // Every piece's backward with the final out and lse: P = exp(S - L) are the merged
-    // probabilities, so the sum over pieces is the exact gradient of the merged result.
-    for (const Piece& p : pieces_) {
-      attention_backward_into(rows_of(q, p), rows_of(k, p), rows_of(v, p), rows_of(out, p), stats_of(lse, p),
-                              rows_of(dout, p), stats_of(dlse, p), setup_.params(p),
-                              {rows_of(grads[0], p), rows_of(grads[1], p), rows_of(grads[2], p), Tensor()}, true);
+    if (!gathered_.empty() && !dlse.defined()) {
+      gathered_backward(dout, grads);
+    } else {
+      pieces_backward(dout, dlse, grads);
     }
     for (size_t i = 0; i < 3; ++i) {
       if (grads[i].defined()) grads[i] = cast(grads[i], dtypes_[i]);
@@ -111,10 +138,48 @@ class DilatedAttentionBackward final : public autograd::Node {
   }
 
  private:
+  // Each branch's backward on its gathered rows (with the final out and lse gathered alike), and
+  // the branches' gradients summed into place.
+  void gathered_backward(const Tensor& dout, std::vector<Tensor>& grads) const {
+    const Tensor &q = saved_[0], &k = saved_[1], &v = saved_[2], &out = saved_[3], &lse = saved_[4];
+    AttentionParams params;
+    params.scale = setup_.scale;
+    params.causal = setup_.causal;
+    std::vector<Tensor> parts[3];
+    for (const DilatedBranch& b : gathered_) {
+      const AttentionGrads g =
+          attention_backward(dilated_gather(q, b), dilated_gather(k, b), dilated_gather(v, b), dilated_gather(out, b),
+                             dilated_gather_stats(lse, b), dilated_gather(dout, b), Tensor(), params,
+                             next_edges[0].fn != nullptr, next_edges[1].fn != nullptr, next_edges[2].fn != nullptr);
+      const Tensor* each[3] = {&g.dq, &g.dk, &g.dv};
+      for (int i = 0; i < 3; ++i) {
+        if (each[i]->defined()) parts[i].push_back(*each[i]);
+      }
+    }
+    for (int i = 0; i < 3; ++i) {
+      if (!parts[i].empty()) grads[i] = dilated_sum(parts[i], gathered_, q.size(0), q.size(1));
+    }
+  }
+
+  void pieces_backward(const Tensor& dout, const Tensor& dlse, std::vector<Tensor>& grads) const {
+    const Tensor &q = saved_[0], &k = saved_[1], &v = saved_[2], &out = saved_[3], &lse = saved_[4];
+    for (size_t i = 0; i < 3; ++i) {
+      if (next_edges[i].fn) grads[i] = zeros(saved_[i].shape(), q.dtype(), q.device());
+    }
+    // Every piece's backward with the final out and lse: P = exp(S - L) are the merged
+    // probabilities, so the sum over pieces is the exact gradient of the merged result.
+    for (const Piece& p : pieces_) {
+      attention_backward_into(rows_of(q, p), rows_of(k, p), rows_of(v, p), rows_of(out, p), stats_of(lse, p),
+                              rows_of(dout, p), stats_of(dlse, p), setup_.params(p),
+                              {rows_of(grads[0], p), rows_of(grads[1], p), rows_of(grads[2], p), Tensor()}, true);
+    }
+  }
+
   std::vector<Tensor> saved_;  // q, k, v, out in the kernel dtype, lse
   Setup setup_;
   std::vector<Piece> pieces_;
-  std::vector<DType> dtypes_;  // of q, k, v
+  std::vector<DilatedBranch> gathered_;  // the branches, when the gathered path ran
+  std::vector<DType> dtypes_;            // of q, k, v
 };
 
 }  // namespace
@@ -137,6 +202,7 @@ AttentionResult DilatedAttention::forward(const Tensor& q, const Tensor& k, cons
   const Setup setup{scale_, options.causal, options.key_padding_mask.defined() ? options.key_padding_mask.detach()
                                                                                : Tensor()};
   std::vector<Piece> all_pieces;
+  const std::vector<DilatedBranch> gathered = gathered_branches(q, segment_lengths_, dilation_rates_, options);
   AttentionOutput merged;
   std::vector<Tensor> saved;
   {
@@ -145,12 +211,21 @@ AttentionResult DilatedAttention::forward(const Tensor& q, const Tensor& k, cons
     for (const Tensor& t : {q, k, v}) saved.push_back(cast(t, dt).contiguous().detach());
     const DType st = dt == DType::F64 ? DType::F64 : DType::F32;
     for (size_t b = 0; b < segment_lengths_.size() && n > 0; ++b) {
+      // The pieces serve the backward when the gathered path cannot (an lse gradient).
+      for (const Piece& p : branch_pieces(n, heads, segment_lengths_[b], dilation_rates_[b])) all_pieces.push_back(p);
+    }
+    if (!gathered.empty()) {
+      AttentionParams params;
+      params.scale = scale_;
+      params.causal = options.causal;
+      merged = gathered_forward(saved, gathered, params);
+    }
+    for (size_t b = 0; b < segment_lengths_.size() && n > 0 && gathered.empty(); ++b) {
       AttentionOutput part{zeros(q.shape(), dt, q.device()),
                            full({q.size(0), heads, n}, -std::numeric_limits<double>::infinity(), st, q.device())};
       for (const Piece& p : branch_pieces(n, heads, segment_lengths_[b], dilation_rates_[b])) {
         attention_forward_into(rows_of(saved[0], p), rows_of(saved[1], p), rows_of(saved[2], p), setup.params(p),
                                rows_of(part.out, p), stats_of(part.lse, p));
-        all_pieces.push_back(p);
       }
       merged = merged.out.defined() ? merge_attention({merged, part}) : part;
     }
@@ -162,7 +237,7 @@ AttentionResult DilatedAttention::forward(const Tensor& q, const Tensor& k, cons
   if (autograd::needs_grad({q, k, v})) {
     saved.push_back(merged.out.detach());
     saved.push_back(merged.lse.detach());
-    autograd::record(std::make_shared<DilatedAttentionBackward>(std::move(saved), setup, std::move(all_pieces),
+    autograd::record(std::make_shared<DilatedAttentionBackward>(std::move(saved), setup, std::move(all_pieces), gathered,
                                                                 std::vector<DType>{q.dtype(), k.dtype(), v.dtype()}),
                      {q, k, v}, {r.out, r.lse});
   }

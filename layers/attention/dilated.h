@@ -9,7 +9,8 @@ namespace longnet {
 /// equals padding it with masked rows); in every segment the rows offset, offset + r_i, ... with
 /// offset = head mod r_i attend densely to each other (causally when causal); the branches' results
 /// are merged by log-sum-exp, with exact gradients through the merge weights. Each branch reads q,
-/// k, v through strided views (no gather copy); memory is O(N) per branch.
+/// k, v through strided views on the CPU; on the GPU each branch is gathered into a batch of dense
+/// segments for one fused call (where the schedule allows, see dilated.cpp); memory is O(N).
 class DilatedAttention final : public AttentionCore {
  public:
   explicit DilatedAttention(const AttentionConfig& config);

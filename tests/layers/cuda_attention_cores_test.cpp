@@ -29,11 +29,14 @@ struct Case {
   bool causal;
   /// Keys at the end of the second batch element that are padding (none when 0).
   int64_t pad = 0;
+  /// Whether the loss also depends on lse (else lse gets no gradient, as in a model).
+  bool through_lse = true;
 };
 
 std::string describe(const Case& c) {
   return "N " + std::to_string(c.n) + ", Nk " + std::to_string(c.nk) + ", D " + std::to_string(c.d) +
-         (c.causal ? ", causal" : ", non-causal") + ", padding " + std::to_string(c.pad);
+         (c.causal ? ", causal" : ", non-causal") + ", padding " + std::to_string(c.pad) +
+         (c.through_lse ? ", loss through out and lse" : ", loss through out");
 }
 
 // The (2, Nk) key padding mask of a case on `device`, or undefined without padding.
@@ -61,7 +64,8 @@ struct CoreRun {
 };
 
 // One forward and backward of `core` with q, k, v as leaves on `device` in `dtype`. The loss
-// sum(out * wo) + sum(lse * wl) for a fixed draw of wo, wl sends gradient through out and lse.
+// sum(out * wo) + sum(lse * wl) for a fixed draw of wo, wl sends gradient through out and lse
+// (through out alone without the second term).
 CoreRun run_core(AttentionCore& core, const std::vector<Tensor>& host_qkv, Device device, DType dtype, const Case& c) {
   std::vector<Tensor> leaves;
   for (const Tensor& t : host_qkv) {
@@ -78,7 +82,8 @@ CoreRun run_core(AttentionCore& core, const std::vector<Tensor>& host_qkv, Devic
   Generator g(99);
   const Tensor wo = randn(r.out.shape(), DType::F32, Device::cpu(), &g).to(device);
   const Tensor wl = randn(r.lse.shape(), DType::F32, Device::cpu(), &g).to(device);
-  add(sum(mul(cast(r.out, DType::F32), wo)), sum(mul(cast(r.lse, DType::F32), wl))).backward();
+  const Tensor through_out = sum(mul(cast(r.out, DType::F32), wo));
+  (c.through_lse ? add(through_out, sum(mul(cast(r.lse, DType::F32), wl))) : through_out).backward();
   return {r.out.detach(), r.lse.detach(), r.aux_loss.defined() ? r.aux_loss.detach() : Tensor(),
           leaves[0].grad(), leaves[1].grad(), leaves[2].grad()};
 }
@@ -189,6 +194,24 @@ TEST(CudaAttentionCores, DilatedMatchesCpu) {
   // Padding read through the branches' strided views of the mask; some pieces see only padding
   // (their lse is -inf and the merge drops them), every row still sees a key in some branch.
   expect_parity_all(maker("dilated", dilated_config({32, 64, 128}, {1, 2, 4})), 200, 200, "dilated, padded", 7);
+}
+
+TEST(CudaAttentionCores, DilatedGatheredPathMatchesCpu) {
+  LN_REQUIRE_GPU();
+  // N a multiple of every segment: the GPU gathers each branch into dense segments (with the loss
+  // through out alone its backward is gathered too). Rates that do not divide the segment (64 / 3)
+  // pad the heads with fewer rows when causal, and fall back to strided views when not.
+  for (const auto& [lengths, rates] : std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>{
+           {{32, 64, 128}, {1, 2, 4}}, {{64, 128, 256}, {1, 3, 6}}}) {
+    for (int64_t d : {64, 32}) {
+      for (bool causal : {false, true}) {
+        for (bool through_lse : {false, true}) {
+          expect_parity(maker("dilated", dilated_config(lengths, rates)), {256, 256, d, causal, 0, through_lse},
+                        "dilated, gathered");
+        }
+      }
+    }
+  }
 }
 
 TEST(CudaAttentionCores, BlockSparseMatchesCpu) {
