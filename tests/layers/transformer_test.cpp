@@ -464,6 +464,32 @@ TEST(TransformerLayer, CheckpointingReproducesOutputsAndGradients) {
   }
 }
 
+TEST(TransformerLayer, AttendHookRunsTheLayerIncrementally) {
+  // What a KV-cache decoder does through LayerContext::self_attend: feed rows one at a time at
+  // their positions, keep keys and values, attend over them; the rows equal the full forward's.
+  Initializer init = f64_init(42);
+  DecoderLayer layer(layer_config("sub_ln"), init, xpos(4));
+  randomise(layer, 43);
+  const Tensor x = leaf({2, 6, 8}, 44);
+  const Tensor full = layer.forward(x).x;
+  Tensor keys, values;
+  for (int64_t p = 0; p < 6; ++p) {
+    LayerContext ctx;
+    ctx.position_offset = p;
+    ctx.self_attend = [&](const Tensor& q, const Tensor& k, const Tensor& v) {
+      keys = keys.defined() ? cat({keys, k}, 1) : k;
+      values = values.defined() ? cat({values, v}, 1) : v;
+      AttentionParams params;
+      params.causal = true;
+      params.causal_offset = keys.size(1) - q.size(1);
+      const AttentionOutput a = attention(q, keys, values, params);
+      return AttentionResult{a.out, a.lse, Tensor()};
+    };
+    const Tensor row = layer.forward(x.narrow(1, p, 1), ctx).x;
+    EXPECT_TRUE(all_close(row, full.narrow(1, p, 1), 1e-12, 1e-10)) << "position " << p;
+  }
+}
+
 TEST(TransformerLayer, RejectsBadConfigsAndInputs) {
   Initializer init(1);
   EXPECT_NE(testing::error_message([&] { DecoderLayer(layer_config("post_ln"), init); }).find("unknown norm placement 'post_ln'"),
