@@ -2,6 +2,7 @@
 
 #include "tools/longnet/bench_attention.h"
 #include "tools/longnet/bench_cpu.h"
+#include "tools/longnet/bench_decode.h"
 #include "tools/longnet/bench_gemm.h"
 #include "tools/longnet/bench_ops.h"
 #include "tools/longnet/commands.h"
@@ -15,6 +16,7 @@ void register_bench(CLI::App& app) {
   register_bench_gemm(*bench);
   register_bench_ops(*bench);
   register_bench_attention(*bench);
+  register_bench_decode(*bench);
 
   auto cpu_opt = std::make_shared<CpuBenchOptions>();
   CLI::App* cpu = bench->add_subcommand("cpu", "CPU engine: GEMM and LayerNorm throughput");
