@@ -9,6 +9,8 @@ namespace longnet::tools {
 void register_bench(CLI::App& app);
 /// `longnet config`: prints the effective run config of a file and overrides, or every key.
 void register_config(CLI::App& app);
+/// `longnet report RUN_DIR`: an HTML page with the run's metric curves.
+void register_report(CLI::App& app);
 /// Runs the chosen subcommand; returns the process exit code.
 int run_selected(CLI::App& app);
 

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   longnet::tools::register_bench(app);
   longnet::tools::register_config(app);
+  longnet::tools::register_report(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
