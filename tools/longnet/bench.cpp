@@ -4,6 +4,7 @@
 #include "tools/longnet/bench_cpu.h"
 #include "tools/longnet/bench_decode.h"
 #include "tools/longnet/bench_gemm.h"
+#include "tools/longnet/bench_model.h"
 #include "tools/longnet/bench_ops.h"
 #include "tools/longnet/commands.h"
 #include "tools/longnet/registry.h"
@@ -16,6 +17,7 @@ void register_bench(CLI::App& app) {
   register_bench_gemm(*bench);
   register_bench_ops(*bench);
   register_bench_attention(*bench);
+  register_bench_model(*bench);
   register_bench_decode(*bench);
 
   auto cpu_opt = std::make_shared<CpuBenchOptions>();

@@ -1,0 +1,216 @@
+// Training-step throughput of a model preset. One step is the LM loss forward and its backward
+// (gradients accumulate into the parameters, as in training; no optimizer update). On a GPU the
+// times are medians of CUDA-event intervals on the framework's stream after warm-up steps, each
+// step issued as the host reaches it; on the CPU, medians of wall-clock times.
+#include "tools/longnet/bench_model.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "framework/core/storage.h"
+#include "framework/ops/factory.h"
+#include "layers/attention/adaptive.h"
+#include "layers/attention/block_sparse.h"
+#include "models/longnet_lm.h"
+#include "models/summary.h"
+#include "tools/longnet/bench_decode.h"
+#include "tools/longnet/bench_timing.h"
+#include "tools/longnet/registry.h"
+
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/context.h"
+#include "framework/cuda/runtime.h"
+#endif
+
+namespace longnet::tools {
+namespace {
+
+constexpr double kPeakTflops = 989.0;     // H100 SXM dense bf16
+constexpr double kBackwardFactor = 2.5;   // backward FLOPs per forward FLOP of attention
+constexpr double kMiB = 1024.0 * 1024.0;
+
+struct ModelBenchOptions {
+  std::string preset = "125m";
+  std::vector<int64_t> seq_lens{8192, 32768};
+  int64_t batch = 1;
+  std::string dtype = "bf16";
+  std::string device = "cuda";
+  std::string attention;  // empty: the preset's
+  bool checkpoint = false;
+  int reps = 5;
+  int warmup = 2;
+  int64_t decode_tokens = 0;
+};
+
+// Causal pairs of a dense square block of m rows (the diagonal included).
+double causal_pairs(double m) { return m * (m + 1.0) / 2.0; }
+
+// The attended pairs, over all heads, of one causal call.
+double attended_pairs(const std::string& core, const AttentionConfig& c, int64_t n, int64_t heads) {
+  const double nd = static_cast<double>(n);
+  if (core == "dense") return static_cast<double>(heads) * causal_pairs(nd);
+  if (core == "dilated") {
+    // Per branch (w, r) and head h: each full segment keeps the rows h mod r, h mod r + r, ...,
+    // which attend to each other causally; the shorter last segment likewise.
+    double pairs = 0.0;
+    for (size_t b = 0; b < c.segment_lengths.size(); ++b) {
+      const int64_t w = std::min(c.segment_lengths[b], n), r = c.dilation_rates[b];
+      const int64_t full = n / w, tail = n % w;
+      const auto kept = [r](int64_t rows, int64_t offset) { return offset < rows ? (rows - offset + r - 1) / r : 0; };
+      for (int64_t h = 0; h < heads; ++h) {
+        pairs += static_cast<double>(full) * causal_pairs(static_cast<double>(kept(w, h % r))) +
+                 causal_pairs(static_cast<double>(kept(tail, h % r)));
+      }
+    }
+    return pairs;
+  }
+  const double bs = static_cast<double>(c.block_size);
+  const int64_t blocks = (n + c.block_size - 1) / c.block_size;
+  // Off-diagonal blocks are full; the diagonal block is causal.
+  const auto block_pairs = [&](double listed_blocks) { return (listed_blocks - 1.0) * bs * bs + causal_pairs(bs); };
+  if (core == "block_sparse") {
+    BlockSparseAttention sparse(c);
+    const std::shared_ptr<const AttentionLayout> layout = sparse.layout(n, heads, true);
+    const double groups = static_cast<double>(layout->batch * layout->heads * layout->query_blocks);
+    const double per_group = static_cast<double>(layout->entries()) / groups;
+    return static_cast<double>(heads) * static_cast<double>(blocks) * block_pairs(per_group);
+  }
+  if (core == "adaptive") {
+    AdaptiveAttention adaptive(c);
+    const int64_t k = adaptive.kept_blocks(blocks);
+    double listed = 0.0;
+    for (int64_t i = 0; i < blocks; ++i) listed += block_pairs(static_cast<double>(std::min(k, i + 1)));
+    return static_cast<double>(heads) * listed;
+  }
+  return static_cast<double>(heads) * causal_pairs(nd);  // a registered core of unknown shape: dense
+}
+
+std::string cell(const std::optional<double>& v, const char* format) {
+  if (!v) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, *v);
+  return buf;
+}
+
+// Median of `reps` timed calls after `warmup` untimed ones, in milliseconds.
+double median_ms(const std::function<void()>& step, const ModelBenchOptions& o, Device device) {
+#ifdef LONGNET_WITH_CUDA
+  if (device.is_cuda()) return timed_median_ms([&](int) { step(); }, {device.index, o.reps, o.warmup, 1, false});
+#endif
+  for (int i = 0; i < o.warmup; ++i) step();
+  std::vector<double> ms;
+  for (int i = 0; i < o.reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void synchronize(Device device) {
+#ifdef LONGNET_WITH_CUDA
+  if (device.is_cuda()) cuda::synchronize(device.index);
+#else
+  (void)device;
+#endif
+}
+
+int run(const ModelBenchOptions& o) {
+  const Device device = device_from_string(o.device);
+#ifdef LONGNET_WITH_CUDA
+  if (device.is_cuda() && cuda::device_count() == 0) {
+    std::fprintf(stderr, "bench model: no CUDA device is visible; run on a GPU or pass --device cpu with a small preset "
+                         "(e.g. --preset small --seq-len 512)\n");
+    return 1;
+  }
+#else
+  if (device.is_cuda()) {
+    std::fprintf(stderr, "bench model: this build has no CUDA backend; pass --device cpu with a small preset "
+                         "(e.g. --preset small --seq-len 512) or configure with -DLONGNET_CUDA=ON\n");
+    return 1;
+  }
+#endif
+  LN_CHECK(o.batch >= 1 && !o.seq_lens.empty(), "bench model: --batch must be >= 1 and --seq-len non-empty");
+  ModelConfig config = model_preset(o.preset);
+  config.compute_dtype = dtype_from_name(o.dtype);
+  config.checkpoint_activations = o.checkpoint;
+  if (!o.attention.empty()) config.attention = o.attention;
+  DefaultDeviceGuard guard(device);
+  LongNetLM model(config);
+  const int64_t params = model.parameter_count();
+  const std::string device_name =
+#ifdef LONGNET_WITH_CUDA
+      device.is_cuda() ? std::string(cuda::properties(device.index).name) :
+#endif
+                       std::string("CPU");
+  std::printf("## Model training step: %s (%s parameters) on %s, %s activations, batch %lld%s\n\n", o.preset.c_str(),
+              human_count(params).c_str(), device_name.c_str(), o.dtype.c_str(), static_cast<long long>(o.batch),
+              o.checkpoint ? ", activation checkpointing" : "");
+  std::printf("Attention: %s; %d layers of %lld heads x %lld. One step: loss forward + backward (no optimizer). "
+              "Median of %d runs after %d warm-up runs. Model FLOPs: 6 x parameters x tokens + attention (forward "
+              "4 D per attended pair, causal; backward 2.5x). MFU against %.0f TFLOP/s. Peak: the allocator's "
+              "high-water mark over one step, parameters and gradients included.\n\n",
+              config.attention.c_str(), static_cast<int>(config.layers), static_cast<long long>(config.heads),
+              static_cast<long long>(config.head_dim()), o.reps, o.warmup, kPeakTflops);
+  std::printf("| N | ms / step | tokens/s | model TFLOP/s | attention share | MFU | peak MiB | decode tokens/s |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const int64_t n : o.seq_lens) {
+    Generator g(n);
+    const Tensor tokens = randint(0, config.vocab_size, {o.batch, n}, DType::I64, device, &g);
+    const Tensor targets = randint(0, config.vocab_size, {o.batch, n}, DType::I64, device, &g);
+    const auto step = [&] {
+      model.zero_grad();
+      model.loss(tokens, targets).loss.backward();
+    };
+    const double ms = median_ms(step, o, device);
+    synchronize(device);
+    reset_peak_memory(device);
+    step();
+    synchronize(device);
+    const double peak = static_cast<double>(memory_stats(device).peak_bytes) / kMiB;
+    const double tokens_per_step = static_cast<double>(o.batch * n);
+    const double attention = static_cast<double>(config.layers) * static_cast<double>(o.batch) * (1.0 + kBackwardFactor) *
+                             4.0 * static_cast<double>(config.head_dim()) *
+                             attended_pairs(config.attention, config.attention_config, n, config.heads);
+    const double flops = 6.0 * static_cast<double>(params) * tokens_per_step + attention;
+    const double tflops = flops / (ms * 1e-3) * 1e-12;
+    std::optional<double> decode;
+    if (o.decode_tokens > 0) {
+      model.eval();
+      decode = measure_decode(model, n, o.batch, o.decode_tokens).tokens_per_second;
+      model.train();
+    }
+    std::printf("| %lld | %.1f | %.0f | %.1f | %.0f%% | %.1f%% | %.0f | %s |\n", static_cast<long long>(n), ms,
+                tokens_per_step / (ms * 1e-3), tflops, 100.0 * attention / flops, 100.0 * tflops / kPeakTflops, peak,
+                cell(decode, "%.0f").c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_bench_model(CLI::App& bench) {
+  auto o = std::make_shared<ModelBenchOptions>();
+  CLI::App* sub = bench.add_subcommand("model", "Training-step throughput of a model preset (tokens/s, TFLOP/s, MFU, memory)");
+  sub->add_option("--preset", o->preset, "Model preset (tiny, small, 125m, 350m, 760m, 1.3b, 2.7b)");
+  sub->add_option("--seq-len", o->seq_lens, "Sequence lengths, comma separated")->delimiter(',');
+  sub->add_option("--batch", o->batch, "Sequences per step");
+  sub->add_option("--dtype", o->dtype, "Activation dtype: bf16, f16 or f32 (parameters stay f32)");
+  sub->add_option("--device", o->device, "cuda, cuda:N or cpu");
+  sub->add_option("--attention", o->attention, "Attention core instead of the preset's (dense, dilated, ...)");
+  sub->add_flag("--checkpoint", o->checkpoint, "Activation checkpointing per layer");
+  sub->add_option("--reps", o->reps, "Timed steps per length (median)")->check(CLI::Range(1, 100000));
+  sub->add_option("--warmup", o->warmup, "Untimed steps before them")->check(CLI::Range(0, 100000));
+  sub->add_option("--decode", o->decode_tokens, "Also time decoding this many tokens after each length (KV cache)");
+  on_run(sub, [o] { return run(*o); });
+}
+
+}  // namespace longnet::tools
