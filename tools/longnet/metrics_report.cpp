@@ -90,13 +90,13 @@ std::string svg_chart(const std::string& title, const std::vector<Series>& serie
   auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
   auto py = [&](double y) { return H - B - (y - y0) / (y1 - y0) * (H - T - B); };
   s << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << W - L - R << "\" height=\"" << H - T - B
-    << "\" class=\"frame\"/>\n";
+    << "\" fill=\"none\" stroke=\"#bbb\"/>\n";
   for (const double t : nice_ticks(y0, y1)) {
-    s << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << py(t) << "\" y2=\"" << py(t) << "\" class=\"grid\"/>"
+    s << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << py(t) << "\" y2=\"" << py(t) << "\" stroke=\"#eee\"/>"
       << "<text x=\"" << L - 6 << "\" y=\"" << py(t) + 4 << "\" text-anchor=\"end\">" << num(t) << "</text>\n";
   }
   for (const double t : nice_ticks(x0, x1)) {
-    s << "<line x1=\"" << px(t) << "\" x2=\"" << px(t) << "\" y1=\"" << T << "\" y2=\"" << H - B << "\" class=\"grid\"/>"
+    s << "<line x1=\"" << px(t) << "\" x2=\"" << px(t) << "\" y1=\"" << T << "\" y2=\"" << H - B << "\" stroke=\"#eee\"/>"
       << "<text x=\"" << px(t) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << num(t, "%.0f") << "</text>\n";
   }
   s << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - 6 << "\" text-anchor=\"middle\">step</text>\n";
@@ -147,7 +147,7 @@ const char* kStyle = R"(body{font-family:system-ui,-apple-system,Segoe UI,sans-s
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
 svg{background:#fff;border:1px solid #ddd;border-radius:4px;font-size:11px}
-svg .title{font-size:14px;font-weight:600}svg .frame{fill:none;stroke:#bbb}svg .grid{stroke:#eee}
+svg .title{font-size:14px;font-weight:600}
 svg text{fill:#444}svg .empty{fill:#999;font-size:14px}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:4px 10px;text-align:left}
 pre{background:#f7f7f7;padding:12px;border-radius:4px;overflow:auto;font-size:12px})";
