@@ -77,6 +77,18 @@ enum class AttentionKernel { Auto, Own, Cudnn };
 void set_attention_kernel(AttentionKernel kernel);
 AttentionKernel attention_kernel();
 
+/// Sets the attention kernel for its scope and restores the previous choice after.
+class AttentionKernelScope {
+ public:
+  explicit AttentionKernelScope(AttentionKernel kernel) : prev_(attention_kernel()) { set_attention_kernel(kernel); }
+  ~AttentionKernelScope() { set_attention_kernel(prev_); }
+  AttentionKernelScope(const AttentionKernelScope&) = delete;
+  AttentionKernelScope& operator=(const AttentionKernelScope&) = delete;
+
+ private:
+  AttentionKernel prev_;
+};
+
 /// Differentiable attention: q (..., N, H, D), k and v (..., Nk, H, D) with up to 4 leading batch
 /// dims, usually (B, N, H, D). Gradients flow from both out and lse (so merged results are exact).
 /// 16-bit inputs are computed in f32 on the CPU; out has q's dtype.

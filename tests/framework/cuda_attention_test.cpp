@@ -123,16 +123,6 @@ AttentionParams params_of(const Case& c) {
   return p;
 }
 
-// Sets the process-wide attention kernel for its scope.
-class KernelChoice {
- public:
-  explicit KernelChoice(AttentionKernel k) : prev_(attention_kernel()) { set_attention_kernel(k); }
-  ~KernelChoice() { set_attention_kernel(prev_); }
-
- private:
-  AttentionKernel prev_;
-};
-
 const char* kernel_name(AttentionKernel k) {
   return k == AttentionKernel::Own ? "own kernel" : k == AttentionKernel::Cudnn ? "cuDNN" : "auto";
 }
@@ -153,7 +143,7 @@ void expect_parity(const Case& c, DType dt, const std::vector<Shape>& stored, co
     for (AttentionKernel k : kernels) {
       // cuDNN takes no lse gradient: forced, it only runs the loss through out.
       if (k == AttentionKernel::Cudnn && lse_weights.defined()) continue;
-      KernelChoice choice(k);
+      AttentionKernelScope choice(k);
       const Results gpu = run(base, view, p, dt, Device::cuda(0), wo, lse_weights);
       const char* names[] = {"out", "lse", "dq", "dk", "dv"};
       for (size_t i = 0; i < 5; ++i) {
@@ -211,31 +201,39 @@ TEST(CudaAttention, StridedViewsMatchCpu) {
                 [](const Tensor& t) { return t.narrow(3, 0, 64); });
 }
 
-TEST(CudaAttention, AccumulatingBackwardAddsToGradients) {
-  LN_REQUIRE_GPU();
-  Generator g(5);
-  const Shape s{2, 130, 3, 64};
+// attention_backward_into adding to existing gradients (as composite cores call it), on the GPU
+// under `kernel` against the CPU: four bf16-rounded operands (q, k, v, dout) stored as `stored`
+// and seen through `view`.
+void expect_accumulating_backward(const Shape& stored, const ViewFn& view, AttentionKernel kernel, uint64_t seed) {
+  Generator g(seed);
   std::vector<Tensor> cpu_in, gpu_in;
   for (int i = 0; i < 4; ++i) {
-    const Tensor t = randn(s, DType::F32, Device::cpu(), &g).to(DType::BF16);
-    cpu_in.push_back(t.to(DType::F32));
-    gpu_in.push_back(t.to(Device::cuda(0)));
+    const Tensor t = randn(stored, DType::F32, Device::cpu(), &g).to(DType::BF16);
+    cpu_in.push_back(view(t.to(DType::F32)));
+    gpu_in.push_back(view(t.to(Device::cuda(0))));
   }
   AttentionParams p;
   p.causal = true;
   AttentionGrads want, got;
   for (bool gpu : {false, true}) {
+    AttentionKernelScope choice(gpu ? kernel : AttentionKernel::Auto);
     const std::vector<Tensor>& x = gpu ? gpu_in : cpu_in;
     const Device d = gpu ? Device::cuda(0) : Device::cpu();
     const DType dt = gpu ? DType::BF16 : DType::F32;
     const AttentionOutput r = attention_forward(x[0], x[1], x[2], p);
+    const Shape s = x[0].shape();
     AttentionGrads into{full(s, 0.5, dt, d), full(s, -1.0, dt, d), full(s, 2.0, dt, d), Tensor()};
     attention_backward_into(x[0], x[1], x[2], r.out.to(dt), r.lse, x[3], Tensor(), p, into, true);
     (gpu ? got : want) = into;
   }
-  EXPECT_TRUE(close_rel("dq", got.dq, want.dq, 2e-2));
-  EXPECT_TRUE(close_rel("dk", got.dk, want.dk, 2e-2));
-  EXPECT_TRUE(close_rel("dv", got.dv, want.dv, 2e-2));
+  EXPECT_TRUE(close_rel("dq", got.dq, want.dq, 2e-2)) << kernel_name(kernel);
+  EXPECT_TRUE(close_rel("dk", got.dk, want.dk, 2e-2)) << kernel_name(kernel);
+  EXPECT_TRUE(close_rel("dv", got.dv, want.dv, 2e-2)) << kernel_name(kernel);
+}
+
+TEST(CudaAttention, AccumulatingBackwardAddsToGradients) {
+  LN_REQUIRE_GPU();
+  expect_accumulating_backward({2, 130, 3, 64}, [](const Tensor& t) { return t; }, AttentionKernel::Own, 5);
 }
 
 TEST(CudaAttention, MergeMatchesCpu) {
@@ -347,39 +345,16 @@ TEST(CudaAttention, CudnnTakesStridedAndUnfoldableBatchViews) {
 
 TEST(CudaAttention, CudnnAccumulatingBackwardAddsToGradients) {
   LN_REQUIRE_GPU();
-  Generator g(6);
   // Two batch dims (B, segments) over every other row, as the dilated core calls it; taking
   // every other segment keeps the two batch dims from folding into one (a call per element of B).
-  const Shape stored{2, 3, 128, 4, 64};
-  const auto view = [](const Tensor& t) { return t.slice(1, 0, 3, 2).slice(2, 1, 128, 2); };
-  std::vector<Tensor> cpu_in, gpu_in;
-  for (int i = 0; i < 4; ++i) {
-    const Tensor t = randn(stored, DType::F32, Device::cpu(), &g).to(DType::BF16);
-    cpu_in.push_back(view(t.to(DType::F32)));
-    gpu_in.push_back(view(t.to(Device::cuda(0))));
-  }
-  AttentionParams p;
-  p.causal = true;
-  AttentionGrads want, got;
-  for (bool gpu : {false, true}) {
-    KernelChoice choice(gpu ? AttentionKernel::Cudnn : AttentionKernel::Auto);
-    const std::vector<Tensor>& x = gpu ? gpu_in : cpu_in;
-    const Device d = gpu ? Device::cuda(0) : Device::cpu();
-    const DType dt = gpu ? DType::BF16 : DType::F32;
-    const AttentionOutput r = attention_forward(x[0], x[1], x[2], p);
-    const Shape s = x[0].shape();
-    AttentionGrads into{full(s, 0.5, dt, d), full(s, -1.0, dt, d), full(s, 2.0, dt, d), Tensor()};
-    attention_backward_into(x[0], x[1], x[2], r.out.to(dt), r.lse, x[3], Tensor(), p, into, true);
-    (gpu ? got : want) = into;
-  }
-  EXPECT_TRUE(close_rel("dq", got.dq, want.dq, 2e-2));
-  EXPECT_TRUE(close_rel("dk", got.dk, want.dk, 2e-2));
-  EXPECT_TRUE(close_rel("dv", got.dv, want.dv, 2e-2));
+  expect_accumulating_backward({2, 3, 128, 4, 64},
+                               [](const Tensor& t) { return t.slice(1, 0, 3, 2).slice(2, 1, 128, 2); },
+                               AttentionKernel::Cudnn, 6);
 }
 
 TEST(CudaAttention, ForcedCudnnSaysWhatItCannotTake) {
   LN_REQUIRE_GPU();
-  KernelChoice choice(AttentionKernel::Cudnn);
+  AttentionKernelScope choice(AttentionKernel::Cudnn);
   const Tensor q = randn({1, 64, 2, 64}, DType::F32, Device::cpu()).to(DType::BF16).to(Device::cuda(0));
   AttentionParams p;
   p.key_padding_mask = padding_mask(64, {3}).to(Device::cuda(0));

@@ -174,20 +174,10 @@ struct DenseTimes {
   double fwd_ms, bwd_ms;
 };
 
-// Sets the process-wide attention kernel for its scope.
-class KernelChoice {
- public:
-  explicit KernelChoice(AttentionKernel k) : prev_(attention_kernel()) { set_attention_kernel(k); }
-  ~KernelChoice() { set_attention_kernel(prev_); }
-
- private:
-  AttentionKernel prev_;
-};
-
 // Our attention() op with `kernel`: the forward as training runs it (recorded), and the backward
 // of one recorded forward as the engine calls it (no lse gradient).
 DenseTimes our_dense(const DenseCase& c, int reps, AttentionKernel kernel, bool causal = true) {
-  KernelChoice choice(kernel);
+  AttentionKernelScope choice(kernel);
   const Tensor q = bf16_input(c.n, c.heads, c.head_dim, true), k = bf16_input(c.n, c.heads, c.head_dim, true),
                v = bf16_input(c.n, c.heads, c.head_dim, true), dout = bf16_input(c.n, c.heads, c.head_dim, false);
   AttentionParams p;
