@@ -3,9 +3,9 @@
 #include <cmath>
 #include <vector>
 
+#include "framework/ops/copy.h"
 #include "framework/ops/elementwise.h"
 #include "framework/ops/factory.h"
-#include "framework/ops/copy.h"
 #include "framework/ops/shape_ops.h"
 
 namespace longnet {
@@ -47,7 +47,7 @@ RotaryEmbedding::Tables RotaryEmbedding::tables(int64_t n, int64_t offset, bool 
   const auto make = [&](const std::vector<double>& v) {
     return cast(from_vector(v, {n, 1, half}, Device::cpu()), dtype).to(device);
   };
-  c = Tables{n, offset, is_key, dtype, device, make(cos_v), make(sin_v)};
+  c = Tables{n, offset, dtype, device, make(cos_v), make(sin_v)};
   return c;
 }
 

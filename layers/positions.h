@@ -45,7 +45,6 @@ class RotaryEmbedding {
  private:
   struct Tables {
     int64_t n = -1, offset = 0;
-    bool is_key = false;
     DType dtype = DType::F32;
     Device device;
     Tensor cos, sin;  // (N, 1, D/2): cos and sin of the angle, times the scale
