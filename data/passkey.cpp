@@ -10,16 +10,19 @@
 namespace longnet::data {
 namespace {
 
-// Pieces are encoded separately; SentencePiece starts each with its word-start marker, so each
-// reads as preceded by one space when the example is decoded.
+// The pieces are encoded separately and joined; with models trained here that equals encoding the
+// whole text.
 constexpr const char* kIntro =
     "There is important information hidden inside a lot of irrelevant text. Find it and memorize "
-    "it. I will quiz you about the important information there.";
-constexpr const char* kQuestion = "What is the pass key? The pass key is";
+    "it. I will quiz you about the important information there.\n\n";
+constexpr const char* kQuestion = "\nWhat is the pass key? The pass key is";
 
 std::string needle_text(const std::string& key) {
-  return "The pass key is " + key + ". Remember it. " + key + " is the pass key.";
+  return "\nThe pass key is " + key + ". Remember it. " + key + " is the pass key.\n";
 }
+
+// The answer follows "The pass key is" after a space.
+std::string answer_text(const std::string& key) { return " " + key; }
 
 // Which draw of an example's random stream.
 enum Draw : uint64_t { kKey = 0, kFillerStart = 1, kDepth = 2 };
@@ -41,7 +44,7 @@ PasskeyTask::PasskeyTask(std::shared_ptr<const TokenStore> filler, Tokenizer tok
   for (char lead = '1'; lead <= '9'; ++lead) {
     const std::string key = lead + std::string(static_cast<size_t>(digits - 1), '0');
     needle_length_ = std::max<int64_t>(needle_length_, tokenizer_.encode(needle_text(key)).size());
-    answer_length_ = std::max<int64_t>(answer_length_, tokenizer_.encode(key).size());
+    answer_length_ = std::max<int64_t>(answer_length_, tokenizer_.encode(answer_text(key)).size());
   }
 }
 
@@ -80,7 +83,7 @@ PasskeyExample PasskeyTask::make(int64_t length, double depth, uint64_t seed, ui
   const uint64_t key = low + random_below(9 * low, seed, RandomStream::kPasskey, index, kKey);
   ex.passkey = std::to_string(key);
   const std::vector<int32_t> needle = tokenizer_.encode(needle_text(ex.passkey));
-  ex.answer = tokenizer_.encode(ex.passkey);
+  ex.answer = tokenizer_.encode(answer_text(ex.passkey));
   const int64_t fill = length - static_cast<int64_t>(intro_.size() + needle.size() + question_.size() +
                                                      ex.answer.size());
   LN_CHECK(fill >= 0, "[passkey] the tokenizer encodes the key ", ex.passkey,

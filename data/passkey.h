@@ -5,7 +5,7 @@
 //
 // An example of length L is, in tokens:
 //   intro | filler (depth share) | needle "The pass key is K. Remember it. K is the pass key." |
-//   filler (the rest) | "What is the pass key? The pass key is" | answer K
+//   filler (the rest) | "What is the pass key? The pass key is" | answer " K"
 // The filler is a run of corpus tokens (EOS removed) from a random position of a token store.
 #include <cstdint>
 #include <memory>
@@ -25,7 +25,7 @@ struct PasskeyExample {
   double depth = 0;              // where the needle sits in the filler, 0 (start) to 1 (end)
   std::string passkey;           // the digits
   std::vector<int32_t> prompt;   // everything before the answer
-  std::vector<int32_t> answer;   // the passkey's tokens
+  std::vector<int32_t> answer;   // the tokens of " " + passkey
   int64_t needle_position = 0;   // first token of the needle sentence in the prompt
 };
 

@@ -184,6 +184,35 @@ std::mutex& training_mutex() {
   return mu;
 }
 
+// True when no piece holds the whitespace marker except as its first character or as a run of
+// markers only. No piece then spans a point where a space follows another character, so text cut
+// there encodes to the same ids piece by piece as whole.
+bool pieces_split_at_spaces(const sentencepiece::SentencePieceProcessor& sp) {
+  static const std::string kMarker = "\xE2\x96\x81";  // U+2581
+  for (int id = 0; id < sp.GetPieceSize(); ++id) {
+    const std::string& piece = sp.IdToPiece(id);
+    const size_t inner = piece.find(kMarker, 1);
+    if (inner == std::string::npos) continue;
+    for (size_t at = 0; at < piece.size(); at += kMarker.size()) {
+      if (piece.compare(at, kMarker.size(), kMarker) != 0) return false;
+    }
+  }
+  return true;
+}
+
+// SentencePiece's BPE encoder slows down with the length of its input (a heap over all symbol
+// pairs): long texts are encoded in pieces of about this size.
+constexpr size_t kEncodeChunk = 4096;
+
+// Where to end the next piece of `text`: before the first space that follows a non-space after
+// kEncodeChunk bytes, or the end.
+size_t next_cut(std::string_view text) {
+  for (size_t i = kEncodeChunk; i < text.size(); ++i) {
+    if (text[i] == ' ' && text[i - 1] != ' ') return i;
+  }
+  return text.size();
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::load(const std::string& path) {
@@ -209,6 +238,11 @@ Tokenizer Tokenizer::from_bytes(std::string bytes, std::string name) {
   }
   Tokenizer t;
   t.spec_ = read_spec(bytes);
+  // BPE only: unigram's Viterbi search breaks ties between equally good segmentations through
+  // rounding of the running path score, which depends on where the text starts.
+  t.split_safe_ = t.spec_.model_type == "bpe" && t.spec_.normalization == "identity" &&
+                  !t.spec_.add_dummy_prefix && !t.spec_.remove_extra_whitespaces &&
+                  pieces_split_at_spaces(*sp);
   t.hash_ = sha256_hex(bytes);
   t.bytes_ = std::move(bytes);
   t.name_ = std::move(name);
@@ -217,10 +251,16 @@ Tokenizer Tokenizer::from_bytes(std::string bytes, std::string name) {
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> out;
   std::vector<int> ids;
-  const auto status = sp_->Encode(text, &ids);
-  LN_CHECK(status.ok(), "[tokenizer] encode failed: ", status.ToString());
-  return std::vector<int32_t>(ids.begin(), ids.end());
+  while (!text.empty()) {
+    const size_t cut = split_safe_ ? next_cut(text) : text.size();
+    const auto status = sp_->Encode(text.substr(0, cut), &ids);
+    LN_CHECK(status.ok(), "[tokenizer] encode failed: ", status.ToString());
+    out.insert(out.end(), ids.begin(), ids.end());
+    text.remove_prefix(cut);
+  }
+  return out;
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {
@@ -266,6 +306,8 @@ std::string train_tokenizer(CorpusReader& corpus, const TokenizerTrainOptions& o
       // Text comes back exactly as it went in: no Unicode normalisation, whitespace kept.
       {"normalization_rule_name", "identity"},
       {"remove_extra_whitespaces", "false"},
+      // No space is invented in front of a text, so encodings of adjacent pieces concatenate.
+      {"add_dummy_prefix", "false"},
       {"allow_whitespace_only_pieces", "true"},
       // Digits one by one: numbers (passkeys) tokenise the same way wherever they occur.
       {"split_digits", "true"},
@@ -325,14 +367,20 @@ std::string tokenizer_summary(const Tokenizer& t, int sample_pieces) {
     << "  byte fallback   " << (t.byte_fallback() ? "yes" : "no") << "\n"
     << "  normalisation   " << (t.spec().normalization.empty() ? "(none)" : t.spec().normalization)
     << (t.spec().remove_extra_whitespaces ? ", extra whitespace removed" : ", whitespace kept")
-    << "\n"
+    << (t.spec().add_dummy_prefix ? ", space added in front" : "") << "\n"
     << "  special ids     pad " << SpecialIds::pad << ", unk " << SpecialIds::unk << ", bos "
     << SpecialIds::bos << ", eos " << SpecialIds::eos << "\n";
   const int32_t first = SpecialIds::eos + 1 + (t.byte_fallback() ? 256 : 0);
   if (sample_pieces > 0 && first < t.vocab_size()) {
     s << "  pieces from " << first << ":";
     for (int32_t id = first; id < std::min(t.vocab_size(), first + sample_pieces); ++id) {
-      s << " " << t.piece(id);
+      s << " ";
+      for (char c : t.piece(id)) {  // keep the list on one line
+        if (c == '\n') s << "\\n";
+        else if (c == '\t') s << "\\t";
+        else if (c == '\r') s << "\\r";
+        else s << c;
+      }
     }
     s << "\n";
   }

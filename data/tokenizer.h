@@ -1,9 +1,11 @@
 #pragma once
 // The tokenizer: SentencePiece models (BPE or unigram) trained and applied through SentencePiece's
-// C++ API. Models trained here use the identity normalisation with whitespace kept, byte fallback
-// and the special ids of special_ids.h, so decode(encode(text)) == text for any valid UTF-8 text
-// without the character U+2581 (SentencePiece's own whitespace marker). A model is identified by
-// the SHA-256 of its file, which every token store records.
+// C++ API. Models trained here use the identity normalisation with whitespace kept and no space
+// added in front, byte fallback and the special ids of special_ids.h, so decode(encode(text)) ==
+// text for any valid UTF-8 text without the character U+2581 (SentencePiece's own whitespace
+// marker), and, for BPE models, encode(a + b) == encode(a) + encode(b) when b starts with a space
+// that follows a non-space. A model is identified by the SHA-256 of its file, which every token
+// store records.
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -36,7 +38,8 @@ class Tokenizer {
   /// Loads from the bytes of a .model file; `name` appears in messages.
   static Tokenizer from_bytes(std::string bytes, std::string name);
 
-  /// Token ids of `text` (no BOS or EOS added).
+  /// Token ids of `text` (no BOS or EOS added), as SentencePiece encodes the whole text. Long
+  /// texts are encoded in pieces cut before a space when the model guarantees the same result.
   std::vector<int32_t> encode(std::string_view text) const;
   /// The text of `ids`; throws for an id outside the vocabulary.
   std::string decode(std::span<const int32_t> ids) const;
@@ -63,6 +66,7 @@ class Tokenizer {
   std::string hash_;
   std::string name_;
   TokenizerSpec spec_;
+  bool split_safe_ = false;  // long texts may be encoded piece by piece (see encode)
 };
 
 /// How to train a model.

@@ -43,7 +43,7 @@ TEST(Passkey, ExamplesHaveTheRequestedLengthAndDepth) {
     ASSERT_EQ(static_cast<int64_t>(ex.prompt.size() + ex.answer.size()), 3000);
     EXPECT_EQ(ex.passkey.size(), 5u);
     EXPECT_NE(ex.passkey[0], '0');
-    EXPECT_EQ(tok.decode(ex.answer), ex.passkey);
+    EXPECT_EQ(tok.decode(ex.answer), " " + ex.passkey);
     const std::string prompt = tok.decode(ex.prompt);
     EXPECT_EQ(prompt.rfind("There is important information hidden", 0), 0u);
     EXPECT_TRUE(prompt.ends_with("What is the pass key? The pass key is")) << prompt.substr(prompt.size() - 60);
@@ -53,7 +53,7 @@ TEST(Passkey, ExamplesHaveTheRequestedLengthAndDepth) {
     const std::string before = tok.decode(std::span<const int32_t>(ex.prompt.data(), ex.needle_position));
     const double at = static_cast<double>(prompt.find(needle)) / static_cast<double>(prompt.size());
     EXPECT_NEAR(at, depth, 0.05) << "depth " << depth;
-    EXPECT_EQ(prompt.find(needle), before.size() + 1);  // after the word-start space
+    EXPECT_EQ(prompt.find(needle), before.size() + 1);  // after the needle's newline
     for (int32_t id : ex.prompt) ASSERT_NE(id, SpecialIds::eos);
   }
   // Fixed seed and index fix the example; another index changes the key.
@@ -98,7 +98,7 @@ TEST(Passkey, DatasetMarksTheAnswerTokens) {
   }
   EXPECT_EQ(first + ones, 1024);  // the answer is the tail
   std::vector<int32_t> answer(tokens.begin() + first, tokens.end());
-  const std::string key = task->tokenizer().decode(answer);
+  const std::string key = task->tokenizer().decode(answer).substr(1);
   EXPECT_EQ(key.size(), 5u);
   std::vector<int32_t> prompt(tokens.begin(), tokens.begin() + first);
   EXPECT_NE(task->tokenizer().decode(prompt).find("The pass key is " + key + "."), std::string::npos);

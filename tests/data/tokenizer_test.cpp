@@ -1,6 +1,7 @@
 // Training, encoding and decoding with SentencePiece; the model hash; training errors.
 #include <gtest/gtest.h>
 
+#include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
 #include "data/sha256.h"
@@ -65,12 +66,40 @@ TEST(Tokenizer, RoundTripsTextExactly) {
 
 TEST(Tokenizer, DigitsAreSingleTokens) {
   const Tokenizer& tok = testing::shared_tokenizer();
+  // Each digit stands alone (as a digit piece, or a byte piece where it was too rare for one).
   const auto ids = tok.encode("98765");
-  // The model may attach the word-start marker to the first digit; the rest stand alone (as a
-  // digit piece, or a byte piece where the digit was too rare to get one).
-  ASSERT_GE(ids.size(), 5u);
-  for (size_t i = ids.size() - 4; i < ids.size(); ++i) {
-    EXPECT_EQ(tok.decode(std::vector<int32_t>{ids[i]}), std::string(1, "98765"[i - (ids.size() - 5)]));
+  ASSERT_EQ(ids.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(tok.decode(std::vector<int32_t>{ids[i]}), std::string(1, "98765"[i]));
+}
+
+TEST(Tokenizer, LongTextsEncodeAsSentencePieceEncodesThemWhole) {
+  // Reference: SentencePiece itself on the whole text, against the piecewise encoding.
+  TokenizerTrainOptions unigram;
+  unigram.model_type = "unigram";
+  unigram.vocab_size = 800;
+  unigram.threads = 1;
+  const Tokenizer models[] = {
+      testing::shared_tokenizer(),
+      Tokenizer::from_bytes(train_on("/usr/share/common-licenses/GPL-3", unigram), "unigram")};
+  std::string odd;  // space runs, tabs and newlines at the cut points
+  for (int i = 0; i < 3000; ++i) odd += (i % 7 == 0) ? "x    \t y\n  " : "word  ";
+  for (const Tokenizer& tok : models) {
+    sentencepiece::SentencePieceProcessor sp;
+    ASSERT_TRUE(sp.LoadFromSerializedProto(tok.bytes()).ok());
+    CorpusReader licenses(testing::licenses_corpus());
+    Document d;
+    int long_docs = 0;
+    while (licenses.next(d)) {
+      std::vector<int> whole;
+      ASSERT_TRUE(sp.Encode(d.text, &whole).ok());
+      EXPECT_EQ(tok.encode(d.text), std::vector<int32_t>(whole.begin(), whole.end())) << tok.name() << " " << d.origin;
+      long_docs += d.text.size() > 3 * 4096;
+    }
+    EXPECT_GT(long_docs, 3);
+    std::vector<int> whole;
+    ASSERT_TRUE(sp.Encode(odd, &whole).ok());
+    EXPECT_EQ(tok.encode(odd), std::vector<int32_t>(whole.begin(), whole.end())) << tok.name();
+    EXPECT_FALSE(tok.spec().add_dummy_prefix);
   }
 }
 
@@ -124,7 +153,7 @@ TEST(Tokenizer, LongLinesAreLearntNotDropped) {
   o.vocab_size = 400;
   o.threads = 1;
   const Tokenizer t = Tokenizer::from_bytes(train_on(dir.path().string(), o), "long");
-  EXPECT_EQ(t.encode("zorblat").size(), 1u);
+  EXPECT_EQ(t.encode(" zorblat").size(), 1u);
 }
 
 TEST(Tokenizer, TooLargeAVocabularyIsAClearError) {

@@ -11,6 +11,12 @@ void register_bench(CLI::App& app);
 void register_config(CLI::App& app);
 /// `longnet report RUN_DIR`: an HTML page with the run's metric curves.
 void register_report(CLI::App& app);
+/// `longnet tokenizer train|encode|decode`: SentencePiece models.
+void register_tokenizer(CLI::App& app);
+/// `longnet prepare`: tokenise a corpus into HDF5 token stores.
+void register_prepare(CLI::App& app);
+/// `longnet inspect FILE`: describe a token store or a tokenizer model.
+void register_inspect(CLI::App& app);
 /// Runs the chosen subcommand; returns the process exit code.
 int run_selected(CLI::App& app);
 

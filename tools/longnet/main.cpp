@@ -10,6 +10,9 @@ int main(int argc, char** argv) {
   CLI::App app{"longnet: train and run LongNet transformers"};
   app.require_subcommand(1);
   longnet::tools::register_bench(app);
+  longnet::tools::register_tokenizer(app);
+  longnet::tools::register_prepare(app);
+  longnet::tools::register_inspect(app);
   longnet::tools::register_config(app);
   longnet::tools::register_report(app);
   try {
