@@ -337,7 +337,8 @@ void validate(const ModelConfig& c, Device device) {
     const int64_t d = c.head_dim();
     need(d == 32 || d == 64 || d == 128, "head dim " + std::to_string(d) +
                                              " (dim / heads) is not one the GPU attention kernels take (32, 64, 128)");
-    need(c.compute_dtype != DType::F64, "compute_dtype f64 has no GPU attention kernel; use f32, bf16 or f16");
+    need(is_reduced_float(c.compute_dtype), std::string("compute_dtype ") + dtype_name(c.compute_dtype) +
+                                                " has no GPU attention kernel; use bf16 or f16");
   }
   if (problems.empty()) return;
   std::string msg = "[model config] '" + c.name + "' is invalid:";

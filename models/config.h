@@ -65,7 +65,8 @@ struct ModelConfig {
   int64_t ignore_index = -100;
   /// Seed of the initial weights.
   uint64_t seed = 0;
-  /// Dtype of activations (parameters stay f32): f32, or bf16 / f16 on a GPU.
+  /// Dtype of activations (parameters stay f32): f32 on the CPU (16-bit types are computed in f32
+  /// there), bf16 or f16 on a GPU.
   DType compute_dtype = DType::F32;
 
   int64_t head_dim() const { return heads > 0 ? dim / heads : 0; }
@@ -79,8 +80,8 @@ ModelConfig model_preset(const std::string& name);
 std::vector<std::string> model_preset_names();
 
 /// Throws a longnet::Error listing every problem of the config (sizes, kinds, core names, the
-/// dilated schedule, ...). On a CUDA `device`, the head dim must also be one the GPU attention
-/// kernels take (32, 64 or 128); on the CPU any head dim works.
+/// dilated schedule, ...). On a CUDA `device`, the head dim and compute dtype must also be ones the
+/// GPU attention kernels take (head dim 32, 64 or 128; bf16 or f16); on the CPU any work.
 void validate(const ModelConfig& config, Device device = Device::cpu());
 
 /// Parameter count of the model `config` describes, from the formula (not from a built module).

@@ -31,7 +31,9 @@ TEST(ModelConfig, EveryPresetIsValid) {
     EXPECT_EQ(c.name, n);
     EXPECT_NO_THROW(validate(c)) << n;
     if (n != "tiny" && n != "tiny_encoder_decoder") {
-      EXPECT_NO_THROW(validate(c, Device::cuda())) << n;
+      ModelConfig gpu = c;
+      gpu.compute_dtype = DType::BF16;
+      EXPECT_NO_THROW(validate(gpu, Device::cuda())) << n;
     }
   }
   const ModelConfig p = model_preset("125m");
@@ -68,15 +70,17 @@ TEST(ModelConfig, ValidationListsEveryProblem) {
   }
 }
 
-TEST(ModelConfig, HeadDimOfGpuKernelsIsCheckedOnlyForGpus) {
+TEST(ModelConfig, GpuKernelLimitsAreCheckedOnlyForGpus) {
   ModelConfig c = model_preset("tiny");
   c.dim = 96;
-  c.heads = 1;  // head dim 96: fine on the CPU
+  c.heads = 1;  // head dim 96 in f32: fine on the CPU
   EXPECT_NO_THROW(validate(c, Device::cpu()));
   const std::string msg = error_message([&] { validate(c, Device::cuda()); });
   EXPECT_NE(msg.find("head dim 96"), std::string::npos) << msg;
   EXPECT_NE(msg.find("32, 64, 128"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("compute_dtype f32 has no GPU attention kernel"), std::string::npos) << msg;
   c.heads = 3;  // 32
+  c.compute_dtype = DType::BF16;
   EXPECT_NO_THROW(validate(c, Device::cuda()));
 }
 

@@ -1,5 +1,7 @@
-// The LongNet LM on a GPU: loss and gradients equal the CPU's for the same weights (f32), bf16
-// activations track them, and a tiny model overfits one batch on the GPU. Skipped without a GPU.
+// The LongNet LM on a GPU (bf16 activations, which the GPU attention kernels take): loss and
+// gradients track the CPU's f32 ones for the same weights, with every core, and a tiny model
+// overfits one batch. Skipped without a GPU.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -16,9 +18,7 @@
 namespace longnet {
 namespace {
 
-using testing::all_close;
-
-// Small, with a head dim the GPU kernels take.
+// Small, with a head dim the GPU kernels take; f32 activations (for the CPU reference).
 ModelConfig gpu_tiny(const std::string& attention) {
   ModelConfig c = model_preset("tiny");
   c.dim = 64;
@@ -53,35 +53,38 @@ LossAndGrads run(LongNetLM& model, const Tensor& tokens, const Tensor& targets) 
 
 class CudaLongNetLM : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(CudaLongNetLM, LossAndGradientsMatchTheCpu) {
+// |a - b| / |b| over all elements: bf16 rounding through the network leaves each gradient a
+// relative error of a few 1e-3; a wrong gradient is off by order 1.
+double relative_error(const Tensor& a, const Tensor& b) {
+  const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    diff += (va[i] - vb[i]) * (va[i] - vb[i]);
+    norm += vb[i] * vb[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+TEST_P(CudaLongNetLM, Bf16LossAndGradientsTrackTheCpu) {
   LN_REQUIRE_GPU();
   const ModelConfig c = gpu_tiny(GetParam());
   LongNetLM cpu_model(c);
+  ModelConfig half = c;
+  half.compute_dtype = DType::BF16;
   std::unique_ptr<LongNetLM> gpu_model;
   {
     DefaultDeviceGuard guard(Device::cuda());
-    gpu_model = std::make_unique<LongNetLM>(c, false);
+    gpu_model = std::make_unique<LongNetLM>(half, false);
   }
   gpu_model->load_state_dict(cpu_model.state_dict());
   const Tensor tokens = tokens_of(2, 64, c.vocab_size, 1, Device::cpu()), targets = tokens_of(2, 64, c.vocab_size, 2, Device::cpu());
   const LossAndGrads want = run(cpu_model, tokens, targets);
   const LossAndGrads got = run(*gpu_model, tokens.to(Device::cuda()), targets.to(Device::cuda()));
-  EXPECT_NEAR(got.loss, want.loss, 1e-4 * want.loss) << GetParam();
+  EXPECT_NEAR(got.loss, want.loss, 0.01 * want.loss) << GetParam();
   const auto names = cpu_model.named_parameters();
   for (size_t i = 0; i < want.grads.size(); ++i) {
-    EXPECT_TRUE(all_close(got.grads[i], want.grads[i], 1e-4, 1e-2)) << GetParam() << " " << names[i].first;
+    EXPECT_LT(relative_error(got.grads[i], want.grads[i]), 0.05) << GetParam() << " " << names[i].first;
   }
-  // bf16 activations on the GPU: the loss within a few percent of f32.
-  ModelConfig half = c;
-  half.compute_dtype = DType::BF16;
-  std::unique_ptr<LongNetLM> bf16_model;
-  {
-    DefaultDeviceGuard guard(Device::cuda());
-    bf16_model = std::make_unique<LongNetLM>(half, false);
-  }
-  bf16_model->load_state_dict(cpu_model.state_dict());
-  const double bf16_loss = run(*bf16_model, tokens.to(Device::cuda()), targets.to(Device::cuda())).loss;
-  EXPECT_NEAR(bf16_loss, want.loss, 0.02 * want.loss) << GetParam();
 }
 
 INSTANTIATE_TEST_SUITE_P(Cores, CudaLongNetLM, ::testing::Values("dense", "dilated", "block_sparse", "adaptive"));
