@@ -7,7 +7,10 @@
 #include "framework/autograd/grad_mode.h"
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
+#include "framework/ops/elementwise.h"
 #include "framework/ops/factory.h"
+#include "framework/ops/reduce.h"
+#include "framework/ops/shape_ops.h"
 #include "layers/attention/decode_step.h"
 #include "layers/attention/dense.h"
 #include "layers/attention/dilated.h"
@@ -98,11 +101,42 @@ AttentionResult finish_decode(const Tensor& q, const AttentionOutput& r) {
 using decode_detail::begin_decode;
 using decode_detail::finish_decode;
 
+namespace {
+
+// Keys per split of a single-row dense step: one query row gives the attention kernels one tile
+// per (batch, head), too little parallel work for a long cache; splitting the keys into this many
+// per batch entry and merging the splits by log-sum-exp (flash-decoding) spreads it.
+constexpr int64_t kDenseSplitKeys = 1024;
+
+// One query row (B, 1, H, D) against keys, values (B, L, H, D), all visible, L >= 2 splits: the
+// splits as an extra batch dim of one call, the remainder in a second, merged exactly by LSE.
+AttentionOutput split_key_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p) {
+  const int64_t b = q.size(0), heads = q.size(2), d = q.size(3), len = k.size(1);
+  const int64_t splits = len / kDenseSplitKeys, whole = splits * kDenseSplitKeys;
+  auto split = [&](const Tensor& t) { return t.narrow(1, 0, whole).view({b, splits, kDenseSplitKeys, heads, d}); };
+  const AttentionOutput parts = attention_forward(q.unsqueeze(1).expand({b, splits, 1, heads, d}), split(k), split(v), p);
+  Tensor outs = cast(parts.out, DType::F32), lses = parts.lse;  // (B, S, 1, H, D), (B, S, H, 1)
+  if (whole < len) {
+    const AttentionOutput rest = attention_forward(q, k.narrow(1, whole, len - whole), v.narrow(1, whole, len - whole), p);
+    outs = cat({outs, cast(rest.out, DType::F32).unsqueeze(1)}, 1);
+    lses = cat({lses, rest.lse.unsqueeze(1)}, 1);
+  }
+  lses = cast(lses, DType::F32);
+  const Tensor total = logsumexp(lses, {1}, true);                                     // (B, 1, H, 1)
+  const Tensor weights = exp(sub(lses, total)).permute({0, 1, 3, 2}).unsqueeze(4);  // (B, S, 1, H, 1)
+  return {sum(mul(outs, weights), {1}), cast(total.squeeze(1), parts.lse.dtype())};
+}
+
+}  // namespace
+
 AttentionResult DenseAttention::decode(const Tensor& q, const Tensor& k, const Tensor& v, KvCache& cache) {
   NoGradGuard no_grad;
   const auto s = begin_decode("dense", q, k, v, cache);
   AttentionParams p;
   p.scale = scale_;
+  if (s.end - s.start == 1 && s.end >= 2 * kDenseSplitKeys) {
+    return finish_decode(q, split_key_attention(s.q, cache.keys(), cache.values(), p));  // every key is visible
+  }
   p.causal = true;
   p.causal_offset = s.start;
   return finish_decode(q, attention_forward(s.q, cache.keys(), cache.values(), p));

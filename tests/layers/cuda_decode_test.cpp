@@ -104,5 +104,29 @@ TEST(CudaDecode, EveryCoreMatchesItsForwardInBf16) {
   }
 }
 
+TEST(CudaDecode, DenseStepsOverLongCachesMatchTheForward) {
+  // Single-row steps over 4K+ cached keys take the split-key path (splits merged by LSE).
+  LN_REQUIRE_GPU();
+  const Device gpu = Device::cuda(0);
+  DefaultDeviceGuard on_gpu(gpu);
+  NoGradGuard no_grad;
+  const int64_t n = 4500, prefill = 4490;
+  Generator g(4);
+  std::vector<Tensor> qkv;
+  for (int i = 0; i < 3; ++i) qkv.push_back(cast(randn({2, n, 4, 64}, DType::F32, Device::cpu(), &g), DType::BF16).to(gpu));
+  auto core = make_attention_core("dense");
+  AttentionOptions causal;
+  causal.causal = true;
+  const AttentionResult full = core->forward(qkv[0], qkv[1], qkv[2], causal);
+  KvCache cache(n);
+  core->decode(qkv[0].narrow(1, 0, prefill), qkv[1].narrow(1, 0, prefill), qkv[2].narrow(1, 0, prefill), cache);
+  for (int64_t at = prefill; at < n; ++at) {
+    const AttentionResult r =
+        core->decode(qkv[0].narrow(1, at, 1), qkv[1].narrow(1, at, 1), qkv[2].narrow(1, at, 1), cache);
+    EXPECT_LT(relative_error(r.out, full.out.narrow(1, at, 1)), kMaxRelError) << "row " << at;
+    EXPECT_LT(max_abs_error(r.lse, full.lse.narrow(2, at, 1)), kLseTolerance) << "row " << at;
+  }
+}
+
 }  // namespace
 }  // namespace longnet

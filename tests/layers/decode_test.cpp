@@ -95,6 +95,14 @@ TEST(Decode, DenseEqualsCausalForward) {
   expect_all_schedules(*core, {2, 37, 3, 8});
 }
 
+TEST(Decode, DenseStepsOverLongCachesSplitTheKeys) {
+  // From 2048 cached keys a single-row step splits the keys in 1024s and merges the splits; the
+  // steps cover a length with a remainder and one (3072) without.
+  auto core = make_attention_core("dense");
+  const Qkv x = random_qkv({2, 3075, 2, 8}, DType::F32, 9);
+  expect_decode_matches(*core, x, prefill_then_steps(3075, 3069), 2e-5, 1024);
+}
+
 TEST(Decode, DilatedEqualsCausalForward) {
   // N = 37 is a multiple of no segment; heads 4 with rates up to 4.
   auto a = make_attention_core("dilated", dilated_config({4, 8, 16}, {1, 2, 4}));

@@ -12,6 +12,7 @@
 #include "framework/autograd/grad_mode.h"
 #include "framework/core/error.h"
 #include "framework/core/storage.h"
+#include "framework/ops/attention.h"
 #include "framework/ops/factory.h"
 #include "models/generation.h"
 #include "tools/longnet/registry.h"
@@ -37,7 +38,15 @@ struct DecodeBenchOptions {
   int64_t prefill_chunk = 4096;
   std::string device = "auto";  // auto | cpu | cuda
   std::string dtype;            // default: bf16 on the GPU, f32 on the CPU
+  std::string kernel = "auto";  // dense attention parts on the GPU: auto | own | cudnn
 };
+
+AttentionKernel kernel_from_name(const std::string& name) {
+  if (name == "own") return AttentionKernel::Own;
+  if (name == "cudnn") return AttentionKernel::Cudnn;
+  LN_CHECK(name == "auto", "[bench decode] --attention-kernel must be auto, own or cudnn, got '", name, "'");
+  return AttentionKernel::Auto;
+}
 
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -62,8 +71,11 @@ Device pick_device(const std::string& name) {
 int run_decode_bench(const DecodeBenchOptions& opt) {
   const Device device = pick_device(opt.device);
   const DType dtype = opt.dtype.empty() ? (device.is_cuda() ? DType::BF16 : DType::F32) : dtype_from_name(opt.dtype);
-  std::printf("decode speed: preset %s, batch %lld, %s %s, %lld timed steps after %lld warm-up, prefill chunks of %lld\n",
+  const AttentionKernelScope kernel(kernel_from_name(opt.kernel));
+  std::printf("decode speed: preset %s, batch %lld, %s %s (attention kernel %s), %lld timed steps after %lld warm-up, "
+              "prefill chunks of %lld\n",
               opt.preset.c_str(), static_cast<long long>(opt.batch), device.str().c_str(), dtype_name(dtype),
+              opt.kernel.c_str(),
               static_cast<long long>(opt.steps), static_cast<long long>(opt.warmup),
               static_cast<long long>(opt.prefill_chunk));
   std::printf("(a step: the decoder over one new token per sequence against the KV cache, then the greedy choice on the "
@@ -163,6 +175,7 @@ void register_bench_decode(CLI::App& bench) {
   cmd->add_option("--prefill-chunk", opt->prefill_chunk, "Positions per prefill call")->check(CLI::PositiveNumber);
   cmd->add_option("--device", opt->device, "auto (the GPU when there is one), cpu or cuda");
   cmd->add_option("--dtype", opt->dtype, "Compute dtype (default bf16 on the GPU, f32 on the CPU)");
+  cmd->add_option("--attention-kernel", opt->kernel, "Dense attention parts on the GPU: auto (cuDNN where it can), own, cudnn");
   on_run(cmd, [opt, attention, context] {
     opt->attention = split_list<std::string>(*attention);
     opt->context = split_list<int64_t>(*context);
