@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "framework/core/error.h"
+#include "models/config.h"
 #include "tools/longnet/commands.h"
 #include "tools/longnet/registry.h"
 
@@ -34,11 +35,18 @@ ConfigKey choice(std::string key, ConfigField (*field)(RunConfig&), std::string 
   return ConfigKey{std::move(key), field, std::move(help), std::nullopt, std::nullopt, std::move(choices)};
 }
 
+// "" (no preset) and every model preset.
+std::vector<std::string> preset_choices() {
+  std::vector<std::string> out{""};
+  for (const std::string& n : longnet::model_preset_names()) out.push_back(n);
+  return out;
+}
+
 std::vector<ConfigKey> make_schema() {
   return {
       // [model]
-      choice(LN_KEY(model.preset), "Named model size applied before explicit keys (sets dim, layers, heads, ffn_dim)",
-             {"", "tiny", "small", "125m", "350m", "760m", "1.3b", "2.7b"}),
+      choice(LN_KEY(model.preset), "Named model (models/config.h) whose [model] values apply before explicit keys",
+             preset_choices()),
       choice(LN_KEY(model.kind), "Decoder-only LM or encoder-decoder (document-to-text)", {"decoder", "encoder_decoder"}),
       ranged(LN_KEY(model.vocab_size), "Vocabulary size (the tokenizer's)", 2),
       ranged(LN_KEY(model.dim), "Model width", 1),
@@ -246,31 +254,24 @@ void assign(RunConfig& config, const ConfigKey& k, const TomlValue& v, const std
       k.field(config));
 }
 
-struct Preset {
-  const char* name;
-  int64_t dim, layers, heads, ffn_dim;
-};
-
-// The LongNet paper's sizes (125M to 2.7B) and two small ones for CPUs.
-constexpr Preset kPresets[] = {
-    {"tiny", 128, 2, 4, 512},       {"small", 256, 4, 4, 1024},     {"125m", 768, 12, 12, 3072},
-    {"350m", 1024, 24, 16, 4096},   {"760m", 1536, 24, 16, 6144},   {"1.3b", 2048, 24, 32, 8192},
-    {"2.7b", 2560, 32, 32, 10240},
-};
-
+// The model preset's values for every key of [model] (the preset table lives with the models).
 void apply_preset(RunConfig& c, const std::string& name) {
   if (name.empty()) return;
-  for (const Preset& p : kPresets) {
-    if (name == p.name) {
-      c.model.preset = name;
-      c.model.dim = p.dim;
-      c.model.layers = p.layers;
-      c.model.heads = p.heads;
-      c.model.ffn_dim = p.ffn_dim;
-      return;
-    }
-  }
-  LN_FAIL("[config] unknown model preset '", name, "' (known: ", join(model_preset_names(), ", "), ")");
+  const longnet::ModelConfig p = longnet::model_preset(name);
+  c.model.preset = name;
+  c.model.kind = p.kind;
+  c.model.vocab_size = p.vocab_size;
+  c.model.dim = p.dim;
+  c.model.layers = p.layers;
+  c.model.encoder_layers = p.encoder_layers;
+  c.model.heads = p.heads;
+  c.model.ffn_dim = p.ffn_dim;
+  c.model.ffn_kind = p.ffn_kind;
+  c.model.norm = p.norm;
+  c.model.positions = p.positions;
+  c.model.tie_weights = p.tie_weights;
+  c.model.dropout = p.dropout;
+  c.model.checkpoint_activations = p.checkpoint_activations;
 }
 
 // The key's field in a scratch config: its alternative tells the key's type.
@@ -385,12 +386,6 @@ const ConfigKey* find_config_key(const std::string& key) {
     if (k.key == key) return &k;
   }
   return nullptr;
-}
-
-std::vector<std::string> model_preset_names() {
-  std::vector<std::string> out;
-  for (const Preset& p : kPresets) out.push_back(p.name);
-  return out;
 }
 
 std::vector<ConfigAssignment> assignments_from_toml(const io::TomlDocument& doc) {

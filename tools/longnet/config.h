@@ -22,7 +22,7 @@ namespace longnet::tools {
 
 /// [model]: the network.
 struct ModelConfig {
-  std::string preset;  // a named size applied before explicit keys; "" for none
+  std::string preset;  // a named model (models/config.h) applied before explicit keys; "" for none
   std::string kind = "decoder";
   int64_t vocab_size = 32000;
   int64_t dim = 768;
@@ -217,9 +217,6 @@ RunConfig load_config(const std::optional<std::filesystem::path>& file, const st
 /// Cross-key checks (segment and dilation lists pair up, heads divide dim, the schedule is valid,
 /// ...); throws naming the keys involved.
 void validate(const RunConfig& config);
-
-/// The names of the model presets (model.preset).
-std::vector<std::string> model_preset_names();
 
 /// The config as TOML, every key, sections in schema order (with_help: a comment per key).
 std::string format_config(const RunConfig& config, bool with_help = false);
