@@ -106,6 +106,21 @@ TEST(Loader, EachEpochVisitsEveryExampleOnceAcrossRanksAndReshuffles) {
   EXPECT_EQ(ids_of(ordered.next()), (std::vector<int64_t>{6, 7}));
 }
 
+TEST(Loader, SequenceParallelPeersShareBatchesDataParallelRanksDoNot) {
+  // A 2 x 2 mesh: world ranks 0..3, dp_rank = world / 2, sp_rank = world % 2. Each rank builds
+  // its loader from its dp coordinates only.
+  auto ds = std::make_shared<CountingDataset>(64, 4);
+  std::vector<std::unique_ptr<Loader>> world;
+  for (int w = 0; w < 4; ++w) world.push_back(std::make_unique<Loader>(ds, opts(2, 8, w / 2, 2)));
+  for (int step = 0; step < 20; ++step) {
+    std::vector<std::vector<int64_t>> tokens;
+    for (auto& l : world) tokens.push_back(l->next().tokens().to_vector<int64_t>());
+    EXPECT_EQ(tokens[0], tokens[1]);  // sp peers of dp group 0
+    EXPECT_EQ(tokens[2], tokens[3]);  // sp peers of dp group 1
+    EXPECT_NE(tokens[0], tokens[2]);
+  }
+}
+
 TEST(Loader, SameSeedSameBatchesForEveryPrefetchDepth) {
   auto ds = std::make_shared<CountingDataset>(64, 3);
   Loader a(ds, opts(4, 5, 0, 1, 0)), b(ds, opts(4, 5, 0, 1, 3)), c(ds, opts(4, 6, 0, 1, 1));

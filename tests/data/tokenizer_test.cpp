@@ -169,8 +169,12 @@ TEST(Tokenizer, TooLargeAVocabularyIsAClearError) {
     EXPECT_NE(msg.find("at most"), std::string::npos) << msg;
   }
   o.vocab_size = 200;
-  const std::string msg = error_of([&] { train_on(path, o); });
+  std::string msg = error_of([&] { train_on(path, o); });
   EXPECT_NE(msg.find("256 byte pieces"), std::string::npos) << msg;
+  o.vocab_size = 265;  // room for 5 of the corpus's 19 characters
+  msg = error_of([&] { train_on(path, o); });
+  EXPECT_NE(msg.find("cannot hold the special ids, the 256 byte pieces and the corpus's characters"),
+            std::string::npos) << msg;
   o.vocab_size = 1000;
   o.model_type = "wordpiece";
   EXPECT_NE(error_of([&] { train_on(path, o); }).find("unknown model type"), std::string::npos);

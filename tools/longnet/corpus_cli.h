@@ -19,13 +19,13 @@ struct CorpusCli {
 
   /// The corpus to read: the inputs given, or the default corpus (Python docs) when none.
   data::CorpusOptions options() const {
-    data::CorpusOptions o = inputs.empty() ? data::default_corpus_options() : data::CorpusOptions{};
-    if (!inputs.empty()) {
+    data::CorpusOptions o;
+    if (inputs.empty()) {
+      o = data::default_corpus_options();
+    } else {
       o.inputs = inputs;
-      o.suffixes = suffixes;
-    } else if (!suffixes.empty()) {
-      o.suffixes = suffixes;
     }
+    if (!inputs.empty() || !suffixes.empty()) o.suffixes = suffixes;  // given ones replace the default's
     o.format = data::input_format_from_string(format);
     o.text_field = text_field;
     o.invalid_utf8 = skip_invalid_utf8 ? data::InvalidUtf8::kSkip : data::InvalidUtf8::kError;
