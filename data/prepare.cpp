@@ -6,6 +6,7 @@
 #include <cmath>
 #include <exception>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <thread>
 

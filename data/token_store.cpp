@@ -373,7 +373,11 @@ TokenStore::~TokenStore() {
 
 bool is_hdf5_file(const std::string& path) {
   h5::Lock lock;
+#if H5_VERSION_GE(1, 12, 0)
+  const htri_t r = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
+#else
   const htri_t r = H5Fis_hdf5(path.c_str());
+#endif
   H5Eclear2(H5E_DEFAULT);
   return r > 0;
 }
