@@ -161,6 +161,10 @@ DecoderCache make_decoder_cache(const LongNetDecoder& decoder, int64_t max_lengt
 
 Tensor decode_hidden(const LongNetDecoder& decoder, const Tensor& tokens, DecoderCache& cache) {
   NoGradGuard no_grad;
+  // cuDNN builds an execution plan per new attention shape, and every decoding step brings new
+  // ones (the cache grows): single-row steps run our kernels unless a kernel was chosen.
+  const bool step = tokens.dim() == 2 && tokens.size(1) == 1 && attention_kernel() == AttentionKernel::Auto;
+  const AttentionKernelScope kernel(step ? AttentionKernel::Own : attention_kernel());
   LN_CHECK(cache.self.size() == decoder.layers().size(), "[generate] the cache has ", cache.self.size(),
            " layers, the decoder ", decoder.layers().size());
   Tensor x = decoder.embed(tokens);

@@ -47,7 +47,8 @@ DecoderCache make_decoder_cache(const LongNetDecoder& decoder, int64_t max_lengt
 
 /// Final hidden states (B, n, dim), after the final norm, of tokens (B, n) at positions
 /// cache.length() .. cache.length() + n - 1; appends their keys and values. Not recorded; no
-/// dropout (inference).
+/// dropout (inference). Single-row steps run the framework's own attention kernels on the GPU
+/// when the attention kernel choice is Auto (see framework/ops/attention.h).
 Tensor decode_hidden(const LongNetDecoder& decoder, const Tensor& tokens, DecoderCache& cache);
 /// Logits (B, n, vocab) of the same rows: decoder.project(decode_hidden(...)).
 Tensor decode_logits(const LongNetDecoder& decoder, const Tensor& tokens, DecoderCache& cache);

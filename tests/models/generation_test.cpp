@@ -75,6 +75,12 @@ void expect_decode_matches(const LongNetDecoder& decoder, const Tensor& tokens, 
       at += n;
     }
     EXPECT_EQ(cache.length(), tokens.size(1));
+    // Keys and values of every layer (f32 on the CPU), plus the cross-attention ones.
+    int64_t want = 0;
+    for (const KvCache& c : cache.self) want += 2 * c.key_storage().numel() * 4;
+    for (const KeyValue& kv : cache.cross) want += 2 * kv.k.numel() * 4;
+    EXPECT_EQ(cache.bytes(), want);
+    EXPECT_GE(cache.self[0].key_storage().numel(), tokens.numel() * decoder.config().dim);
   }
 }
 
