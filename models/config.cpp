@@ -333,12 +333,13 @@ void validate(const ModelConfig& c, Device device) {
     check_core(problems, "encoder_attention", c.encoder_attention, c.encoder_attention_config);
     check_core(problems, "cross_attention", c.cross_attention, c.cross_attention_config);
   }
-  if (device.is_cuda()) {
+  // The fused GPU kernels take 16-bit operands with these head dims; f32 and f64 go through
+  // materialised scores, which take any head dim.
+  if (device.is_cuda() && is_reduced_float(c.compute_dtype)) {
     const int64_t d = c.head_dim();
-    need(d == 32 || d == 64 || d == 128, "head dim " + std::to_string(d) +
-                                             " (dim / heads) is not one the GPU attention kernels take (32, 64, 128)");
-    need(is_reduced_float(c.compute_dtype), std::string("compute_dtype ") + dtype_name(c.compute_dtype) +
-                                                " has no GPU attention kernel; use bf16 or f16");
+    need(d == 32 || d == 64 || d == 128, "head dim " + std::to_string(d) + " (dim / heads) is not one the GPU " +
+                                             "attention kernels take in " + dtype_name(c.compute_dtype) +
+                                             " (32, 64, 128); f32 takes any");
   }
   if (problems.empty()) return;
   std::string msg = "[model config] '" + c.name + "' is invalid:";

@@ -13,6 +13,7 @@
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/attention.h"
 #endif
+#include "framework/ops/attention_math.h"
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/factory.h"
@@ -176,6 +177,12 @@ cpu::AttentionShape check_kernel_inputs(const char* op, const Tensor& q, const T
   return s;
 }
 
+// f32 and f64 on the GPU: the fused kernels take 16-bit operands, so these go through
+// materialised scores (attention_math.h).
+bool materialises_scores(const Tensor& q) {
+  return q.device().is_cuda() && (q.dtype() == DType::F32 || q.dtype() == DType::F64);
+}
+
 // The kernels by device. The parameter structs are plain pointers and strides, so the GPU kernels
 // take the same ones (layout arrays are host pointers: the GPU path uploads them per call).
 void run_forward(const cpu::AttentionForwardParams& p, Device device) {
@@ -230,6 +237,10 @@ void attention_forward_into(const Tensor& q, const Tensor& k, const Tensor& v, c
   require_shape(op, "lse", lse, with_batch(batch, {s.heads, s.q_len}));
   require_kernel_dtype(op, "out", out, q.dtype());
   require_kernel_dtype(op, "lse", lse, stats_dtype(q.dtype()));
+  if (materialises_scores(q)) {
+    detail::math_attention_forward(q, k, v, params, out, lse);
+    return;
+  }
   const Tensor bias = kernel_bias(params.block_bias, q.dtype());
   cpu::AttentionForwardParams kp;
   kp.dtype = q.dtype();
@@ -270,6 +281,10 @@ void attention_backward_into(const Tensor& q, const Tensor& k, const Tensor& v, 
     require_shape(op, "dblock_bias", into.dblock_bias, bias.shape());
     require_kernel_dtype(op, "dblock_bias", into.dblock_bias, dt);
     LN_CHECK(into.dblock_bias.is_contiguous(), "[", op, "] dblock_bias must be contiguous");
+  }
+  if (materialises_scores(q)) {
+    detail::math_attention_backward(q, k, v, out, lse, dout, dlse, params, into, accumulate);
+    return;
   }
   cpu::AttentionBackwardParams kp;
   kp.dtype = dt;
