@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -193,6 +194,36 @@ TEST(TensorBoard, EventFileDecodesWithAnIndependentReader) {
   TensorBoardWriter again(dir / "tensorboard");
   EXPECT_NE(again.path(), file);
   EXPECT_EQ(read_records(file).size(), 4u);
+  fs::remove_all(dir);
+}
+
+// TensorBoard's own reader (where Python has it: the GPU machines) reads what we write, with the
+// scalars, through tools/scripts/check_tensorboard.py.
+TEST(TensorBoard, TensorBoardsOwnReaderReadsTheScalars) {
+  if (std::system("python3 -c 'import tensorboard' > /dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "Python's tensorboard package is not installed: tools/scripts/check_tensorboard.py not run";
+  }
+  const fs::path dir = fs::temp_directory_path() / ("longnet-tb-py-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::path file;
+  {
+    TensorBoardWriter w(dir);
+    file = w.path();
+    for (int64_t step = 1; step <= 5; ++step) {
+      w.add_scalars({{"train/loss", 4.0 / static_cast<double>(step)}, {"train/lr", 1e-3}}, step);
+    }
+  }
+  const fs::path script = fs::path(__FILE__).parent_path().parent_path().parent_path() / "tools/scripts/check_tensorboard.py";
+  const std::string cmd = "python3 " + script.string() + " " + file.string() +
+                          " --expect-tag train/loss --expect-tag train/lr --min-points 5";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  // A damaged record must be reported, not read past quietly.
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-6, std::ios::end);
+    f.put('\x5a');
+  }
+  EXPECT_NE(std::system((cmd + " > /dev/null 2>&1").c_str()), 0) << "a corrupted file passed";
   fs::remove_all(dir);
 }
 
