@@ -8,6 +8,7 @@
 #include "data/utf8.h"
 #include "framework/core/error.h"
 #include "tests/data/data_test_util.h"
+#include "tests/support/gradcheck.h"
 
 namespace longnet::data {
 namespace {
@@ -22,17 +23,6 @@ std::vector<Document> read_all(CorpusReader& reader) {
 }
 
 // Runs fn, expects a longnet::Error, and returns its message.
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
-
 TEST(Corpus, ReadsFoldersRecursivelyInSortedOrderWithSuffixFilter) {
   TempDir dir;
   dir.write("b.txt", "second");
@@ -87,14 +77,14 @@ TEST(Corpus, MalformedJsonlNamesTheLine) {
   CorpusReader reader(options);
   Document d;
   EXPECT_TRUE(reader.next(d));
-  const std::string msg = error_of([&] { reader.next(d); });
+  const std::string msg = longnet::testing::error_message([&] { reader.next(d); });
   EXPECT_NE(msg.find(path + ":2"), std::string::npos) << msg;
   EXPECT_NE(msg.find("not a JSON object"), std::string::npos) << msg;
 
   const std::string other = dir.write("other.jsonl", "{\"content\": \"x\"}\n");
   options.inputs = {other};
   CorpusReader missing_field(options);
-  const std::string msg2 = error_of([&] { missing_field.next(d); });
+  const std::string msg2 = longnet::testing::error_message([&] { missing_field.next(d); });
   EXPECT_NE(msg2.find("no string field \"text\""), std::string::npos) << msg2;
 }
 
@@ -109,7 +99,7 @@ TEST(Corpus, InvalidUtf8ReportsFileAndByteOffsetOrIsSkippedWithACount) {
     CorpusReader reader(options);
     Document d;
     EXPECT_TRUE(reader.next(d));
-    const std::string msg = error_of([&] { reader.next(d); });
+    const std::string msg = longnet::testing::error_message([&] { reader.next(d); });
     EXPECT_NE(msg.find("invalid UTF-8 in " + bad + " at byte offset 10"), std::string::npos) << msg;
   }
   options.invalid_utf8 = InvalidUtf8::kSkip;
@@ -129,7 +119,7 @@ TEST(Corpus, InvalidUtf8InJsonlCountsTheFileOffset) {
   CorpusReader reader(options);
   Document d;
   EXPECT_TRUE(reader.next(d));
-  const std::string msg = error_of([&] { reader.next(d); });
+  const std::string msg = longnet::testing::error_message([&] { reader.next(d); });
   const size_t offset = first.size() + std::string("{\"text\": \"ab").size();
   EXPECT_NE(msg.find(path + ":2 at byte offset " + std::to_string(offset)), std::string::npos) << msg;
 }
@@ -149,7 +139,7 @@ TEST(Corpus, EmptyDocumentsAreSkippedAndAllEmptyIsAnError) {
   std::filesystem::remove(dir.file("c.txt"));
   CorpusReader empty(options);
   EXPECT_TRUE(read_all(empty).empty());
-  const std::string msg = error_of([&] { empty.require_documents(); });
+  const std::string msg = longnet::testing::error_message([&] { empty.require_documents(); });
   EXPECT_NE(msg.find("no usable document"), std::string::npos) << msg;
   EXPECT_NE(msg.find("2 empty"), std::string::npos) << msg;
 }
@@ -158,17 +148,17 @@ TEST(Corpus, MissingOrUnreadableInputsAreErrors) {
   TempDir dir;
   CorpusOptions options;
   options.inputs = {dir.file("nope.txt")};
-  std::string msg = error_of([&] { CorpusReader r(options); });
+  std::string msg = longnet::testing::error_message([&] { CorpusReader r(options); });
   EXPECT_NE(msg.find("cannot read " + dir.file("nope.txt")), std::string::npos) << msg;
 
   options.inputs = {};
-  msg = error_of([&] { CorpusReader r(options); });
+  msg = longnet::testing::error_message([&] { CorpusReader r(options); });
   EXPECT_NE(msg.find("no input"), std::string::npos) << msg;
 
   dir.write("only.md", "x");
   options.inputs = {dir.path().string()};
   options.suffixes = {".txt"};
-  msg = error_of([&] { CorpusReader r(options); });
+  msg = longnet::testing::error_message([&] { CorpusReader r(options); });
   EXPECT_NE(msg.find("no files found"), std::string::npos) << msg;
 
   if (::geteuid() != 0) {  // root reads anything
@@ -176,7 +166,7 @@ TEST(Corpus, MissingOrUnreadableInputsAreErrors) {
     std::filesystem::permissions(locked, std::filesystem::perms::none);
     options.inputs = {locked};
     options.suffixes = {};
-    msg = error_of([&] { CorpusReader r(options); });
+    msg = longnet::testing::error_message([&] { CorpusReader r(options); });
     EXPECT_NE(msg.find("cannot read " + locked), std::string::npos) << msg;
   }
 }
@@ -190,7 +180,7 @@ TEST(Corpus, ReadsTheSystemLicenses) {
 
 TEST(Corpus, DefaultCorpusNamesThePythonDocs) {
   if (!std::filesystem::is_directory(kDefaultCorpusDir)) {
-    const std::string msg = error_of([] { default_corpus_options(); });
+    const std::string msg = longnet::testing::error_message([] { default_corpus_options(); });
     EXPECT_NE(msg.find("setup.sh"), std::string::npos);
     GTEST_SKIP() << "python3.11-doc not installed";
   }

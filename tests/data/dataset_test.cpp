@@ -6,22 +6,12 @@
 #include "data/dataset.h"
 #include "framework/core/error.h"
 #include "tests/data/data_test_util.h"
+#include "tests/support/gradcheck.h"
 
 namespace longnet::data {
 namespace {
 
 using testing::TempDir;
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
 
 // A store whose documents have the given lengths (EOS excluded); token t of the joined stream
 // is 4 + t % 1000 unless it is an EOS, so windows are easy to locate.
@@ -104,11 +94,11 @@ TEST(WindowDataset, DocumentWindowsStartAtDocumentsUnlessTheyMust) {
 TEST(WindowDataset, SequenceLongerThanEveryDocumentIsAnError) {
   TempDir dir;
   auto store = store_with(dir, {10, 20, 30});
-  const std::string msg = error_of([&] { WindowDataset(store, 40, WindowMode::kWithinDocument); });
+  const std::string msg = longnet::testing::error_message([&] { WindowDataset(store, 40, WindowMode::kWithinDocument); });
   EXPECT_NE(msg.find("seq_len 40 (windows of 41 tokens) is longer than every document"), std::string::npos) << msg;
   EXPECT_NE(msg.find("longest: 31 tokens"), std::string::npos) << msg;
   EXPECT_NO_THROW(WindowDataset(store, 40, WindowMode::kDocumentStart));
-  EXPECT_NE(error_of([&] { WindowDataset(store, 100, WindowMode::kRandom); }).find("fewer than one window"),
+  EXPECT_NE(longnet::testing::error_message([&] { WindowDataset(store, 100, WindowMode::kRandom); }).find("fewer than one window"),
             std::string::npos);
   EXPECT_THROW(window_mode_from_string("sliding"), Error);
   EXPECT_EQ(window_mode_from_string(window_mode_name(WindowMode::kWithinDocument)), WindowMode::kWithinDocument);
@@ -151,7 +141,7 @@ TEST(DocToTextDataset, PadsAndCutsSourcesAndTargets) {
   d.get(0, 0, 1, out);
   EXPECT_EQ(source, (std::vector<int64_t>{16, SpecialIds::eos, SpecialIds::pad, SpecialIds::pad}));
   EXPECT_EQ(target, (std::vector<int64_t>{SpecialIds::bos, 22, 23, 24, 25}));
-  const std::string msg = error_of([&] { DocToTextDataset(store_with(dir, {5}), 4, 4); });
+  const std::string msg = longnet::testing::error_message([&] { DocToTextDataset(store_with(dir, {5}), 4, 4); });
   EXPECT_NE(msg.find("is not a doc2text store"), std::string::npos) << msg;
   EXPECT_THROW(WindowDataset(TokenStore::open(dir.file("d.h5")), 2, WindowMode::kRandom), Error);
 }

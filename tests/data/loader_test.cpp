@@ -7,23 +7,13 @@
 #include "data/loader.h"
 #include "framework/core/error.h"
 #include "tests/data/data_test_util.h"
+#include "tests/support/gradcheck.h"
 #include "tests/support/gpu.h"
 
 namespace longnet::data {
 namespace {
 
 using testing::TempDir;
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
 
 // Example i is (i, i * 10 + 1, ..., i * 10 + length - 1) under any seed and epoch, so a batch
 // row names the example it came from.
@@ -71,7 +61,7 @@ TEST(Loader, BatchesHaveTheFieldsAndShiftedTargets) {
       EXPECT_EQ(tg[r * 5 + k], ids[r] * 10 + k + 1);
     }
   }
-  EXPECT_NE(error_of([&] { b.field("mask"); }).find("no field 'mask' (fields: tokens, id)"), std::string::npos);
+  EXPECT_NE(longnet::testing::error_message([&] { b.field("mask"); }).find("no field 'mask' (fields: tokens, id)"), std::string::npos);
 }
 
 TEST(Loader, EachEpochVisitsEveryExampleOnceAcrossRanksAndReshuffles) {
@@ -172,33 +162,33 @@ TEST(Loader, ResumingFromASavedStateGivesExactlyTheNextBatches) {
 TEST(Loader, RefusesAStateFromOtherSettings) {
   auto ds = std::make_shared<CountingDataset>(40, 2);
   Loader a(ds, opts(4, 1)), b(ds, opts(4, 2)), c(ds, opts(2, 1));
-  std::string msg = error_of([&] { b.load_state(a.state()); });
+  std::string msg = longnet::testing::error_message([&] { b.load_state(a.state()); });
   EXPECT_NE(msg.find("taken with seed 1 but this loader has 2"), std::string::npos) << msg;
-  msg = error_of([&] { c.load_state(a.state()); });
+  msg = longnet::testing::error_message([&] { c.load_state(a.state()); });
   EXPECT_NE(msg.find("batch size 4 but this loader has 2"), std::string::npos) << msg;
   LoaderState far = a.state();
   far.batch = 10;
-  EXPECT_NE(error_of([&] { a.load_state(far); }).find("outside an epoch of 10 batches"), std::string::npos);
-  EXPECT_NE(error_of([&] { LoaderState::from_json({{"epoch", 1}}); }).find("invalid saved loader state"),
+  EXPECT_NE(longnet::testing::error_message([&] { a.load_state(far); }).find("outside an epoch of 10 batches"), std::string::npos);
+  EXPECT_NE(longnet::testing::error_message([&] { LoaderState::from_json({{"epoch", 1}}); }).find("invalid saved loader state"),
             std::string::npos);
 }
 
 TEST(Loader, ErrorsAreClear) {
   auto ds = std::make_shared<CountingDataset>(5, 2);
-  std::string msg = error_of([&] { Loader(ds, opts(3, 0, 0, 2)); });
+  std::string msg = longnet::testing::error_message([&] { Loader(ds, opts(3, 0, 0, 2)); });
   EXPECT_NE(msg.find("5 examples, fewer than one global batch (batch size 3 x 2 data-parallel ranks = 6)"),
             std::string::npos) << msg;
-  EXPECT_NE(error_of([&] { Loader(ds, opts(1, 0, 2, 2)); }).find("rank 2 is outside [0, 2)"), std::string::npos);
+  EXPECT_NE(longnet::testing::error_message([&] { Loader(ds, opts(1, 0, 2, 2)); }).find("rank 2 is outside [0, 2)"), std::string::npos);
   // An error while preparing a batch in the background surfaces at next().
   auto failing = std::make_shared<CountingDataset>(8, 2, 3);
   LoaderOptions o = opts(8, 0);
   o.shuffle = false;
   Loader loader(failing, o);
-  EXPECT_NE(error_of([&] { loader.next(); }).find("cannot read example 3"), std::string::npos);
+  EXPECT_NE(longnet::testing::error_message([&] { loader.next(); }).find("cannot read example 3"), std::string::npos);
 #ifndef LONGNET_WITH_CUDA
   LoaderOptions gpu = opts(1, 0);
   gpu.device = Device::cuda(0);
-  EXPECT_NE(error_of([&] { Loader(ds, gpu); }).find("need a build with the CUDA backend"), std::string::npos);
+  EXPECT_NE(longnet::testing::error_message([&] { Loader(ds, gpu); }).find("need a build with the CUDA backend"), std::string::npos);
 #endif
 }
 

@@ -13,23 +13,13 @@
 #include "data/token_store.h"
 #include "framework/core/error.h"
 #include "tests/data/data_test_util.h"
+#include "tests/support/gradcheck.h"
 
 namespace longnet::data {
 namespace {
 
 namespace fs = std::filesystem;
 using testing::TempDir;
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
 
 // Decoded documents of a store, EOS removed.
 std::vector<std::string> decode_store(const std::string& path, const Tokenizer& tok) {
@@ -158,7 +148,7 @@ TEST(Prepare, BadInputsFailAndLeaveNoOutput) {
   f.dir.write("in/b.txt", std::string("bad \xFE byte"));
   PrepareOptions o = f.options({f.dir.file("in")}, "out");
   std::ostringstream log;
-  std::string msg = error_of([&] { prepare_store(o, log); });
+  std::string msg = longnet::testing::error_message([&] { prepare_store(o, log); });
   EXPECT_NE(msg.find("invalid UTF-8 in " + f.dir.file("in/b.txt") + " at byte offset 4"), std::string::npos) << msg;
   EXPECT_TRUE(files_in(o.output_dir).empty());
 
@@ -171,17 +161,17 @@ TEST(Prepare, BadInputsFailAndLeaveNoOutput) {
   f.dir.write("empty/a.txt", " ");
   f.dir.write("empty/b.txt", "");
   o = f.options({f.dir.file("empty")}, "out2");
-  msg = error_of([&] { prepare_store(o, log); });
+  msg = longnet::testing::error_message([&] { prepare_store(o, log); });
   EXPECT_NE(msg.find("no usable document"), std::string::npos) << msg;
   EXPECT_TRUE(files_in(o.output_dir).empty());
 
   o = f.options({f.dir.file("missing")}, "out3");
-  msg = error_of([&] { prepare_store(o, log); });
+  msg = longnet::testing::error_message([&] { prepare_store(o, log); });
   EXPECT_NE(msg.find("cannot read " + f.dir.file("missing")), std::string::npos) << msg;
 
   o = f.options({f.dir.file("in")}, "out4");
   o.tokenizer = f.dir.file("nope.model");
-  msg = error_of([&] { prepare_store(o, log); });
+  msg = longnet::testing::error_message([&] { prepare_store(o, log); });
   EXPECT_NE(msg.find("cannot read " + f.dir.file("nope.model")), std::string::npos) << msg;
 }
 

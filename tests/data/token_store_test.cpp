@@ -8,23 +8,13 @@
 #include "data/token_store.h"
 #include "framework/core/error.h"
 #include "tests/data/data_test_util.h"
+#include "tests/support/gradcheck.h"
 
 namespace longnet::data {
 namespace {
 
 namespace fs = std::filesystem;
 using testing::TempDir;
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
 
 // Documents of pseudo-random ids in [4, vocab), lengths from the list.
 std::vector<std::vector<int32_t>> make_docs(const std::vector<int>& lengths, int64_t vocab, uint64_t seed) {
@@ -106,7 +96,7 @@ TEST(TokenStore, WritesNothingUntilCommitAndCleansUpOnFailure) {
     w.add_document(std::vector<int32_t>{5, 6, 7});
     EXPECT_FALSE(fs::exists(path));
     EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
-    const std::string msg = error_of([&] { w.add_document(std::vector<int32_t>{5, 100}); });
+    const std::string msg = longnet::testing::error_message([&] { w.add_document(std::vector<int32_t>{5, 100}); });
     EXPECT_NE(msg.find("token id 100 is outside the vocabulary [0, 100)"), std::string::npos) << msg;
   }  // abandoned: the temporary file goes away
   EXPECT_TRUE(fs::is_empty(dir.path()));
@@ -142,18 +132,18 @@ TEST(TokenStore, Doc2TextStoresTargetsAlignedWithDocuments) {
 TEST(TokenStore, MissingTruncatedAndCorruptFilesAreClearErrors) {
   TempDir dir;
   const std::string path = write_store(dir.file("ok.h5"), make_docs({2000, 3000}, 60000, 1), header(60000));
-  std::string msg = error_of([&] { TokenStore::open(dir.file("none.h5")); });
+  std::string msg = longnet::testing::error_message([&] { TokenStore::open(dir.file("none.h5")); });
   EXPECT_NE(msg.find("cannot read " + dir.file("none.h5")), std::string::npos) << msg;
 
   const std::string text = dir.write("text.h5", "just some text\n");
-  msg = error_of([&] { TokenStore::open(text); });
+  msg = longnet::testing::error_message([&] { TokenStore::open(text); });
   EXPECT_NE(msg.find("is not an HDF5 file"), std::string::npos) << msg;
 
   // Cut the file in half: HDF5 sees the end-of-file address beyond the real end.
   const std::string truncated = dir.file("truncated.h5");
   fs::copy_file(path, truncated);
   fs::resize_file(truncated, fs::file_size(path) / 2);
-  msg = error_of([&] { TokenStore::open(truncated); });
+  msg = longnet::testing::error_message([&] { TokenStore::open(truncated); });
   EXPECT_NE(msg.find("cannot open " + truncated + ": the file is truncated or corrupt"), std::string::npos) << msg;
   EXPECT_NE(msg.find("(HDF5: "), std::string::npos) << msg;
 
@@ -164,7 +154,7 @@ TEST(TokenStore, MissingTruncatedAndCorruptFilesAreClearErrors) {
     std::fstream f(damaged, std::ios::in | std::ios::out | std::ios::binary);
     f.write("\0\0\0\0", 4);
   }
-  msg = error_of([&] { TokenStore::open(damaged); });
+  msg = longnet::testing::error_message([&] { TokenStore::open(damaged); });
   EXPECT_NE(msg.find("is not an HDF5 file"), std::string::npos) << msg;
 }
 
@@ -187,7 +177,7 @@ TEST(TokenStore, VerifyCatchesFlippedTokenBytes) {
     f << bytes;
   }
   auto store = TokenStore::open(path);
-  const std::string msg = error_of([&] { store->verify(); });
+  const std::string msg = longnet::testing::error_message([&] { store->verify(); });
   EXPECT_NE(msg.find("do not match their checksum"), std::string::npos) << msg;
 }
 
@@ -197,7 +187,7 @@ TEST(TokenStore, TokenizerMismatchIsAnError) {
   const std::string path = write_store(dir.file("t.h5"), make_docs({50}, tok.vocab_size(), 2),
                                        header(tok.vocab_size(), "0123456789abcdef0123"));
   auto store = TokenStore::open(path);
-  const std::string msg = error_of([&] { store->require_tokenizer(tok); });
+  const std::string msg = longnet::testing::error_message([&] { store->require_tokenizer(tok); });
   EXPECT_NE(msg.find("was tokenised with another tokenizer (sha256 0123456789ab...)"), std::string::npos) << msg;
   EXPECT_NE(msg.find(tok.hash().substr(0, 12)), std::string::npos) << msg;
 

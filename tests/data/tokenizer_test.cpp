@@ -9,22 +9,12 @@
 #include "data/tokenizer.h"
 #include "framework/core/error.h"
 #include "tests/data/data_test_util.h"
+#include "tests/support/gradcheck.h"
 
 namespace longnet::data {
 namespace {
 
 using testing::TempDir;
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return "";
-}
 
 std::string train_on(const std::string& path, TokenizerTrainOptions o) {
   CorpusOptions c;
@@ -164,20 +154,20 @@ TEST(Tokenizer, TooLargeAVocabularyIsAClearError) {
   o.threads = 1;
   for (const char* type : {"bpe", "unigram"}) {
     o.model_type = type;
-    const std::string msg = error_of([&] { train_on(path, o); });
+    const std::string msg = longnet::testing::error_message([&] { train_on(path, o); });
     EXPECT_NE(msg.find("vocabulary size 5000 is larger than the corpus supports"), std::string::npos) << msg;
     EXPECT_NE(msg.find("at most"), std::string::npos) << msg;
   }
   o.vocab_size = 200;
-  std::string msg = error_of([&] { train_on(path, o); });
+  std::string msg = longnet::testing::error_message([&] { train_on(path, o); });
   EXPECT_NE(msg.find("256 byte pieces"), std::string::npos) << msg;
   o.vocab_size = 265;  // room for 5 of the corpus's 19 characters
-  msg = error_of([&] { train_on(path, o); });
+  msg = longnet::testing::error_message([&] { train_on(path, o); });
   EXPECT_NE(msg.find("cannot hold the special ids, the 256 byte pieces and the corpus's characters"),
             std::string::npos) << msg;
   o.vocab_size = 1000;
   o.model_type = "wordpiece";
-  EXPECT_NE(error_of([&] { train_on(path, o); }).find("unknown model type"), std::string::npos);
+  EXPECT_NE(longnet::testing::error_message([&] { train_on(path, o); }).find("unknown model type"), std::string::npos);
 }
 
 TEST(Tokenizer, AllEmptyCorpusIsAnError) {
@@ -186,16 +176,16 @@ TEST(Tokenizer, AllEmptyCorpusIsAnError) {
   dir.write("b.txt", "\n\n");
   TokenizerTrainOptions o;
   o.vocab_size = 300;
-  const std::string msg = error_of([&] { train_on(dir.path().string(), o); });
+  const std::string msg = longnet::testing::error_message([&] { train_on(dir.path().string(), o); });
   EXPECT_NE(msg.find("no usable document"), std::string::npos) << msg;
 }
 
 TEST(Tokenizer, BadModelFilesAreErrors) {
   TempDir dir;
-  EXPECT_NE(error_of([&] { Tokenizer::load(dir.file("missing.model")); }).find("cannot read"),
+  EXPECT_NE(longnet::testing::error_message([&] { Tokenizer::load(dir.file("missing.model")); }).find("cannot read"),
             std::string::npos);
   const std::string junk = dir.write("junk.model", "this is not a protobuf");
-  EXPECT_NE(error_of([&] { Tokenizer::load(junk); }).find("is not a SentencePiece model"),
+  EXPECT_NE(longnet::testing::error_message([&] { Tokenizer::load(junk); }).find("is not a SentencePiece model"),
             std::string::npos);
   // A model trained with SentencePiece's own defaults (unk 0, bos 1, eos 2, no pad).
   const std::string corpus = dir.write("c.txt", testing::english_text(5000, 2));
@@ -203,11 +193,11 @@ TEST(Tokenizer, BadModelFilesAreErrors) {
   ASSERT_TRUE(sentencepiece::SentencePieceTrainer::Train(
                   {{"input", corpus}, {"vocab_size", "100"}, {"minloglevel", "2"}}, nullptr, &foreign)
                   .ok());
-  const std::string msg = error_of([&] { Tokenizer::from_bytes(foreign, "foreign.model"); });
+  const std::string msg = longnet::testing::error_message([&] { Tokenizer::from_bytes(foreign, "foreign.model"); });
   EXPECT_NE(msg.find("foreign.model has pad id -1 but this program uses 0"), std::string::npos) << msg;
 
   const Tokenizer& tok = testing::shared_tokenizer();
-  EXPECT_NE(error_of([&] { tok.decode(std::vector<int32_t>{5, 800}); }).find("outside the vocabulary"),
+  EXPECT_NE(longnet::testing::error_message([&] { tok.decode(std::vector<int32_t>{5, 800}); }).find("outside the vocabulary"),
             std::string::npos);
 }
 
