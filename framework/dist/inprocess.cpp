@@ -3,12 +3,12 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <exception>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/core/error.h"
@@ -90,18 +90,19 @@ class Group {
     if (++slot.done == size_) slots_.erase(seq);
   }
 
-  void deposit(int from, int to, Tensor t) {
+  /// Message number `index` from `from` to `to`.
+  void deposit(int from, int to, uint64_t index, Tensor t) {
     std::lock_guard<std::mutex> lock(mu_);
-    mail_[{from, to}].push_back(std::move(t));
+    mail_[{from, to, index}] = std::move(t);
     cv_.notify_all();
   }
 
-  Tensor collect(int from, int to) {
+  Tensor collect(int from, int to, uint64_t index) {
     std::unique_lock<std::mutex> lock(mu_);
-    std::deque<Tensor>& box = mail_[{from, to}];
-    wait(lock, to, "recv", 0, [&] { return !box.empty(); }, from);
-    Tensor t = std::move(box.front());
-    box.pop_front();
+    const auto key = std::make_tuple(from, to, index);
+    wait(lock, to, "recv", 0, [&] { return mail_.count(key) > 0; }, from);
+    Tensor t = std::move(mail_[key]);
+    mail_.erase(key);
     return t;
   }
 
@@ -127,7 +128,7 @@ class Group {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint64_t, Slot> slots_;
-  std::map<std::pair<int, int>, std::deque<Tensor>> mail_;
+  std::map<std::tuple<int, int, uint64_t>, Tensor> mail_;
 };
 
 /// A private contiguous copy that later in-place writes to `t` cannot change.
@@ -159,7 +160,8 @@ class DeferredWork final : public Work {
 
 class InProcessCommunicator final : public Communicator {
  public:
-  InProcessCommunicator(std::shared_ptr<Group> group, int rank) : group_(std::move(group)), rank_(rank) {}
+  InProcessCommunicator(std::shared_ptr<Group> group, int rank)
+      : group_(std::move(group)), rank_(rank), sent_(group_->size()), received_(group_->size()) {}
 
   int rank() const override { return rank_; }
   int size() const override { return group_->size(); }
@@ -234,15 +236,16 @@ class InProcessCommunicator final : public Communicator {
     if (send.defined()) {
       check_cpu("send", send);
       detail::check_peer("send", *this, to);
-      group_->deposit(rank_, to, stage(send));
+      group_->deposit(rank_, to, sent_[to]++, stage(send));
     }
     if (!recv.defined()) return completed_work();
     check_cpu("recv", recv);
     detail::check_peer("recv", *this, from);
-    // The message is taken on wait(): sends never block, so the ranks overlap their work with the
+    // Messages match receives in posting order, whatever order the receives are waited in. The
+    // message is taken on wait(): sends never block, so the ranks overlap their work with the
     // transfer as they would with NCCL.
-    return std::make_shared<DeferredWork>([this, recv, from] {
-      const Tensor got = group_->collect(from, rank_);
+    return std::make_shared<DeferredWork>([this, recv, from, index = received_[from]++] {
+      const Tensor got = group_->collect(from, rank_, index);
       LN_CHECK(got.dtype() == recv.dtype() && got.numel() == recv.numel(), "[recv] rank ", rank_, " expected ",
                shape_str(recv.shape()), " ", dtype_name(recv.dtype()), " from rank ", from, ", got ",
                shape_str(got.shape()), " ", dtype_name(got.dtype()));
@@ -301,6 +304,7 @@ class InProcessCommunicator final : public Communicator {
   std::shared_ptr<Group> group_;
   int rank_;
   uint64_t seq_ = 0;
+  std::vector<uint64_t> sent_, received_;  // messages posted to / from each peer
 };
 
 }  // namespace

@@ -121,6 +121,20 @@ TEST_P(Collectives, AsyncOperationsCompleteInAnyWaitOrder) {
   });
 }
 
+TEST_P(Collectives, ReceivesMatchSendsInPostingOrder) {
+  const int p = GetParam();
+  run_in_process(p, [&](Communicator& comm) {
+    const int next = (comm.rank() + 1) % p, prev = (comm.rank() + p - 1) % p;
+    Tensor a = zeros({1}, DType::F64), b = zeros({1}, DType::F64);
+    auto wa = comm.send_recv_async(full({1}, 1.0, DType::F64), next, a, prev);
+    auto wb = comm.send_recv_async(full({1}, 2.0, DType::F64), next, b, prev);
+    wb->wait();  // the second receive, waited first, still gets the second message
+    wa->wait();
+    EXPECT_EQ(values(a)[0], 1.0);
+    EXPECT_EQ(values(b)[0], 2.0);
+  });
+}
+
 TEST_P(Collectives, SplitIntoGroups) {
   const int p = GetParam();
   run_in_process(p, [&](Communicator& comm) {
