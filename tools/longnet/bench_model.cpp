@@ -15,12 +15,11 @@
 
 #include "framework/core/storage.h"
 #include "framework/ops/factory.h"
-#include "layers/attention/adaptive.h"
-#include "layers/attention/block_sparse.h"
 #include "models/longnet_lm.h"
 #include "models/summary.h"
 #include "tools/longnet/bench_decode.h"
 #include "tools/longnet/bench_timing.h"
+#include "tools/longnet/model_flops.h"
 #include "tools/longnet/registry.h"
 
 #ifdef LONGNET_WITH_CUDA
@@ -31,8 +30,7 @@
 namespace longnet::tools {
 namespace {
 
-constexpr double kPeakTflops = 989.0;     // H100 SXM dense bf16
-constexpr double kBackwardFactor = 2.5;   // backward FLOPs per forward FLOP of attention
+constexpr double kPeakTflops = kPeakBf16Tflops;
 constexpr double kMiB = 1024.0 * 1024.0;
 
 struct ModelBenchOptions {
@@ -47,49 +45,6 @@ struct ModelBenchOptions {
   int warmup = 2;
   int64_t decode_tokens = 0;
 };
-
-// Causal pairs of a dense square block of m rows (the diagonal included).
-double causal_pairs(double m) { return m * (m + 1.0) / 2.0; }
-
-// The attended pairs, over all heads, of one causal call.
-double attended_pairs(const std::string& core, const AttentionConfig& c, int64_t n, int64_t heads) {
-  const double nd = static_cast<double>(n);
-  if (core == "dense") return static_cast<double>(heads) * causal_pairs(nd);
-  if (core == "dilated") {
-    // Per branch (w, r) and head h: each full segment keeps the rows h mod r, h mod r + r, ...,
-    // which attend to each other causally; the shorter last segment likewise.
-    double pairs = 0.0;
-    for (size_t b = 0; b < c.segment_lengths.size(); ++b) {
-      const int64_t w = std::min(c.segment_lengths[b], n), r = c.dilation_rates[b];
-      const int64_t full = n / w, tail = n % w;
-      const auto kept = [r](int64_t rows, int64_t offset) { return offset < rows ? (rows - offset + r - 1) / r : 0; };
-      for (int64_t h = 0; h < heads; ++h) {
-        pairs += static_cast<double>(full) * causal_pairs(static_cast<double>(kept(w, h % r))) +
-                 causal_pairs(static_cast<double>(kept(tail, h % r)));
-      }
-    }
-    return pairs;
-  }
-  const double bs = static_cast<double>(c.block_size);
-  const int64_t blocks = (n + c.block_size - 1) / c.block_size;
-  // Off-diagonal blocks are full; the diagonal block is causal.
-  const auto block_pairs = [&](double listed_blocks) { return (listed_blocks - 1.0) * bs * bs + causal_pairs(bs); };
-  if (core == "block_sparse") {
-    BlockSparseAttention sparse(c);
-    const std::shared_ptr<const AttentionLayout> layout = sparse.layout(n, heads, true);
-    const double groups = static_cast<double>(layout->batch * layout->heads * layout->query_blocks);
-    const double per_group = static_cast<double>(layout->entries()) / groups;
-    return static_cast<double>(heads) * static_cast<double>(blocks) * block_pairs(per_group);
-  }
-  if (core == "adaptive") {
-    AdaptiveAttention adaptive(c);
-    const int64_t k = adaptive.kept_blocks(blocks);
-    double listed = 0.0;
-    for (int64_t i = 0; i < blocks; ++i) listed += block_pairs(static_cast<double>(std::min(k, i + 1)));
-    return static_cast<double>(heads) * listed;
-  }
-  return static_cast<double>(heads) * causal_pairs(nd);  // a registered core of unknown shape: dense
-}
 
 std::string cell(const std::optional<double>& v, const char* format) {
   if (!v) return "-";
@@ -176,10 +131,8 @@ int run(const ModelBenchOptions& o) {
     synchronize(device);
     const double peak = static_cast<double>(memory_stats(device).peak_bytes) / kMiB;
     const double tokens_per_step = static_cast<double>(o.batch * n);
-    const double attention = static_cast<double>(config.layers) * static_cast<double>(o.batch) * (1.0 + kBackwardFactor) *
-                             4.0 * static_cast<double>(config.head_dim()) *
-                             attended_pairs(config.attention, config.attention_config, n, config.heads);
-    const double flops = 6.0 * static_cast<double>(params) * tokens_per_step + attention;
+    const double attention = attention_training_flops(config, o.batch, n);
+    const double flops = training_step_flops(config, params, o.batch, n);
     const double tflops = flops / (ms * 1e-3) * 1e-12;
     std::optional<double> decode;
     if (o.decode_tokens > 0) {

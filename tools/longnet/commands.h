@@ -17,6 +17,14 @@ void register_tokenizer(CLI::App& app);
 void register_prepare(CLI::App& app);
 /// `longnet inspect FILE`: describe a token store or a tokenizer model.
 void register_inspect(CLI::App& app);
+/// `longnet train` and `longnet finetune`: the training loop on a run config.
+void register_train(CLI::App& app);
+/// `longnet eval CHECKPOINT`: perplexity by length and the passkey grid.
+void register_eval(CLI::App& app);
+/// `longnet generate CHECKPOINT`: continue prompts, streaming.
+void register_generate(CLI::App& app);
+/// `longnet export CHECKPOINT`: safetensors weights and a config.json describing the model.
+void register_export(CLI::App& app);
 /// Runs the chosen subcommand; returns the process exit code.
 int run_selected(CLI::App& app);
 

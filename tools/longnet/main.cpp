@@ -9,9 +9,13 @@
 int main(int argc, char** argv) {
   CLI::App app{"longnet: train and run LongNet transformers"};
   app.require_subcommand(1);
-  longnet::tools::register_bench(app);
   longnet::tools::register_tokenizer(app);
   longnet::tools::register_prepare(app);
+  longnet::tools::register_train(app);
+  longnet::tools::register_eval(app);
+  longnet::tools::register_generate(app);
+  longnet::tools::register_export(app);
+  longnet::tools::register_bench(app);
   longnet::tools::register_inspect(app);
   longnet::tools::register_config(app);
   longnet::tools::register_report(app);

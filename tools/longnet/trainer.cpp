@@ -1,0 +1,351 @@
+#include "tools/longnet/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/passkey.h"
+#include "data/token_store.h"
+#include "data/tokenizer.h"
+#include "framework/core/error.h"
+#include "framework/core/storage.h"
+#include "framework/io/checkpoint_dir.h"
+#include "framework/io/safetensors.h"
+#include "framework/ops/ops.h"
+#include "models/longnet_lm.h"
+#include "models/summary.h"
+#include "optim/clip.h"
+#include "tools/longnet/metrics.h"
+#include "tools/longnet/metrics_report.h"
+#include "tools/longnet/model_flops.h"
+#include "tools/longnet/trainer_eval.h"
+#include "tools/longnet/trainer_setup.h"
+
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/runtime.h"
+#endif
+
+namespace longnet::tools {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void record_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+// SIGINT and SIGTERM set the stop flag for the scope's lifetime. SA_RESETHAND restores the default
+// action after the first signal, so a second Ctrl-C ends a run that is stuck.
+class StopSignals {
+ public:
+  explicit StopSignals(bool install) : installed_(install) {
+    g_stop_signal.store(0);
+    if (!installed_) return;
+    struct sigaction sa {};
+    sa.sa_handler = record_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    if (!installed_) return;
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  bool installed_;
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+// What the run reads: the training examples, the validation store and the tokenizer.
+struct TrainData {
+  std::shared_ptr<const data::Dataset> train;
+  std::shared_ptr<const data::TokenStore> valid;
+  std::string tokenizer_path;
+  std::string tokenizer_hash;
+  bool answer_mask = false;  // passkey: only the answer tokens are targets
+};
+
+std::shared_ptr<const data::TokenStore> open_store(const std::string& path, const char* key,
+                                                   const std::optional<data::Tokenizer>& tokenizer, int64_t vocab) {
+  LN_CHECK(!path.empty(), "[train] ", key, " is empty: name a token store made by `longnet prepare`");
+  LN_CHECK(fs::exists(path), "[train] ", key, " = '", path, "' does not exist (make it with `longnet prepare`)");
+  auto store = data::TokenStore::open(path);
+  if (tokenizer) store->require_tokenizer(*tokenizer);
+  LN_CHECK(store->info().header.vocab_size <= vocab, "[train] ", key, " = '", path, "' holds ids below ",
+           store->info().header.vocab_size, " but model.vocab_size is ", vocab, "; set model.vocab_size to at least ",
+           store->info().header.vocab_size);
+  return store;
+}
+
+TrainData open_data(const RunConfig& c) {
+  TrainData d;
+  std::optional<data::Tokenizer> tokenizer;
+  if (!c.data.tokenizer.empty()) {
+    LN_CHECK(fs::exists(c.data.tokenizer), "[train] data.tokenizer = '", c.data.tokenizer,
+             "' does not exist (train one with `longnet tokenizer train`)");
+    tokenizer = data::Tokenizer::load(c.data.tokenizer);
+    d.tokenizer_path = c.data.tokenizer;
+    d.tokenizer_hash = tokenizer->hash();
+  }
+  const auto train_store = open_store(c.data.train, "data.train", tokenizer, c.model.vocab_size);
+  if (c.data.task == "lm") {
+    d.train = std::make_shared<data::WindowDataset>(train_store, c.training.seq_len, data::WindowMode::kRandom);
+  } else if (c.data.task == "passkey") {
+    LN_CHECK(tokenizer.has_value(), "[train] data.task = \"passkey\" needs data.tokenizer (to write the prompts)");
+    auto task = std::make_shared<data::PasskeyTask>(train_store, *tokenizer);
+    const int64_t examples = c.training.steps * c.training.batch_size * c.training.grad_accum;
+    d.train = std::make_shared<data::PasskeyDataset>(task, c.training.seq_len, examples);
+    d.answer_mask = true;
+  } else {
+    LN_FAIL("[train] data.task = \"", c.data.task, "\" is not trained by this program yet; use \"lm\" or \"passkey\"");
+  }
+  if (!c.data.valid.empty() && c.training.eval_every > 0) {
+    d.valid = open_store(c.data.valid, "data.valid", tokenizer, c.model.vocab_size);
+  }
+  return d;
+}
+
+// Initial weights of a fine-tuning run: every tensor of the source checkpoint that the new model
+// has (new tensors, such as an adaptive scorer, keep their initialisation).
+void load_finetune_weights(const RunConfig& c, LongNetLM& model, Device device, ConsoleLine* console) {
+  const fs::path source = resolve_checkpoint(c.training.finetune_from);
+  const Module::LoadResult r =
+      model.load_state_dict(io::load_safetensors((source / kModelFile).string(), device), /*strict=*/false);
+  LN_CHECK(r.missing.size() < model.state_dict().size(), "[finetune] training.finetune_from = '",
+           c.training.finetune_from, "': no tensor of ", source.string(), " matches this model");
+  if (console) {
+    std::string msg = "[finetune] weights from " + source.string();
+    if (!r.missing.size()) msg += " (all tensors)";
+    if (!r.missing.empty()) msg += "; " + std::to_string(r.missing.size()) + " new tensors keep their initialisation";
+    if (!r.unexpected.empty()) msg += "; " + std::to_string(r.unexpected.size()) + " tensors of the source unused";
+    console->message(msg);
+  }
+}
+
+// Inputs and targets of a batch; with an answer mask only the answer tokens are targets.
+std::pair<Tensor, Tensor> inputs_and_targets(const data::Batch& b, bool answer_mask, int64_t ignore_index) {
+  Tensor targets = b.targets();
+  if (answer_mask) {
+    const Tensor& mask = b.field("answer_mask");
+    const Tensor not_answer = compare(mask.narrow(1, 1, mask.size(1) - 1), 0.0, CompareOp::Eq);
+    targets = masked_fill(targets, not_answer, static_cast<double>(ignore_index));
+  }
+  return {b.inputs(), targets};
+}
+
+// Console messages go through the live line when there is one.
+void say(ConsoleLine* console, const std::string& text) {
+  if (console) console->message(text);
+}
+
+}  // namespace
+
+int stop_signal() { return g_stop_signal.load(); }
+
+TrainResult train(const RunConfig& config, const TrainOptions& options) {
+  const TrainingSection& t = config.training;
+  LN_CHECK(config.parallelism.sequence_parallel == 1 && config.parallelism.nproc_per_node == 1 &&
+               config.parallelism.data_parallel <= 1,
+           "[train] this program trains on one device; set parallelism.sequence_parallel, data_parallel and "
+           "nproc_per_node to 1");
+  LN_CHECK(config.model.kind == "decoder", "[train] model.kind = \"", config.model.kind,
+           "\" is not trained by this program yet; use \"decoder\"");
+  const Device device = resolve_device(t.device);
+  const longnet::ModelConfig model_config = model_config_from_run(config, device);
+
+  std::optional<ConsoleLine> console_line;
+  if (options.console) console_line.emplace(options.console, options.console_tty);
+  ConsoleLine* console = console_line ? &*console_line : nullptr;
+  const bool tty = options.console_tty.value_or(options.console && ::isatty(::fileno(options.console)) != 0);
+
+  TrainResult result;
+  result.run_dir = config.checkpoint.dir;
+  fs::create_directories(result.run_dir);
+  save_config(config, result.run_dir);
+  if (options.print_config && options.console) {
+    std::fprintf(options.console, "# effective config (saved to %s)\n%s\n",
+                 (result.run_dir / kRunConfigFile).string().c_str(), format_config(config).c_str());
+  }
+
+  const TrainData data = open_data(config);
+  StopSignals signals(options.handle_signals);
+  DefaultDeviceGuard device_guard(device);
+  LongNetLM model(model_config);
+  const std::optional<io::CheckpointInfo> resume = io::newest_valid(result.run_dir);
+  if (!resume && !t.finetune_from.empty()) load_finetune_weights(config, model, device, console);
+  const int64_t frozen = freeze_lowest_layers(model, t.freeze_layers);
+
+  auto optimizer = optim::make_optimizer(
+      optimizer_spec(config),
+      optim::make_param_groups(model.named_parameters(), config.optimizer.weight_decay,
+                               optim::no_decay_by_name(config.optimizer.no_decay)));
+  const optim::LrSchedule schedule = lr_schedule(config);
+
+  data::LoaderOptions lo;
+  lo.batch_size = t.batch_size;
+  lo.seed = static_cast<uint64_t>(t.seed);
+  lo.device = device;
+  data::Loader loader(data.train, lo);
+  LN_CHECK(loader.batches_per_epoch() >= 1, "[train] data.train has ", data.train->size(),
+           " windows of training.seq_len + 1 tokens, fewer than one batch of training.batch_size = ", t.batch_size);
+
+  TrainerState state;
+  state.tokenizer_hash = data.tokenizer_hash;
+  manual_seed(static_cast<uint64_t>(t.seed));
+  if (resume) {
+    state = load_training_checkpoint(resume->path, model, *optimizer, device);
+    LN_CHECK(state.tokenizer_hash == data.tokenizer_hash, "[train] the checkpoint ", resume->path.string(),
+             " was trained with another tokenizer (hash ", state.tokenizer_hash.substr(0, 12), "...) than data.tokenizer (",
+             data.tokenizer_hash.substr(0, 12), "...)");
+    default_generator().set_state(state.rng);
+    loader.load_state(data::LoaderState::from_json(state.loader));
+    say(console, "[train] resumed from " + resume->path.string() + " at step " + std::to_string(state.step));
+  }
+  result.start_step = state.step;
+
+  const int64_t params = model.parameter_count();
+  const int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum;
+  const double flops_per_step = training_step_flops(model_config, params, t.batch_size * t.grad_accum, t.seq_len);
+  say(console, "[train] " + model_config.attention + " LongNet, " + std::to_string(params) + " parameters" +
+                   (frozen > 0 ? " (" + std::to_string(frozen) + " tensors frozen)" : "") + ", on " + device.str() +
+                   ", " + std::to_string(tokens_per_step) + " tokens per update, run directory " +
+                   result.run_dir.string());
+
+  MetricsLogger logger(result.run_dir, config.metrics.jsonl, config.metrics.tensorboard);
+  const auto now_seconds = [] {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  const auto save = [&] {
+    state.rng = default_generator().state();
+    state.loader = loader.state().to_json();
+    result.last_checkpoint = save_training_checkpoint(
+        result.run_dir, {model, model_config, *optimizer, state, config, data.tokenizer_path}, options.on_checkpoint_file);
+    io::prune_checkpoints(result.run_dir, config.checkpoint.keep_last);
+    say(console, "[train] saved " + result.last_checkpoint.string());
+  };
+  const auto evaluate = [&] {
+    const LossEstimate e = evaluate_loss(model, data.valid, t.seq_len, t.batch_size, t.eval_batches * t.batch_size);
+    result.valid_loss = e.loss;
+    logger.log({state.step, "valid", now_seconds(), {{"loss", e.loss}, {"perplexity", e.perplexity()}}});
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "[eval] step %lld: valid loss %.4f, perplexity %.2f",
+                  static_cast<long long>(state.step), e.loss, e.perplexity());
+    say(console, buf);
+  };
+
+  // Train-metric window since the last log line.
+  double window_loss = 0.0;
+  int64_t window_updates = 0, window_tokens = 0;
+  Clock::time_point window_start = Clock::now();
+  int64_t saved_step = resume ? state.step : -1, evaluated_step = -1;
+  model.train();
+  while (state.step < t.steps && stop_signal() == 0) {
+    double loss_sum = 0.0;
+    for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
+      const auto [inputs, targets] = inputs_and_targets(loader.next(), data.answer_mask, model_config.ignore_index);
+      Tensor loss = model.loss(inputs, targets).loss;
+      loss_sum += loss.item();
+      if (t.grad_accum > 1) loss = mul(loss, 1.0 / static_cast<double>(t.grad_accum));
+      loss.backward();
+    }
+    const double loss = loss_sum / static_cast<double>(t.grad_accum);
+    const double grad_norm = optim::clip_grad_norm_(optimizer->parameters(), config.optimizer.clip_grad_norm);
+    const double lr = schedule.at(state.step);
+    ++state.step;
+    state.tokens_seen += tokens_per_step;
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+      optimizer->zero_grad();
+      ++state.skipped_steps;
+      ++state.consecutive_bad;
+      say(console, "[train] step " + std::to_string(state.step) + ": non-finite " +
+                       (std::isfinite(loss) ? "gradient norm" : "loss") + ", update skipped (" +
+                       std::to_string(state.consecutive_bad) + " in a row, " + std::to_string(state.skipped_steps) +
+                       " in all)");
+      LN_CHECK(state.consecutive_bad <= t.max_bad_steps, "[train] ", state.consecutive_bad,
+               " non-finite steps in a row at step ", state.step, " (training.max_bad_steps = ", t.max_bad_steps,
+               "): the loss or gradients overflow. Lower optimizer.lr, raise lr_scheduler.warmup_steps or check "
+               "the data; the last good checkpoint is kept in ",
+               result.run_dir.string());
+    } else {
+      state.consecutive_bad = 0;
+      optimizer->set_lr(lr);
+      optimizer->step();
+      optimizer->zero_grad();
+      window_loss += loss;
+      ++window_updates;
+    }
+    window_tokens += tokens_per_step;
+    result.losses.emplace_back(state.step, loss);
+
+    const bool last = state.step == t.steps;
+    if (state.step % t.log_every == 0 || last || tty) {
+      const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
+      Progress p;
+      p.step = state.step;
+      p.total_steps = t.steps;
+      p.loss = window_updates > 0 ? window_loss / static_cast<double>(window_updates) : loss;
+      p.lr = lr;
+      p.grad_norm = grad_norm;
+      p.tokens_per_s = seconds > 0 ? static_cast<double>(window_tokens) / seconds : 0.0;
+      if (device.is_cuda()) {
+        p.mfu = *p.tokens_per_s / static_cast<double>(tokens_per_step) * flops_per_step / (kPeakBf16Tflops * 1e12);
+        p.memory_bytes = memory_stats(device).current_bytes;
+      }
+      if (console) console->update(p);
+      if (state.step % t.log_every == 0 || last) {
+        MetricsRecord r{state.step, "train", now_seconds(),
+                        {{"loss", *p.loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", *p.tokens_per_s}}};
+        if (p.mfu) r.values.emplace_back("mfu", *p.mfu);
+        if (p.memory_bytes) r.values.emplace_back("memory_bytes", static_cast<double>(*p.memory_bytes));
+        r.values.emplace_back("skipped_steps", static_cast<double>(state.skipped_steps));
+        logger.log(r);
+        window_loss = 0.0;
+        window_updates = 0;
+        window_tokens = 0;
+        window_start = Clock::now();
+      }
+    }
+    if (data.valid && state.step % t.eval_every == 0) {
+      evaluate();
+      evaluated_step = state.step;
+    }
+    if (config.checkpoint.every > 0 && state.step % config.checkpoint.every == 0) {
+      save();
+      saved_step = state.step;
+    }
+    if (options.on_step) options.on_step(state.step, loss);
+  }
+  result.interrupted = state.step < t.steps;
+  if (result.interrupted) {
+    say(console, std::string("[train] ") + (stop_signal() == SIGTERM ? "SIGTERM" : "SIGINT") + " at step " +
+                     std::to_string(state.step) + ": saving a checkpoint; run the same command again to resume");
+  } else if (data.valid && evaluated_step != state.step) {
+    evaluate();
+  }
+  if (saved_step != state.step) save();
+  if (console) console->finish();
+  result.end_step = state.step;
+  result.skipped_steps = state.skipped_steps;
+  if (config.metrics.report && config.metrics.jsonl && !result.interrupted) {
+    say(console, "[train] report: " + write_report(result.run_dir).string());
+  }
+  return result;
+}
+
+}  // namespace longnet::tools

@@ -1,0 +1,65 @@
+#pragma once
+// The training loop behind `longnet train` and `longnet finetune`.
+//
+// One run directory (checkpoint.dir) holds everything: config.toml, step-N/ checkpoints,
+// metrics.jsonl, tensorboard/, report.html. A run started on a directory that has a valid
+// checkpoint resumes from the newest one: weights, optimizer state, step, random stream and
+// loader position are restored, so the losses that follow equal those of an uninterrupted run
+// (exactly, on the CPU). Otherwise the model is initialised from training.seed, or, for
+// fine-tuning, loaded from training.finetune_from.
+//
+// Each update accumulates training.grad_accum micro-batches, clips the global gradient norm and
+// steps the optimizer at the schedule's rate. A non-finite loss or gradient norm skips the update
+// (counted); more than training.max_bad_steps in a row stop the run with an error. SIGINT and
+// SIGTERM (when handled) finish the current update, save a checkpoint and return.
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tools/longnet/config.h"
+#include "tools/longnet/trainer_state.h"
+
+namespace longnet::tools {
+
+/// How a run talks to its surroundings.
+struct TrainOptions {
+  /// The live console line and messages go here (nullptr: nothing is printed).
+  std::FILE* console = stdout;
+  /// Forces the console mode (in place on a terminal or one line per update); default: isatty.
+  std::optional<bool> console_tty;
+  /// Print the effective config at the start.
+  bool print_config = true;
+  /// Install SIGINT/SIGTERM handlers for the run (restored after).
+  bool handle_signals = true;
+  /// Called after each checkpoint file is written (tests).
+  CheckpointFileHook on_checkpoint_file;
+  /// Called after each update with (step, loss) (tests use it to raise a signal mid-run).
+  std::function<void(int64_t step, double loss)> on_step;
+};
+
+/// What a run did.
+struct TrainResult {
+  std::filesystem::path run_dir;
+  int64_t start_step = 0;  // the step resumed from (0 for a fresh run)
+  int64_t end_step = 0;    // the step reached
+  bool interrupted = false;  // stopped by a signal before training.steps
+  /// (step, mean loss of its micro-batches) for each update this call made; skipped updates have a
+  /// non-finite loss.
+  std::vector<std::pair<int64_t, double>> losses;
+  int64_t skipped_steps = 0;  // over the whole run, resumes included
+  std::optional<double> valid_loss;  // the last evaluation's
+  std::filesystem::path last_checkpoint;
+};
+
+/// Trains as `config` says (see the top of this file); throws longnet::Error on bad configs,
+/// missing data and too many non-finite steps.
+TrainResult train(const RunConfig& config, const TrainOptions& options = {});
+
+/// The signal (SIGINT, SIGTERM) that asked the running train() to stop, or 0.
+int stop_signal();
+
+}  // namespace longnet::tools
