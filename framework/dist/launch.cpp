@@ -185,6 +185,8 @@ int spawn_local(int nproc, const std::vector<std::string>& argv, int master_port
     const pid_t pid = ::fork();
     LN_CHECK(pid >= 0, "[spawn_local] fork failed: ", std::strerror(errno));
     if (pid == 0) {
+      // A process group per rank, so that stopping a rank also stops what it started.
+      ::setpgid(0, 0);
       ::setenv("RANK", std::to_string(r).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
@@ -199,6 +201,7 @@ int spawn_local(int nproc, const std::vector<std::string>& argv, int master_port
       std::fprintf(stderr, "[spawn_local] cannot run %s: %s\n", args[0], std::strerror(errno));
       ::_exit(127);
     }
+    ::setpgid(pid, pid);  // also here: whichever of parent and child runs first
     pids.push_back(pid);
   }
   int result = 0;
@@ -217,7 +220,7 @@ int spawn_local(int nproc, const std::vector<std::string>& argv, int master_port
         result = code;
         std::fprintf(stderr, "[spawn_local] rank %zu exited with status %d; stopping the others\n", r, code);
         for (pid_t p : pids) {
-          if (p > 0) ::kill(p, SIGTERM);
+          if (p > 0) ::kill(-p, SIGTERM);
         }
         kill_deadline = Clock::now() + grace;
       }
@@ -225,7 +228,7 @@ int spawn_local(int nproc, const std::vector<std::string>& argv, int master_port
     if (reaped) continue;
     if (Clock::now() >= kill_deadline) {
       for (pid_t p : pids) {
-        if (p > 0) ::kill(p, SIGKILL);
+        if (p > 0) ::kill(-p, SIGKILL);
       }
       kill_deadline = Clock::time_point::max();
     }
