@@ -19,6 +19,30 @@ struct Parts {
 
 unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
+// kPack consecutive elements moved as one aligned unit (16-byte accesses for 16-bit types).
+template <class T>
+struct alignas(16) Vec {
+  T v[kPack];
+};
+
+template <class T>
+__device__ __forceinline__ Vec<T> load_vec(const T* p) {
+  return *reinterpret_cast<const Vec<T>*>(p);
+}
+
+template <class T>
+__device__ __forceinline__ void store_vec(T* p, const Vec<T>& x) {
+  *reinterpret_cast<Vec<T>*>(p) = x;
+}
+
+template <class T>
+__device__ __forceinline__ void store_floats(T* p, const float (&acc)[kPack]) {
+  Vec<T> x;
+#pragma unroll
+  for (int j = 0; j < kPack; ++j) x.v[j] = store<T>(acc[j]);
+  store_vec(p, x);
+}
+
 // Where position n of head h sits in a branch, if the branch covers it.
 struct Slot {
   bool covered;
@@ -43,13 +67,11 @@ __global__ void gather_kernel(DilatedShape s, int64_t w, int64_t r, int64_t leng
   const int64_t u = h % r + r * t;
   T* d = dst + e * kPack;
   if (u >= w) {
-#pragma unroll
-    for (int i = 0; i < kPack; ++i) d[i] = store<T>(0.f);
+    const float zero[kPack] = {};
+    store_floats(d, zero);
     return;
   }
-  const T* x = src + (((b * s.n + seg * w + u) * s.heads + h) * s.head_dim + pk * kPack);
-#pragma unroll
-  for (int i = 0; i < kPack; ++i) d[i] = x[i];
+  store_vec(d, load_vec(src + (((b * s.n + seg * w + u) * s.heads + h) * s.head_dim + pk * kPack)));
 }
 
 __global__ void gather_stats_kernel(DilatedShape s, int64_t w, int64_t r, int64_t length, const float* src,
@@ -89,14 +111,12 @@ __global__ void merge_kernel(DilatedShape s, Parts parts, T* out, float* lse) {
     for (int i = 0; i < parts.count; ++i) {
       if (l[i] == -INFINITY) continue;
       const float wgt = expf(l[i] - total);
-      const T* o = static_cast<const T*>(parts.p[i].rows) + (rows[i] * s.heads + h) * s.head_dim + pk * kPack;
+      const Vec<T> o = load_vec(static_cast<const T*>(parts.p[i].rows) + (rows[i] * s.heads + h) * s.head_dim + pk * kPack);
 #pragma unroll
-      for (int j = 0; j < kPack; ++j) acc[j] += wgt * load(o[j]);
+      for (int j = 0; j < kPack; ++j) acc[j] += wgt * static_cast<float>(load(o.v[j]));
     }
   }
-  T* d = out + e * kPack;
-#pragma unroll
-  for (int j = 0; j < kPack; ++j) d[j] = store<T>(acc[j]);
+  store_floats(out + e * kPack, acc);
   if (pk == 0) lse[(b * s.heads + h) * s.n + n] = total;
 }
 
@@ -111,13 +131,11 @@ __global__ void sum_kernel(DilatedShape s, Parts parts, T* dst) {
   for (int i = 0; i < parts.count; ++i) {
     const Slot sl = slot(parts.p[i], b, n, h, s.n);
     if (!sl.covered) continue;
-    const T* x = static_cast<const T*>(parts.p[i].rows) + (sl.row * s.heads + h) * s.head_dim + pk * kPack;
+    const Vec<T> x = load_vec(static_cast<const T*>(parts.p[i].rows) + (sl.row * s.heads + h) * s.head_dim + pk * kPack);
 #pragma unroll
-    for (int j = 0; j < kPack; ++j) acc[j] += load(x[j]);
+    for (int j = 0; j < kPack; ++j) acc[j] += static_cast<float>(load(x.v[j]));
   }
-  T* d = dst + e * kPack;
-#pragma unroll
-  for (int j = 0; j < kPack; ++j) d[j] = store<T>(acc[j]);
+  store_floats(dst + e * kPack, acc);
 }
 
 Parts pack_parts(const DilatedPart* parts, int count) {
