@@ -2,7 +2,7 @@
 # The main job: install what is missing, build, then the whole pipeline on the default corpus
 # (the Python 3.11 documentation sources):
 #   tokenizer train -> prepare -> train configs/quickstart.toml -> eval -> generate
-# Data goes to data/quickstart/, the run to runs/quickstart/ (checkpoints, metrics, report).
+# Everything goes to runs/quickstart/: data/ (tokenizer, token stores), checkpoints, metrics, report.
 # About ten minutes on 2 CPU cores once built. Running it again reuses the tokenizer and the token
 # stores, and the training run resumes from its newest checkpoint (a finished run is not redone).
 #
@@ -15,7 +15,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
 build="${LONGNET_BUILD_DIR:-build}"
-data_dir="data/quickstart"
+data_dir="runs/quickstart/data"
 run_dir="runs/quickstart"
 config="configs/quickstart.toml"
 log() { printf '[main] %s\n' "$*"; }
