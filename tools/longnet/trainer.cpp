@@ -131,8 +131,8 @@ void load_finetune_weights(const RunConfig& c, LongNetLM& model, Device device, 
            c.training.finetune_from, "': no tensor of ", source.string(), " matches this model");
   if (console) {
     std::string msg = "[finetune] weights from " + source.string();
-    if (!r.missing.size()) msg += " (all tensors)";
-    if (!r.missing.empty()) msg += "; " + std::to_string(r.missing.size()) + " new tensors keep their initialisation";
+    msg += r.missing.empty() ? " (every tensor)"
+                             : "; " + std::to_string(r.missing.size()) + " new tensors keep their initialisation";
     if (!r.unexpected.empty()) msg += "; " + std::to_string(r.unexpected.size()) + " tensors of the source unused";
     console->message(msg);
   }

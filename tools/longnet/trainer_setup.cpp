@@ -28,11 +28,10 @@ Device resolve_device(const std::string& name) {
   const Device d = device_from_string(name);
   if (d.is_cuda()) {
 #ifdef LONGNET_WITH_CUDA
-    LN_CHECK(gpu_available(), "[device] training.device = \"", name,
-             "\" but no CUDA device is visible; use \"cpu\" or \"auto\"");
+    LN_CHECK(gpu_available(), "[device] device \"", name, "\" asked for, but no CUDA device is visible; use \"cpu\" or \"auto\"");
 #else
-    LN_FAIL("[device] training.device = \"", name,
-            "\" but this build has no CUDA backend (configure with -DLONGNET_CUDA=ON); use \"cpu\" or \"auto\"");
+    LN_FAIL("[device] device \"", name,
+            "\" asked for, but this build has no CUDA backend (configure with -DLONGNET_CUDA=ON); use \"cpu\" or \"auto\"");
 #endif
   }
   return d;

@@ -17,7 +17,7 @@ namespace longnet::tools {
 /// True when this build has the CUDA backend and a GPU is visible.
 bool gpu_available();
 /// The device `training.device` names: "auto" is the first GPU when gpu_available(), else the
-/// CPU; "cuda" without a usable GPU is an error saying so.
+/// CPU; "cuda" without a usable GPU is an error saying so (training.device, or a --device option).
 Device resolve_device(const std::string& name);
 /// "f32" or "bf16" as a DType (bf16 computes in f32 on the CPU, per the models).
 DType compute_dtype_from_name(const std::string& name);
