@@ -10,7 +10,6 @@
 #include <utility>
 #include <vector>
 
-#include <sys/wait.h>
 
 #include <gtest/gtest.h>
 
@@ -18,6 +17,7 @@
 #include "layers/attention/adaptive.h"
 #include "layers/attention/block_sparse.h"
 #include "layers/attention/pattern.h"
+#include "tests/support/program.h"
 #include "tests/support/gradcheck.h"
 
 namespace longnet {
@@ -269,21 +269,8 @@ TEST(AttentionPattern, ErrorsNameTheProblem) {
 // ---------------------------------------------------------------------------------------------
 // The command, run as a user would: the longnet program of the same build tree.
 
-std::filesystem::path longnet_program() {
-  return std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "tools" / "longnet";
-}
-
-// Runs longnet with `args`; returns its exit code and fills `output` with stdout and stderr.
-int run_longnet(const std::string& args, std::string& output) {
-  const std::filesystem::path log = std::filesystem::temp_directory_path() / "longnet_pattern_test.log";
-  const int status = std::system((longnet_program().string() + " " + args + " > " + log.string() + " 2>&1").c_str());
-  std::ifstream in(log);
-  std::stringstream s;
-  s << in.rdbuf();
-  output = s.str();
-  std::filesystem::remove(log);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using testing::longnet_program;
+using testing::run_longnet;
 
 TEST(BenchAttentionCommand, ShowPatternWritesAnSvgAndRejectsBadOptions) {
   if (!std::filesystem::exists(longnet_program())) GTEST_SKIP() << "build the longnet target first";
