@@ -20,6 +20,7 @@
 #include "framework/core/error.h"
 #include "framework/io/checkpoint_dir.h"
 #include "framework/io/safetensors.h"
+#include "tests/support/gpu.h"
 #include "tests/tools/trainer_test_util.h"
 #include "tools/longnet/metrics.h"
 #include "tools/longnet/trainer_setup.h"
@@ -243,6 +244,50 @@ TEST(Trainer, DataProblemsAreNamed) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.vocab_size"), std::string::npos) << e.what();
   }
+}
+
+// bf16 on the GPU with f32 parameters and optimizer state: the loss falls like the CPU's f32 run,
+// MFU and memory are logged, and a resumed run continues from its checkpoint.
+TEST(TrainerGpu, Bf16RunLearnsResumesAndLogsMfu) {
+  LN_REQUIRE_GPU();
+  ScratchDir dir("trainer-gpu");
+  const std::string store = write_pattern_store(dir.path() / "train.h5");
+  RunConfig c = tiny_run_config(store, dir.path() / "run", 12);
+  c.model.dim = 64;  // head dim 32, which the GPU kernels take
+  c.training.device = "cuda";
+  c.training.dtype = "bf16";
+  RunConfig cpu = c;
+  cpu.training.device = "cpu";
+  cpu.training.dtype = "f32";
+  cpu.checkpoint.dir = (dir.path() / "cpu").string();
+  const TrainResult ref = train(cpu, quiet());
+
+  TrainOptions interrupt = quiet();
+  interrupt.handle_signals = true;
+  interrupt.on_step = [](int64_t step, double) {
+    if (step == 6) ::kill(::getpid(), SIGINT);
+  };
+  const TrainResult first = train(c, interrupt);
+  ASSERT_TRUE(first.interrupted);
+  const TrainResult second = train(c, quiet());
+  EXPECT_EQ(second.start_step, 6);
+  ASSERT_EQ(second.end_step, 12);
+  // bf16 tracks f32: each loss within 5% of the CPU run's.
+  for (size_t i = 0; i < first.losses.size(); ++i) {
+    EXPECT_NEAR(first.losses[i].second, ref.losses[i].second, 0.05 * ref.losses[i].second) << "step " << i + 1;
+  }
+  for (size_t i = 0; i < second.losses.size(); ++i) {
+    EXPECT_NEAR(second.losses[i].second, ref.losses[i + 6].second, 0.05 * ref.losses[i + 6].second)
+        << "step " << i + 7;
+  }
+  EXPECT_LT(second.losses.back().second, first.losses.front().second - 0.3);
+  const auto records = read_metrics_jsonl(dir.path() / "run" / "metrics.jsonl");
+  ASSERT_FALSE(records.empty());
+  const auto mfu = records.back().get("mfu");
+  ASSERT_TRUE(mfu.has_value());
+  EXPECT_GT(*mfu, 0.0);
+  EXPECT_LT(*mfu, 1.0);
+  EXPECT_TRUE(records.back().get("memory_bytes").has_value());
 }
 
 }  // namespace
