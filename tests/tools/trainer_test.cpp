@@ -20,6 +20,7 @@
 #include "framework/core/error.h"
 #include "framework/io/checkpoint_dir.h"
 #include "framework/io/safetensors.h"
+#include "data/token_store.h"
 #include "tests/support/gpu.h"
 #include "tests/tools/trainer_test_util.h"
 #include "tools/longnet/metrics.h"
@@ -224,6 +225,57 @@ TEST(Trainer, FinetuneKeepsFrozenLayersAndStartsFromTheSource) {
   EXPECT_GT(trained, 0);
   // The first fine-tuning loss is the trained model's, far below a fresh model's (about log 32).
   EXPECT_LT(tuned.losses.front().second, base.losses.front().second);
+}
+
+// A doc2text store: each source is a run of ids counting up from a start, its target the start
+// and the next two ids (what an encoder-decoder can learn to copy).
+std::string write_doc2text_store(const fs::path& path) {
+  data::StoreHeader h;
+  h.vocab_size = testing::kPatternVocab;
+  h.tokenizer_hash = "pattern";
+  h.task = "doc2text";
+  data::TokenStoreWriter w(path.string(), h);
+  for (int d = 0; d < 32; ++d) {
+    std::vector<int32_t> source;
+    for (int i = 0; i < 12; ++i) source.push_back(4 + (d * 5 + i) % 28);
+    w.add_pair(source, std::vector<int32_t>(source.begin(), source.begin() + 3));
+  }
+  w.commit();
+  return path.string();
+}
+
+TEST(Trainer, Doc2TextTrainsAnEncoderDecoderAndResumesExactly) {
+  ScratchDir dir("trainer-doc2text");
+  const std::string store = write_doc2text_store(dir.path() / "d2t.h5");
+  const auto config = [&](const std::string& run) {
+    RunConfig c = tiny_run_config(store, dir.path() / run, 8);
+    c.model.kind = "encoder_decoder";
+    c.model.encoder_layers = 1;
+    c.model.layers = 1;
+    c.data.task = "doc2text";
+    c.data.target_len = 5;
+    c.data.valid = store;
+    c.training.eval_every = 4;
+    c.training.eval_batches = 2;
+    return c;
+  };
+  const TrainResult whole = train(config("whole"), quiet());
+  ASSERT_EQ(whole.losses.size(), 8u);
+  EXPECT_LT(whole.losses.back().second, whole.losses.front().second - 0.3);
+  ASSERT_TRUE(whole.valid_loss.has_value());
+  EXPECT_TRUE(std::isfinite(*whole.valid_loss));
+
+  TrainOptions interrupt = quiet();
+  interrupt.handle_signals = true;
+  interrupt.on_step = [](int64_t step, double) {
+    if (step == 5) ::kill(::getpid(), SIGINT);
+  };
+  const TrainResult first = train(config("split"), interrupt);
+  ASSERT_TRUE(first.interrupted);
+  const TrainResult second = train(config("split"), quiet());
+  ASSERT_EQ(second.losses.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(second.losses[i].second, whole.losses[i + 5].second) << "step " << i + 6;
+  EXPECT_EQ(*second.valid_loss, *whole.valid_loss);
 }
 
 TEST(Trainer, DataProblemsAreNamed) {

@@ -116,6 +116,7 @@ std::vector<ConfigKey> make_schema() {
       plain(LN_KEY(data.tokenizer), "SentencePiece model"),
       plain(LN_KEY(data.document_aware), "Attention does not cross document boundaries inside a sequence"),
       choice(LN_KEY(data.task), "Training task", {"lm", "passkey", "doc2text"}),
+      ranged(LN_KEY(data.target_len), "doc2text: target tokens per example (BOS, the titles, EOS; cut or padded)", 1),
       // [parallelism]
       ranged(LN_KEY(parallelism.data_parallel), "Data-parallel replicas (0: all ranks sequence parallelism leaves)", 0),
       ranged(LN_KEY(parallelism.sequence_parallel), "Ranks each sequence is split over", 1),

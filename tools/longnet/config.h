@@ -113,6 +113,7 @@ struct DataSection {
   std::string tokenizer;
   bool document_aware = true;
   std::string task = "lm";
+  int64_t target_len = 128;  // doc2text: target tokens (BOS, titles, EOS)
 
   bool operator==(const DataSection&) const = default;
 };

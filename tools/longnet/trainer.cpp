@@ -19,13 +19,15 @@
 #include "framework/io/checkpoint_dir.h"
 #include "framework/io/safetensors.h"
 #include "framework/ops/ops.h"
+#include "data/special_ids.h"
+#include "framework/autograd/grad_mode.h"
+#include "models/encoder_decoder.h"
 #include "models/longnet_lm.h"
 #include "models/summary.h"
 #include "optim/clip.h"
 #include "tools/longnet/metrics.h"
 #include "tools/longnet/metrics_report.h"
 #include "tools/longnet/model_flops.h"
-#include "tools/longnet/trainer_eval.h"
 #include "tools/longnet/trainer_setup.h"
 
 #ifdef LONGNET_WITH_CUDA
@@ -72,13 +74,12 @@ class StopSignals {
   struct sigaction old_term_ {};
 };
 
-// What the run reads: the training examples, the validation store and the tokenizer.
+// What the run reads: training and validation examples of its task, and the tokenizer.
 struct TrainData {
   std::shared_ptr<const data::Dataset> train;
-  std::shared_ptr<const data::TokenStore> valid;
+  std::shared_ptr<const data::Dataset> valid;  // null without data.valid or evaluations
   std::string tokenizer_path;
   std::string tokenizer_hash;
-  bool answer_mask = false;  // passkey: only the answer tokens are targets
 };
 
 std::shared_ptr<const data::TokenStore> open_store(const std::string& path, const char* key,
@@ -93,6 +94,22 @@ std::shared_ptr<const data::TokenStore> open_store(const std::string& path, cons
   return store;
 }
 
+// The examples of data.task from a store; `examples` sizes the generated passkey sets.
+std::shared_ptr<const data::Dataset> task_dataset(const RunConfig& c, std::shared_ptr<const data::TokenStore> store,
+                                                  const std::optional<data::Tokenizer>& tokenizer, int64_t examples) {
+  if (c.data.task == "passkey") {
+    LN_CHECK(tokenizer.has_value(), "[train] data.task = \"passkey\" needs data.tokenizer (to write the prompts)");
+    auto task = std::make_shared<data::PasskeyTask>(std::move(store), *tokenizer);
+    return std::make_shared<data::PasskeyDataset>(task, c.training.seq_len, examples);
+  }
+  if (c.data.task == "doc2text") {
+    LN_CHECK(store->info().header.task == "doc2text", "[train] data.task = \"doc2text\" needs a doc2text store (`longnet "
+             "prepare --task doc2text`); ", store->info().path, " is a '", store->info().header.task, "' store");
+    return std::make_shared<data::DocToTextDataset>(std::move(store), c.training.seq_len, c.data.target_len);
+  }
+  return std::make_shared<data::WindowDataset>(std::move(store), c.training.seq_len, data::WindowMode::kRandom);
+}
+
 TrainData open_data(const RunConfig& c) {
   TrainData d;
   std::optional<data::Tokenizer> tokenizer;
@@ -103,27 +120,80 @@ TrainData open_data(const RunConfig& c) {
     d.tokenizer_path = c.data.tokenizer;
     d.tokenizer_hash = tokenizer->hash();
   }
-  const auto train_store = open_store(c.data.train, "data.train", tokenizer, c.model.vocab_size);
-  if (c.data.task == "lm") {
-    d.train = std::make_shared<data::WindowDataset>(train_store, c.training.seq_len, data::WindowMode::kRandom);
-  } else if (c.data.task == "passkey") {
-    LN_CHECK(tokenizer.has_value(), "[train] data.task = \"passkey\" needs data.tokenizer (to write the prompts)");
-    auto task = std::make_shared<data::PasskeyTask>(train_store, *tokenizer);
-    const int64_t examples = c.training.steps * c.training.batch_size * c.training.grad_accum;
-    d.train = std::make_shared<data::PasskeyDataset>(task, c.training.seq_len, examples);
-    d.answer_mask = true;
-  } else {
-    LN_FAIL("[train] data.task = \"", c.data.task, "\" is not trained by this program yet; use \"lm\" or \"passkey\"");
-  }
-  if (!c.data.valid.empty() && c.training.eval_every > 0) {
-    d.valid = open_store(c.data.valid, "data.valid", tokenizer, c.model.vocab_size);
+  const TrainingSection& t = c.training;
+  d.train = task_dataset(c, open_store(c.data.train, "data.train", tokenizer, c.model.vocab_size), tokenizer,
+                         t.steps * t.batch_size * t.grad_accum);
+  if (!c.data.valid.empty() && t.eval_every > 0) {
+    d.valid = task_dataset(c, open_store(c.data.valid, "data.valid", tokenizer, c.model.vocab_size), tokenizer,
+                           t.eval_batches * t.batch_size);
   }
   return d;
 }
 
+// Inputs and targets of an LM batch; with an answer mask only the answer tokens are targets.
+std::pair<Tensor, Tensor> inputs_and_targets(const data::Batch& b, bool answer_mask, int64_t ignore_index) {
+  Tensor targets = b.targets();
+  if (answer_mask) {
+    const Tensor& mask = b.field("answer_mask");
+    const Tensor not_answer = compare(mask.narrow(1, 1, mask.size(1) - 1), 0.0, CompareOp::Eq);
+    targets = masked_fill(targets, not_answer, static_cast<double>(ignore_index));
+  }
+  return {b.inputs(), targets};
+}
+
+// The model a run trains and its loss on a batch of its task.
+struct TrainModel {
+  std::shared_ptr<Module> module;
+  std::function<LossOutput(const data::Batch&)> loss;
+};
+
+TrainModel make_train_model(const longnet::ModelConfig& mc, const std::string& task) {
+  const int64_t ignore = mc.ignore_index;
+  if (mc.kind == "encoder_decoder") {
+    auto m = std::make_shared<LongNetEncoderDecoder>(mc);
+    // Padding is never a target and never attended to in the source.
+    return {m, [m, ignore](const data::Batch& b) {
+              const Tensor& source = b.field("source");
+              const Tensor& target = b.field("target");
+              const int64_t n = target.size(1) - 1;
+              const Tensor target_in = target.narrow(1, 0, n).contiguous();
+              const Tensor next = target.narrow(1, 1, n).contiguous();
+              const Tensor target_out =
+                  masked_fill(next, compare(next, data::SpecialIds::pad, CompareOp::Eq), static_cast<double>(ignore));
+              return m->loss(source, target_in, target_out, compare(source, data::SpecialIds::pad, CompareOp::Eq));
+            }};
+  }
+  auto m = std::make_shared<LongNetLM>(mc);
+  const bool answer_mask = task == "passkey";
+  return {m, [m, answer_mask, ignore](const data::Batch& b) {
+            const auto [inputs, targets] = inputs_and_targets(b, answer_mask, ignore);
+            return m->loss(inputs, targets);
+          }};
+}
+
+// Mean cross-entropy over the first `batches` batches of the validation set (the same batches at
+// every evaluation), without recording and without dropout.
+double validation_loss(const TrainModel& model, const std::shared_ptr<const data::Dataset>& valid, int64_t batch_size,
+                       int64_t batches, Device device) {
+  data::LoaderOptions lo;
+  lo.batch_size = std::min(batch_size, valid->size());
+  lo.shuffle = false;
+  lo.prefetch = 0;
+  lo.device = device;
+  data::Loader loader(valid, lo);
+  LN_CHECK(loader.batches_per_epoch() >= 1, "[train] data.valid holds no validation example of this task");
+  NoGradGuard no_grad;
+  model.module->eval();
+  const int64_t n = std::min(batches, loader.batches_per_epoch());
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += model.loss(loader.next()).cross_entropy.item();
+  model.module->train();
+  return sum / static_cast<double>(n);
+}
+
 // Initial weights of a fine-tuning run: every tensor of the source checkpoint that the new model
 // has (new tensors, such as an adaptive scorer, keep their initialisation).
-void load_finetune_weights(const RunConfig& c, LongNetLM& model, Device device, ConsoleLine* console) {
+void load_finetune_weights(const RunConfig& c, Module& model, Device device, ConsoleLine* console) {
   const fs::path source = resolve_checkpoint(c.training.finetune_from);
   const Module::LoadResult r =
       model.load_state_dict(io::load_safetensors((source / kModelFile).string(), device), /*strict=*/false);
@@ -136,17 +206,6 @@ void load_finetune_weights(const RunConfig& c, LongNetLM& model, Device device, 
     if (!r.unexpected.empty()) msg += "; " + std::to_string(r.unexpected.size()) + " tensors of the source unused";
     console->message(msg);
   }
-}
-
-// Inputs and targets of a batch; with an answer mask only the answer tokens are targets.
-std::pair<Tensor, Tensor> inputs_and_targets(const data::Batch& b, bool answer_mask, int64_t ignore_index) {
-  Tensor targets = b.targets();
-  if (answer_mask) {
-    const Tensor& mask = b.field("answer_mask");
-    const Tensor not_answer = compare(mask.narrow(1, 1, mask.size(1) - 1), 0.0, CompareOp::Eq);
-    targets = masked_fill(targets, not_answer, static_cast<double>(ignore_index));
-  }
-  return {b.inputs(), targets};
 }
 
 // Console messages go through the live line when there is one.
@@ -164,8 +223,6 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
                config.parallelism.data_parallel <= 1,
            "[train] this program trains on one device; set parallelism.sequence_parallel, data_parallel and "
            "nproc_per_node to 1");
-  LN_CHECK(config.model.kind == "decoder", "[train] model.kind = \"", config.model.kind,
-           "\" is not trained by this program yet; use \"decoder\"");
   const Device device = resolve_device(t.device);
   const longnet::ModelConfig model_config = model_config_from_run(config, device);
 
@@ -186,7 +243,8 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
   const TrainData data = open_data(config);
   StopSignals signals(options.handle_signals);
   DefaultDeviceGuard device_guard(device);
-  LongNetLM model(model_config);
+  const TrainModel trained = make_train_model(model_config, config.data.task);
+  Module& model = *trained.module;
   const std::optional<io::CheckpointInfo> resume = io::newest_valid(result.run_dir);
   if (!resume && !t.finetune_from.empty()) load_finetune_weights(config, model, device, console);
   const int64_t frozen = freeze_lowest_layers(model, t.freeze_layers);
@@ -240,12 +298,12 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
     say(console, "[train] saved " + result.last_checkpoint.string());
   };
   const auto evaluate = [&] {
-    const LossEstimate e = evaluate_loss(model, data.valid, t.seq_len, t.batch_size, t.eval_batches * t.batch_size);
-    result.valid_loss = e.loss;
-    logger.log({state.step, "valid", now_seconds(), {{"loss", e.loss}, {"perplexity", e.perplexity()}}});
+    const double loss = validation_loss(trained, data.valid, t.batch_size, t.eval_batches, device);
+    result.valid_loss = loss;
+    logger.log({state.step, "valid", now_seconds(), {{"loss", loss}, {"perplexity", std::exp(loss)}}});
     char buf[128];
     std::snprintf(buf, sizeof buf, "[eval] step %lld: valid loss %.4f, perplexity %.2f",
-                  static_cast<long long>(state.step), e.loss, e.perplexity());
+                  static_cast<long long>(state.step), loss, std::exp(loss));
     say(console, buf);
   };
 
@@ -258,8 +316,7 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
   while (state.step < t.steps && stop_signal() == 0) {
     double loss_sum = 0.0;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      const auto [inputs, targets] = inputs_and_targets(loader.next(), data.answer_mask, model_config.ignore_index);
-      Tensor loss = model.loss(inputs, targets).loss;
+      Tensor loss = trained.loss(loader.next()).loss;
       loss_sum += loss.item();
       if (t.grad_accum > 1) loss = mul(loss, 1.0 / static_cast<double>(t.grad_accum));
       loss.backward();

@@ -6,7 +6,9 @@
 // checkpoint resumes from the newest one: weights, optimizer state, step, random stream and
 // loader position are restored, so the losses that follow equal those of an uninterrupted run
 // (exactly, on the CPU). Otherwise the model is initialised from training.seed, or, for
-// fine-tuning, loaded from training.finetune_from.
+// fine-tuning, loaded from training.finetune_from. The task (data.task) picks the examples and the
+// loss: language modelling, passkey retrieval (loss on the answer only) or document-to-text with
+// the encoder-decoder.
 //
 // Each update accumulates training.grad_accum micro-batches, clips the global gradient norm and
 // steps the optimizer at the schedule's rate. A non-finite loss or gradient norm skips the update
