@@ -337,6 +337,11 @@ std::string train_tokenizer(CorpusReader& corpus, const TokenizerTrainOptions& o
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
+  // The folder is made as asked for (`-o runs/x/tokenizer.model` in a new run directory).
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  LN_CHECK(!ec, "[write] cannot create the folder ", parent.string(), ": ", ec.message());
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   LN_CHECK(fd >= 0, "[write] cannot create ", tmp, ": ", std::strerror(errno));

@@ -1,4 +1,9 @@
 // Training, encoding and decoding with SentencePiece; the model hash; training errors.
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
 #include <gtest/gtest.h>
 
 #include <sentencepiece_processor.h>
@@ -21,6 +26,18 @@ std::string train_on(const std::string& path, TokenizerTrainOptions o) {
   c.inputs = {path};
   CorpusReader reader(c);
   return train_tokenizer(reader, o);
+}
+
+TEST(WriteFileAtomic, MakesTheFolderAndLeavesNoTemporary) {
+  TempDir dir;
+  const std::filesystem::path target = dir.path() / "new" / "run" / "tokenizer.model";
+  write_file_atomic(target.string(), "bytes");
+  std::ifstream in(target);
+  std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, "bytes");
+  size_t files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(target.parent_path())) ++files;
+  EXPECT_EQ(files, 1u);
 }
 
 TEST(Tokenizer, RoundTripsTextExactly) {
