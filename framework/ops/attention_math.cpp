@@ -159,7 +159,7 @@ Tensor stats_flat(const Tensor& t, const Problem& pr) { return reshape(contiguou
 void store(const Tensor& dst, const Tensor& value, bool accumulate) {
   if (!dst.defined()) return;
   if (accumulate) {
-    copy_(dst, add(dst, value));
+    add_(dst, value);
   } else {
     copy_(dst, value);
   }
