@@ -1,6 +1,9 @@
 #include "framework/cuda/dilated.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
@@ -44,61 +47,66 @@ __device__ __forceinline__ void store_floats(T* p, const float (&acc)[kPack]) {
 }
 
 // Where position n of head h sits in a branch, if the branch covers it.
+template <class I>
 struct Slot {
   bool covered;
-  int64_t row;  // (segment, t) flattened as segment-major rows of the compact tensor
-  int64_t t, segment_index;
+  I row;  // (segment, t) flattened as segment-major rows of the compact tensor
+  I t, segment_index;
 };
 
-__device__ __forceinline__ Slot slot(const DilatedPart& p, int64_t b, int64_t n, int64_t h, int64_t seq) {
-  const int64_t u = n % p.segment, segs = seq / p.segment;
-  const int64_t bs = b * segs + n / p.segment;
-  return {u % p.rate == h % p.rate, bs * p.length + u / p.rate, u / p.rate, bs};
+template <class I>
+__device__ __forceinline__ Slot<I> slot(const DilatedPart& p, I b, I n, I h, I seq) {
+  const I w = static_cast<I>(p.segment), r = static_cast<I>(p.rate), length = static_cast<I>(p.length);
+  const I u = n % w, bs = b * (seq / w) + n / w;
+  return {u % r == h % r, bs * length + u / r, u / r, bs};
 }
 
-template <class T>
-__global__ void gather_kernel(DilatedShape s, int64_t w, int64_t r, int64_t length, const T* src, T* dst) {
-  const int64_t packs = s.head_dim / kPack;
-  const int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  const int64_t segs = s.n / w, total = s.batch * segs * length * s.heads * packs;
-  if (e >= total) return;
-  const int64_t pk = e % packs, h = (e / packs) % s.heads, t = (e / (packs * s.heads)) % length;
-  const int64_t bs = e / (packs * s.heads * length), b = bs / segs, seg = bs % segs;
-  const int64_t u = h % r + r * t;
+// The kernels index with I = int32_t whenever every offset fits (index32 below): 64-bit division
+// and modulo cost several times more instructions, and these kernels do several per element.
+template <class T, class I>
+__global__ void gather_kernel(DilatedShape shape, I w, I r, I length, const T* src, T* dst) {
+  const I packs = static_cast<I>(shape.head_dim) / kPack, heads = static_cast<I>(shape.heads);
+  const I n = static_cast<I>(shape.n), segs = n / w;
+  const I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+  if (e >= static_cast<I>(shape.batch) * segs * length * heads * packs) return;
+  const I pk = e % packs, h = (e / packs) % heads, t = (e / (packs * heads)) % length;
+  const I bs = e / (packs * heads * length), b = bs / segs, seg = bs % segs;
+  const I u = h % r + r * t;
   T* d = dst + e * kPack;
   if (u >= w) {
     const float zero[kPack] = {};
     store_floats(d, zero);
     return;
   }
-  store_vec(d, load_vec(src + (((b * s.n + seg * w + u) * s.heads + h) * s.head_dim + pk * kPack)));
+  store_vec(d, load_vec(src + (((b * n + seg * w + u) * heads + h) * packs + pk) * kPack));
 }
 
-__global__ void gather_stats_kernel(DilatedShape s, int64_t w, int64_t r, int64_t length, const float* src,
-                                    float* dst) {
-  const int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  const int64_t segs = s.n / w, total = s.batch * segs * s.heads * length;
-  if (e >= total) return;
-  const int64_t t = e % length, h = (e / length) % s.heads, bs = e / (length * s.heads);
-  const int64_t b = bs / segs, seg = bs % segs, u = h % r + r * t;
-  dst[e] = u < w ? src[(b * s.heads + h) * s.n + seg * w + u] : 0.f;
+template <class I>
+__global__ void gather_stats_kernel(DilatedShape shape, I w, I r, I length, const float* src, float* dst) {
+  const I heads = static_cast<I>(shape.heads), n = static_cast<I>(shape.n), segs = n / w;
+  const I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+  if (e >= static_cast<I>(shape.batch) * segs * heads * length) return;
+  const I t = e % length, h = (e / length) % heads, bs = e / (length * heads);
+  const I b = bs / segs, seg = bs % segs, u = h % r + r * t;
+  dst[e] = u < w ? src[(b * heads + h) * n + seg * w + u] : 0.f;
 }
 
 // One thread per (b, n, h, pack): the branches' weights are recomputed by each pack of a row.
-template <class T>
-__global__ void merge_kernel(DilatedShape s, Parts parts, T* out, float* lse) {
-  const int64_t packs = s.head_dim / kPack;
-  const int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (e >= s.batch * s.n * s.heads * packs) return;
-  const int64_t pk = e % packs, h = (e / packs) % s.heads, n = (e / (packs * s.heads)) % s.n;
-  const int64_t b = e / (packs * s.heads * s.n);
+template <class T, class I>
+__global__ void merge_kernel(DilatedShape shape, Parts parts, T* out, float* lse) {
+  const I packs = static_cast<I>(shape.head_dim) / kPack, heads = static_cast<I>(shape.heads);
+  const I seq = static_cast<I>(shape.n), dim = static_cast<I>(shape.head_dim);
+  const I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+  if (e >= static_cast<I>(shape.batch) * seq * heads * packs) return;
+  const I pk = e % packs, h = (e / packs) % heads, n = (e / (packs * heads)) % seq;
+  const I b = e / (packs * heads * seq);
   float l[kMaxDilatedBranches];
-  int64_t rows[kMaxDilatedBranches];
+  I rows[kMaxDilatedBranches];
   float m = -INFINITY;
   for (int i = 0; i < parts.count; ++i) {
     const DilatedPart& p = parts.p[i];
-    const Slot sl = slot(p, b, n, h, s.n);
-    l[i] = sl.covered ? p.lse[(sl.segment_index * s.heads + h) * p.length + sl.t] : -INFINITY;
+    const Slot<I> sl = slot<I>(p, b, n, h, seq);
+    l[i] = sl.covered ? p.lse[(sl.segment_index * heads + h) * static_cast<I>(p.length) + sl.t] : -INFINITY;
     rows[i] = sl.row;
     m = fmaxf(m, l[i]);
   }
@@ -111,31 +119,48 @@ __global__ void merge_kernel(DilatedShape s, Parts parts, T* out, float* lse) {
     for (int i = 0; i < parts.count; ++i) {
       if (l[i] == -INFINITY) continue;
       const float wgt = expf(l[i] - total);
-      const Vec<T> o = load_vec(static_cast<const T*>(parts.p[i].rows) + (rows[i] * s.heads + h) * s.head_dim + pk * kPack);
+      const Vec<T> o = load_vec(static_cast<const T*>(parts.p[i].rows) + (rows[i] * heads + h) * dim + pk * kPack);
 #pragma unroll
       for (int j = 0; j < kPack; ++j) acc[j] += wgt * static_cast<float>(load(o.v[j]));
     }
   }
   store_floats(out + e * kPack, acc);
-  if (pk == 0) lse[(b * s.heads + h) * s.n + n] = total;
+  if (pk == 0) lse[(b * heads + h) * seq + n] = total;
 }
 
-template <class T>
-__global__ void sum_kernel(DilatedShape s, Parts parts, T* dst) {
-  const int64_t packs = s.head_dim / kPack;
-  const int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (e >= s.batch * s.n * s.heads * packs) return;
-  const int64_t pk = e % packs, h = (e / packs) % s.heads, n = (e / (packs * s.heads)) % s.n;
-  const int64_t b = e / (packs * s.heads * s.n);
+template <class T, class I>
+__global__ void sum_kernel(DilatedShape shape, Parts parts, T* dst) {
+  const I packs = static_cast<I>(shape.head_dim) / kPack, heads = static_cast<I>(shape.heads);
+  const I seq = static_cast<I>(shape.n), dim = static_cast<I>(shape.head_dim);
+  const I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+  if (e >= static_cast<I>(shape.batch) * seq * heads * packs) return;
+  const I pk = e % packs, h = (e / packs) % heads, n = (e / (packs * heads)) % seq;
+  const I b = e / (packs * heads * seq);
   float acc[kPack] = {};
   for (int i = 0; i < parts.count; ++i) {
-    const Slot sl = slot(parts.p[i], b, n, h, s.n);
+    const Slot<I> sl = slot<I>(parts.p[i], b, n, h, seq);
     if (!sl.covered) continue;
-    const Vec<T> x = load_vec(static_cast<const T*>(parts.p[i].rows) + (sl.row * s.heads + h) * s.head_dim + pk * kPack);
+    const Vec<T> x = load_vec(static_cast<const T*>(parts.p[i].rows) + (sl.row * heads + h) * dim + pk * kPack);
 #pragma unroll
     for (int j = 0; j < kPack; ++j) acc[j] += static_cast<float>(load(x.v[j]));
   }
   store_floats(dst + e * kPack, acc);
+}
+
+// True when every element offset of the sequence-side tensors and of the branches' compact
+// tensors (at most one segment's padding more per segment, so under twice as many) fits in int32.
+bool index32(const DilatedShape& s) {
+  return 2 * s.batch * s.n * s.heads * std::max<int64_t>(s.head_dim, 1) < int64_t{INT32_MAX};
+}
+
+// Calls f.template operator()<I>() with the index type the shape allows.
+template <class F>
+void with_index_type(const DilatedShape& s, F&& f) {
+  if (index32(s)) {
+    f.template operator()<int32_t>();
+  } else {
+    f.template operator()<int64_t>();
+  }
 }
 
 Parts pack_parts(const DilatedPart* parts, int count) {
@@ -156,8 +181,11 @@ void dilated_gather(int device, DType dtype, const DilatedShape& s, int64_t w, i
   if (total == 0) return;
   DeviceGuard guard(device);
   dispatch_float_types(dtype, "dilated", [&]<class T>() {
-    gather_kernel<T><<<blocks(total), kThreads, 0, stream(device)>>>(s, w, r, length, static_cast<const T*>(src),
-                                                                     static_cast<T*>(dst));
+    with_index_type(s, [&]<class I>() {
+      gather_kernel<T, I><<<blocks(total), kThreads, 0, stream(device)>>>(
+          s, static_cast<I>(w), static_cast<I>(r), static_cast<I>(length), static_cast<const T*>(src),
+          static_cast<T*>(dst));
+    });
   });
   LN_CUDA_CHECK_LAUNCH();
 }
@@ -166,7 +194,10 @@ void dilated_gather_stats(int device, const DilatedShape& s, int64_t w, int64_t 
   const int64_t length = (w + r - 1) / r, total = s.batch * (s.n / w) * s.heads * length;
   if (total == 0) return;
   DeviceGuard guard(device);
-  gather_stats_kernel<<<blocks(total), kThreads, 0, stream(device)>>>(s, w, r, length, src, dst);
+  with_index_type(s, [&]<class I>() {
+    gather_stats_kernel<I><<<blocks(total), kThreads, 0, stream(device)>>>(s, static_cast<I>(w), static_cast<I>(r),
+                                                                           static_cast<I>(length), src, dst);
+  });
   LN_CUDA_CHECK_LAUNCH();
 }
 
@@ -176,7 +207,9 @@ void dilated_merge(int device, DType dtype, const DilatedShape& s, const Dilated
   if (row_threads(s) == 0) return;
   DeviceGuard guard(device);
   dispatch_float_types(dtype, "dilated", [&]<class T>() {
-    merge_kernel<T><<<blocks(row_threads(s)), kThreads, 0, stream(device)>>>(s, p, static_cast<T*>(out), lse);
+    with_index_type(s, [&]<class I>() {
+      merge_kernel<T, I><<<blocks(row_threads(s)), kThreads, 0, stream(device)>>>(s, p, static_cast<T*>(out), lse);
+    });
   });
   LN_CUDA_CHECK_LAUNCH();
 }
@@ -186,7 +219,9 @@ void dilated_sum(int device, DType dtype, const DilatedShape& s, const DilatedPa
   if (row_threads(s) == 0) return;
   DeviceGuard guard(device);
   dispatch_float_types(dtype, "dilated", [&]<class T>() {
-    sum_kernel<T><<<blocks(row_threads(s)), kThreads, 0, stream(device)>>>(s, p, static_cast<T*>(dst));
+    with_index_type(s, [&]<class I>() {
+      sum_kernel<T, I><<<blocks(row_threads(s)), kThreads, 0, stream(device)>>>(s, p, static_cast<T*>(dst));
+    });
   });
   LN_CUDA_CHECK_LAUNCH();
 }

@@ -48,6 +48,8 @@ Tensor dilated_gather(const Tensor& x, const DilatedBranch& branch) {
   require_cuda(x, "x");
   const int64_t b = x.size(0), n = x.size(1), h = x.size(2), d = x.size(3);
   check_branch(branch, n);
+  // Without dilation the gathered layout is the sequence layout: a view saves a copy.
+  if (branch.rate == 1) return x.view({b * (n / branch.segment), branch.segment, h, d});
   Tensor out = Tensor::empty({b * (n / branch.segment), branch.length(), h, d}, x.dtype(), x.device());
 #ifdef LONGNET_WITH_CUDA
   cuda::dilated_gather(x.device().index, x.dtype(), shape_of(b, n, h, d), branch.segment, branch.rate, x.raw_data(),
@@ -61,6 +63,7 @@ Tensor dilated_gather_stats(const Tensor& lse, const DilatedBranch& branch) {
   LN_CHECK(lse.dtype() == DType::F32, "[dilated] lse must be f32");
   const int64_t b = lse.size(0), h = lse.size(1), n = lse.size(2);
   check_branch(branch, n);
+  if (branch.rate == 1 && branch.segment == n) return lse;
   Tensor out = Tensor::empty({b * (n / branch.segment), h, branch.length()}, DType::F32, lse.device());
 #ifdef LONGNET_WITH_CUDA
   cuda::dilated_gather_stats(lse.device().index, shape_of(b, n, h, 0), branch.segment, branch.rate,

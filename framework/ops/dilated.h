@@ -19,9 +19,10 @@ struct DilatedBranch {
 
 /// x (B, N, H, D) contiguous -> (B * N / w, L, H, D): row t of head h in segment s is position
 /// s w + (h mod r) + r t; rows past the segment's end (heads whose offset leaves fewer than L
-/// rows) are zero. N must be a multiple of w.
+/// rows) are zero. N must be a multiple of w. For r = 1 the result is a view of x.
 Tensor dilated_gather(const Tensor& x, const DilatedBranch& branch);
-/// lse (B, H, N) f32 -> (B * N / w, H, L), the same rows (zero past the segment's end).
+/// lse (B, H, N) f32 -> (B * N / w, H, L), the same rows (zero past the segment's end); lse
+/// itself when w = N and r = 1.
 Tensor dilated_gather_stats(const Tensor& lse, const DilatedBranch& branch);
 /// The log-sum-exp merge of gathered branch results (out (B * N / w_i, L_i, H, D), lse
 /// (B * N / w_i, H, L_i)) into out (B, N, H, D) and lse (B, H, N).
