@@ -65,7 +65,7 @@ struct Progress {
   int64_t total_steps = 0;
   std::optional<double> loss, lr, grad_norm, tokens_per_s;
   std::optional<double> mfu;              // model FLOPs utilisation, 0..1
-  std::optional<int64_t> memory_bytes;    // current device memory
+  std::optional<int64_t> memory_bytes;    // peak device memory since the previous logged step
   std::optional<double> eta_seconds;
 };
 
