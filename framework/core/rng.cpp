@@ -3,7 +3,8 @@
 namespace longnet {
 
 Generator& default_generator() {
-  static Generator g(0);
+  // One per thread: ranks run as threads by the in-process backend must not share a stream.
+  thread_local Generator g(0);
   return g;
 }
 

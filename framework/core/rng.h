@@ -80,9 +80,10 @@ class Generator {
   RngState state_;
 };
 
-/// The process-wide default stream used when an op is given no generator.
+/// The calling thread's default stream, used when an op is given no generator (each thread has
+/// its own, starting from seed 0).
 Generator& default_generator();
-/// Seeds the default stream.
+/// Seeds the calling thread's default stream.
 void manual_seed(uint64_t seed);
 
 }  // namespace longnet

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +22,36 @@ namespace longnet::dist {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+std::atomic<int> g_forward_signal{0};
+
+extern "C" void record_forward_signal(int sig) { g_forward_signal.store(sig); }
+
+// Ctrl-C reaches the spawner's process group only (each rank has a group of its own), and SIGTERM
+// the spawner alone: while the ranks run, both are recorded here and passed on to every rank.
+class ForwardedSignals {
+ public:
+  ForwardedSignals() {
+    g_forward_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = record_forward_signal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~ForwardedSignals() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  ForwardedSignals(const ForwardedSignals&) = delete;
+  ForwardedSignals& operator=(const ForwardedSignals&) = delete;
+  /// The signal received since the last call, or 0.
+  int take() { return g_forward_signal.exchange(0); }
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
 
 int parse_int(const char* name, const char* value) {
   char* end = nullptr;
@@ -180,6 +211,7 @@ std::string rendezvous_broadcast(const LaunchInfo& info, const std::string& payl
 int spawn_local(int nproc, const std::vector<std::string>& argv, int master_port, std::chrono::milliseconds grace) {
   LN_CHECK(nproc >= 1, "[spawn_local] needs at least one process, got ", nproc);
   LN_CHECK(!argv.empty(), "[spawn_local] no command to run");
+  ForwardedSignals forwarded;
   std::vector<pid_t> pids;
   for (int r = 0; r < nproc; ++r) {
     const pid_t pid = ::fork();
@@ -208,6 +240,11 @@ int spawn_local(int nproc, const std::vector<std::string>& argv, int master_port
   size_t alive = pids.size();
   auto kill_deadline = Clock::time_point::max();
   while (alive > 0) {
+    if (const int sig = forwarded.take()) {
+      for (pid_t p : pids) {
+        if (p > 0) ::kill(-p, sig);
+      }
+    }
     bool reaped = false;
     for (size_t r = 0; r < pids.size(); ++r) {
       int status = 0;

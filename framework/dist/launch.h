@@ -40,7 +40,8 @@ std::string rendezvous_broadcast(const LaunchInfo& info, const std::string& payl
 /// Runs `argv` (argv[0] searched in PATH) `nproc` times on this node with RANK, WORLD_SIZE,
 /// LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and MASTER_PORT set, and waits. When one
 /// exits non-zero (or is killed), the others' process groups are sent SIGTERM, then SIGKILL after `grace`; the
-/// result is the first failure's exit status (128 + signal for a signal), or 0.
+/// result is the first failure's exit status (128 + signal for a signal), or 0. SIGINT and SIGTERM
+/// received while waiting are passed on to every rank's process group.
 int spawn_local(int nproc, const std::vector<std::string>& argv, int master_port = 29500,
                 std::chrono::milliseconds grace = std::chrono::seconds(10));
 

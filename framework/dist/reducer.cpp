@@ -25,6 +25,8 @@ struct GradientReducer::State {
   std::vector<size_t> bucket_of;
   std::vector<bool> ready;
   size_t next = 0;  // the first bucket not launched yet
+  bool sync = true;
+  bool late = false;  // a gradient accumulated into a bucket already launched
   int launched_in_backward = 0;
   int last_launched_in_backward = 0;
 
@@ -56,7 +58,11 @@ struct GradientReducer::State {
   }
 
   void on_grad(size_t i) {
-    if (ready[i]) return;  // accumulating a second backward: the bucket waits for finish()
+    if (!sync) return;
+    if (ready[i]) {  // its bucket may already be on the wire without this contribution
+      late = true;
+      return;
+    }
     ready[i] = true;
     ++buckets[bucket_of[i]].ready;
     launch_ready();
@@ -101,10 +107,14 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<Tensor> params,
 
 GradientReducer::~GradientReducer() = default;
 
+void GradientReducer::set_sync(bool on) { state_->sync = on; }
+
 void GradientReducer::finish() {
   State& s = *state_;
   while (s.next < s.buckets.size()) s.launch(s.buckets[s.next++]);
   NoGradGuard no_grad;
+  const bool late = s.late;
+  s.late = false;
   for (State::Bucket& b : s.buckets) {
     b.work->wait();
     b.work.reset();
@@ -122,6 +132,8 @@ void GradientReducer::finish() {
   s.next = 0;
   s.last_launched_in_backward = s.launched_in_backward;
   s.launched_in_backward = 0;
+  LN_CHECK(!late, "[GradientReducer] a gradient grew after its bucket was reduced (several backwards per finish()): "
+           "call set_sync(false) before all but the last backward of an update");
 }
 
 std::vector<std::vector<size_t>> GradientReducer::buckets() const {

@@ -23,8 +23,9 @@ struct ReducerOptions {
   ReduceOp op = ReduceOp::Avg;
 };
 
-/// Averages the gradients of `params` over `comm` during backward. One backward (or several,
-/// accumulating) per finish(); every rank must use the same parameters in the same order.
+/// Averages the gradients of `params` over `comm` during backward. One backward per finish(); to
+/// accumulate several (gradient accumulation), turn syncing off for all but the last of them.
+/// Every rank must use the same parameters in the same order.
 class GradientReducer {
  public:
   GradientReducer(Communicator& comm, std::vector<Tensor> params, ReducerOptions options = {});
@@ -32,8 +33,12 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
+  /// While off, backward only accumulates gradients locally (the earlier micro-batches of an
+  /// update); on (the default) before the last backward, whose hooks launch the buckets.
+  void set_sync(bool on);
   /// Launches what backward left (parameters that got no gradient contribute zeros), waits for
   /// every bucket and replaces each gradient by its average. Call after backward, before the step.
+  /// Throws when a gradient grew after its bucket had been launched (a second synced backward).
   void finish();
   /// Buckets, as lists of indices into the parameter list (for inspection and tests).
   std::vector<std::vector<size_t>> buckets() const;

@@ -2,6 +2,9 @@
 // (real child processes running the shell).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -113,6 +116,21 @@ TEST(SpawnLocal, OneFailureStopsTheOthers) {
   const int code = spawn_local(3, {"sh", "-c", "if [ $RANK = 1 ]; then exit 7; fi; sleep 60"}, 4322,
                                std::chrono::milliseconds(500));
   EXPECT_EQ(code, 7);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+}
+
+TEST(SpawnLocal, PassesSigintOnToEveryRank) {
+  // The ranks sit in process groups of their own, out of reach of a terminal's Ctrl-C; the
+  // spawner hands it on, and each rank exits with its own status when it gets it.
+  const auto start = std::chrono::steady_clock::now();
+  std::thread interrupt([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ::kill(::getpid(), SIGINT);
+  });
+  const int code = spawn_local(2, {"sh", "-c", "trap 'exit 5' INT; sleep 60 & wait"}, 4323,
+                               std::chrono::milliseconds(500));
+  interrupt.join();
+  EXPECT_EQ(code, 5);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
 }
 

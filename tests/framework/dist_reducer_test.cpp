@@ -54,6 +54,30 @@ TEST(GradientReducer, LaunchesBucketsAsGradientsArrive) {
   });
 }
 
+TEST(GradientReducer, AccumulatesSeveralBackwardsWithSyncOffUntilTheLast) {
+  run_in_process(2, [&](Communicator& comm) {
+    const Tensor a = ones({4}, DType::F64).requires_grad_(), b = ones({4}, DType::F64).requires_grad_();
+    ReducerOptions options;
+    options.bucket_bytes = 32;  // one bucket each, both launched from hooks
+    GradientReducer reducer(comm, {a, b}, options);
+    const double f = comm.rank() + 1.0;
+    // Micro-batch gradients: a gets f then 10 f, b gets 2 f then 20 f; averages over f = 1, 2.
+    reducer.set_sync(false);
+    (sum(a * f) + sum(b * (2.0 * f))).backward();
+    reducer.set_sync(true);
+    (sum(a * (10.0 * f)) + sum(b * (20.0 * f))).backward();
+    reducer.finish();
+    EXPECT_EQ(reducer.launched_during_backward(), 2);
+    EXPECT_DOUBLE_EQ(a.grad().to_vector<double>()[2], 11.0 * 1.5);
+    EXPECT_DOUBLE_EQ(b.grad().to_vector<double>()[2], 22.0 * 1.5);
+    // Two synced backwards: the first launched the buckets, so the second's share would be lost.
+    for (const Tensor& t : {a, b}) t.set_grad(Tensor());
+    sum(a * f).backward();
+    sum(a * f).backward();
+    EXPECT_NE(testing::error_message([&] { reducer.finish(); }).find("call set_sync(false)"), std::string::npos);
+  });
+}
+
 TEST(GradientReducer, RejectsNonLeafParameters) {
   run_in_process(1, [&](Communicator& comm) {
     const Tensor x = ones({2}).requires_grad_();

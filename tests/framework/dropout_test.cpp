@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "framework/cpu/random.h"
 #include "framework/ops/ops.h"
 #include "tests/support/gradcheck.h"
@@ -52,6 +54,23 @@ TEST(Dropout, SameSeedSameMaskNextDrawDiffers) {
   // The default stream is used when no generator is given.
   manual_seed(123);
   EXPECT_EQ(a, dropout(x, 0.5, true).to_vector<float>());
+}
+
+TEST(Dropout, EachThreadHasItsOwnDefaultStream) {
+  // Ranks run as threads must not draw from (or reseed) each other's stream.
+  manual_seed(7);
+  const RngState before = default_generator().state();
+  RngState other;
+  std::thread t([&] {
+    manual_seed(99);
+    dropout(ones({64}), 0.5, true);
+    other = default_generator().state();
+  });
+  t.join();
+  EXPECT_EQ(other.seed, 99u);
+  EXPECT_GT(other.offset, 0u);
+  EXPECT_EQ(default_generator().state().seed, before.seed);
+  EXPECT_EQ(default_generator().state().offset, before.offset);
 }
 
 TEST(Dropout, DropRateAndKeptValues) {
