@@ -97,13 +97,16 @@ std::vector<DilatedBranch> gathered_branches(const Tensor& q, const std::vector<
   return branches;
 }
 
-// The gathered path's forward: one attention call per branch over its gathered segments.
+// The gathered path's forward: one attention call per branch over its gathered segments. Each
+// branch's gathered q, k, v are appended to `gathered_qkv`: the backward reuses them, which costs
+// their memory (r = 1 branches are views, free) but saves gathering them again.
 AttentionOutput gathered_forward(const std::vector<Tensor>& qkv, const std::vector<DilatedBranch>& branches,
-                                 const AttentionParams& params) {
+                                 const AttentionParams& params, std::vector<Tensor>& gathered_qkv) {
   std::vector<AttentionOutput> parts;
   for (const DilatedBranch& b : branches) {
-    parts.push_back(attention_forward(dilated_gather(qkv[0], b), dilated_gather(qkv[1], b),
-                                      dilated_gather(qkv[2], b), params));
+    for (int i = 0; i < 3; ++i) gathered_qkv.push_back(dilated_gather(qkv[i], b));
+    const Tensor* g = &gathered_qkv[gathered_qkv.size() - 3];
+    parts.push_back(attention_forward(g[0], g[1], g[2], params));
   }
   return dilated_merge(parts, branches, qkv[0].size(0), qkv[0].size(1));
 }
@@ -111,9 +114,10 @@ AttentionOutput gathered_forward(const std::vector<Tensor>& qkv, const std::vect
 class DilatedAttentionBackward final : public autograd::Node {
  public:
   DilatedAttentionBackward(std::vector<Tensor> saved, Setup setup, std::vector<Piece> pieces,
-                           std::vector<DilatedBranch> gathered, std::vector<DType> dtypes)
+                           std::vector<DilatedBranch> gathered, std::vector<Tensor> gathered_qkv,
+                           std::vector<DType> dtypes)
       : saved_(std::move(saved)), setup_(std::move(setup)), pieces_(std::move(pieces)),
-        gathered_(std::move(gathered)), dtypes_(std::move(dtypes)) {}
+        gathered_(std::move(gathered)), gathered_qkv_(std::move(gathered_qkv)), dtypes_(std::move(dtypes)) {}
   std::string name() const override { return "DilatedAttentionBackward"; }
   // An unused lse leaves dlse undefined, which keeps the fused (cuDNN) backward eligible.
   bool zero_fills_missing_grads() const override { return false; }
@@ -134,22 +138,25 @@ class DilatedAttentionBackward final : public autograd::Node {
   }
   void release_saved() override {
     saved_.clear();
+    gathered_qkv_.clear();
     setup_.key_padding_mask = Tensor();
   }
 
  private:
-  // Each branch's backward on its gathered rows (with the final out and lse gathered alike), and
-  // the branches' gradients summed into place.
+  // Each branch's backward on its gathered rows (the forward's q, k, v, with the final out and lse
+  // gathered alike), and the branches' gradients summed into place.
   void gathered_backward(const Tensor& dout, std::vector<Tensor>& grads) const {
-    const Tensor &q = saved_[0], &k = saved_[1], &v = saved_[2], &out = saved_[3], &lse = saved_[4];
+    const Tensor &q = saved_[0], &out = saved_[3], &lse = saved_[4];
     AttentionParams params;
     params.scale = setup_.scale;
     params.causal = setup_.causal;
     std::vector<Tensor> parts[3];
-    for (const DilatedBranch& b : gathered_) {
+    for (size_t i = 0; i < gathered_.size(); ++i) {
+      const DilatedBranch& b = gathered_[i];
+      const Tensor* qkv = &gathered_qkv_[3 * i];
       const AttentionGrads g =
-          attention_backward(dilated_gather(q, b), dilated_gather(k, b), dilated_gather(v, b), dilated_gather(out, b),
-                             dilated_gather_stats(lse, b), dilated_gather(dout, b), Tensor(), params,
+          attention_backward(qkv[0], qkv[1], qkv[2], dilated_gather(out, b), dilated_gather_stats(lse, b),
+                             dilated_gather(dout, b), Tensor(), params,
                              next_edges[0].fn != nullptr, next_edges[1].fn != nullptr, next_edges[2].fn != nullptr);
       const Tensor* each[3] = {&g.dq, &g.dk, &g.dv};
       for (int i = 0; i < 3; ++i) {
@@ -179,6 +186,7 @@ class DilatedAttentionBackward final : public autograd::Node {
   Setup setup_;
   std::vector<Piece> pieces_;
   std::vector<DilatedBranch> gathered_;  // the branches, when the gathered path ran
+  std::vector<Tensor> gathered_qkv_;     // their gathered q, k, v (3 per branch)
   std::vector<DType> dtypes_;            // of q, k, v
 };
 
@@ -204,7 +212,7 @@ AttentionResult DilatedAttention::forward(const Tensor& q, const Tensor& k, cons
   std::vector<Piece> all_pieces;
   const std::vector<DilatedBranch> gathered = gathered_branches(q, segment_lengths_, dilation_rates_, options);
   AttentionOutput merged;
-  std::vector<Tensor> saved;
+  std::vector<Tensor> saved, gathered_qkv;
   {
     NoGradGuard no_grad;
     const DType dt = ops::kernel_dtype(q);
@@ -218,7 +226,7 @@ AttentionResult DilatedAttention::forward(const Tensor& q, const Tensor& k, cons
       AttentionParams params;
       params.scale = scale_;
       params.causal = options.causal;
-      merged = gathered_forward(saved, gathered, params);
+      merged = gathered_forward(saved, gathered, params, gathered_qkv);
     }
     for (size_t b = 0; b < segment_lengths_.size() && n > 0 && gathered.empty(); ++b) {
       AttentionOutput part{zeros(q.shape(), dt, q.device()),
@@ -238,6 +246,7 @@ AttentionResult DilatedAttention::forward(const Tensor& q, const Tensor& k, cons
     saved.push_back(merged.out.detach());
     saved.push_back(merged.lse.detach());
     autograd::record(std::make_shared<DilatedAttentionBackward>(std::move(saved), setup, std::move(all_pieces), gathered,
+                                                                std::move(gathered_qkv),
                                                                 std::vector<DType>{q.dtype(), k.dtype(), v.dtype()}),
                      {q, k, v}, {r.out, r.lse});
   }
