@@ -79,13 +79,14 @@ struct Setup {
 };
 
 // The branches of a schedule over n rows (segments clamped to n), when the gathered GPU path can
-// take the call: CUDA, 16-bit, no padding mask, n a multiple of every segment, and either causal
+// take the call: CUDA, 16-bit or f32 (whose branch calls run on materialised scores: one batched
+// call per branch instead of one per piece), no padding mask, n a multiple of every segment, and either causal
 // (rows a head lacks are padded at the end of its sparsified segment, where no real query sees
 // them) or segments that the rates divide. Empty otherwise.
 std::vector<DilatedBranch> gathered_branches(const Tensor& q, const std::vector<int64_t>& segments,
                                              const std::vector<int64_t>& rates, const AttentionOptions& options) {
   const int64_t n = q.size(1), d = q.size(3);
-  const bool ok = q.device().is_cuda() && (q.dtype() == DType::BF16 || q.dtype() == DType::F16) &&
+  const bool ok = q.device().is_cuda() && (q.dtype() == DType::BF16 || q.dtype() == DType::F16 || q.dtype() == DType::F32) &&
                   !options.key_padding_mask.defined() && (d == 32 || d == 64 || d == 128) && n > 0 &&
                   segments.size() <= 8;
   std::vector<DilatedBranch> branches;

@@ -114,8 +114,12 @@ struct CorePair {
   CoreRun ref, got;
 };
 
-CorePair expect_parity(const CoreMaker& make, const Case& c, const std::string& what, uint64_t seed = 1) {
-  SCOPED_TRACE(what + ", " + describe(c));
+// `gpu_dtype` is what the GPU computes in: bf16 (within kMaxRelError of the CPU) or f32 (within
+// 1e-4: both devices then round the same way, up to the order of the sums).
+CorePair expect_parity(const CoreMaker& make, const Case& c, const std::string& what, uint64_t seed = 1,
+                       DType gpu_dtype = DType::BF16) {
+  SCOPED_TRACE(what + ", " + describe(c) + ", GPU in " + dtype_name(gpu_dtype));
+  const double tolerance = gpu_dtype == DType::BF16 ? kMaxRelError : 1e-4;
   const std::vector<Tensor> host = bf16_inputs(c, seed);
   CorePair p;
   p.cpu = make();
@@ -124,7 +128,7 @@ CorePair expect_parity(const CoreMaker& make, const Case& c, const std::string& 
     p.gpu = make();
   }
   p.ref = run_core(*p.cpu, host, Device::cpu(), DType::F32, c);
-  p.got = run_core(*p.gpu, host, Device::cuda(0), DType::BF16, c);
+  p.got = run_core(*p.gpu, host, Device::cuda(0), gpu_dtype, c);
   const std::vector<std::pair<const char*, std::pair<Tensor, Tensor>>> pairs{
       {"out", {p.got.out, p.ref.out}}, {"lse", {p.got.lse, p.ref.lse}}, {"dq", {p.got.dq, p.ref.dq}},
       {"dk", {p.got.dk, p.ref.dk}},    {"dv", {p.got.dv, p.ref.dv}}};
@@ -133,7 +137,7 @@ CorePair expect_parity(const CoreMaker& make, const Case& c, const std::string& 
     EXPECT_TRUE(comparable) << name << " missing or of another shape";
     if (!comparable) continue;
     EXPECT_TRUE(t.first.device().is_cuda()) << name;
-    EXPECT_LE(rel_error(t.first, t.second), kMaxRelError) << name;
+    EXPECT_LE(rel_error(t.first, t.second), tolerance) << name;
   }
   return p;
 }
@@ -200,14 +204,17 @@ TEST(CudaAttentionCores, DilatedGatheredPathMatchesCpu) {
   LN_REQUIRE_GPU();
   // N a multiple of every segment: the GPU gathers each branch into dense segments (with the loss
   // through out alone its backward is gathered too). Rates that do not divide the segment (64 / 3)
-  // pad the heads with fewer rows when causal, and fall back to strided views when not.
+  // pad the heads with fewer rows when causal, and fall back to strided views when not. f32 takes
+  // the gathered path too (its branch calls run on materialised scores).
   for (const auto& [lengths, rates] : std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>{
            {{32, 64, 128}, {1, 2, 4}}, {{64, 128, 256}, {1, 3, 6}}}) {
     for (int64_t d : {64, 32}) {
       for (bool causal : {false, true}) {
         for (bool through_lse : {false, true}) {
-          expect_parity(maker("dilated", dilated_config(lengths, rates)), {256, 256, d, causal, 0, through_lse},
-                        "dilated, gathered");
+          for (DType dt : {DType::BF16, DType::F32}) {
+            expect_parity(maker("dilated", dilated_config(lengths, rates)), {256, 256, d, causal, 0, through_lse},
+                          "dilated, gathered", 1, dt);
+          }
         }
       }
     }
