@@ -3,6 +3,7 @@
 #include "tools/longnet/bench_attention.h"
 #include "tools/longnet/bench_cpu.h"
 #include "tools/longnet/bench_decode.h"
+#include "tools/longnet/bench_dist.h"
 #include "tools/longnet/bench_gemm.h"
 #include "tools/longnet/bench_model.h"
 #include "tools/longnet/bench_ops.h"
@@ -19,6 +20,7 @@ void register_bench(CLI::App& app) {
   register_bench_attention(*bench);
   register_bench_model(*bench);
   register_bench_decode(*bench);
+  register_bench_dist(*bench);
 
   auto cpu_opt = std::make_shared<CpuBenchOptions>();
   CLI::App* cpu = bench->add_subcommand("cpu", "CPU engine: GEMM and LayerNorm throughput");

@@ -4,8 +4,6 @@
 // step issued as the host reaches it; on the CPU, medians of wall-clock times.
 #include "tools/longnet/bench_model.h"
 
-#include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -51,22 +49,6 @@ std::string cell(const std::optional<double>& v, const char* format) {
   char buf[64];
   std::snprintf(buf, sizeof buf, format, *v);
   return buf;
-}
-
-// Median of `reps` timed calls after `warmup` untimed ones, in milliseconds.
-double median_ms(const std::function<void()>& step, const ModelBenchOptions& o, Device device) {
-#ifdef LONGNET_WITH_CUDA
-  if (device.is_cuda()) return timed_median_ms([&](int) { step(); }, {device.index, o.reps, o.warmup, 1, false});
-#endif
-  for (int i = 0; i < o.warmup; ++i) step();
-  std::vector<double> ms;
-  for (int i = 0; i < o.reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    step();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 void synchronize(Device device) {
@@ -124,7 +106,7 @@ int run(const ModelBenchOptions& o) {
       model.zero_grad();
       model.loss(tokens, targets).loss.backward();
     };
-    const double ms = median_ms(step, o, device);
+    const double ms = median_ms(step, device, o.reps, o.warmup);
     synchronize(device);
     reset_peak_memory(device);
     step();

@@ -1,18 +1,44 @@
 #include "tools/longnet/bench_timing.h"
 
+#include <algorithm>
+#include <chrono>
+
+#include "framework/core/error.h"
+
 #ifdef LONGNET_WITH_CUDA
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <thread>
-#include <vector>
 
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
+#endif
 
 namespace longnet::tools {
+
+double median(std::vector<double> values) {
+  LN_CHECK(!values.empty(), "[bench] median of no values");
+  std::sort(values.begin(), values.end());
+  const size_t h = values.size() / 2;
+  return values.size() % 2 ? values[h] : 0.5 * (values[h - 1] + values[h]);
+}
+
+double median_ms(const std::function<void()>& fn, Device device, int reps, int warmup, bool gated) {
+#ifdef LONGNET_WITH_CUDA
+  if (device.is_cuda()) return timed_median_ms([&](int) { fn(); }, {device.index, reps, warmup, 1, gated});
+#endif
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return median(std::move(ms));
+}
+
+#ifdef LONGNET_WITH_CUDA
 namespace {
 
 constexpr int kRunsPerGate = 64;  // runs queued behind one gate, well under the launch queue depth
@@ -43,12 +69,6 @@ class StreamGate {
   cudaStream_t stream_;
   std::atomic<bool> open_{false};
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
 
 }  // namespace
 
@@ -81,7 +101,6 @@ double timed_median_ms(const std::function<void(int)>& fn, const EventTiming& t)
   }
   return median(ms);
 }
+#endif
 
 }  // namespace longnet::tools
-
-#endif

@@ -1,6 +1,10 @@
 #pragma once
-// Timing shared by the GPU benchmarks: medians of CUDA-event intervals on the framework's stream.
+// Timing shared by the benchmarks: medians of CUDA-event intervals on the framework's stream for
+// the GPU, of wall-clock intervals for the CPU.
 #include <functional>
+#include <vector>
+
+#include "framework/core/device.h"
 
 namespace longnet::tools {
 
@@ -12,6 +16,14 @@ struct EventTiming {
   int sets = 1;       // run r is given r % sets: buffer sets, so that no run finds its operands in L2
   bool gated = true;  // queue a batch of runs in full before the first starts (see timed_median_ms)
 };
+
+/// The median of `values` (the mean of the middle two for an even count); `values` non-empty.
+double median(std::vector<double> values);
+
+/// Median milliseconds of `reps` calls of fn after `warmup` untimed ones on `device`: CUDA-event
+/// intervals (timed_median_ms with one buffer set, gated or not) on a GPU, wall-clock intervals of
+/// each call on the CPU (where `gated` means nothing).
+double median_ms(const std::function<void()>& fn, Device device, int reps, int warmup, bool gated = false);
 
 #ifdef LONGNET_WITH_CUDA
 /// Median milliseconds of fn(set), each run between two CUDA events on the framework's stream of
