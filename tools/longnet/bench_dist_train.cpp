@@ -466,8 +466,11 @@ std::string format_longest(const LongestResult& r) {
   if (r.rows.size() > 1 && r.rows.front().longest > 0) {
     const LongestRow& one = r.rows.front();
     const LongestRow& all = r.rows.back();
-    s += printf_string("\n%d GPUs train on %.2fx the longest sequence of one (ideal: %dx).\n", all.gpus,
-                       static_cast<double>(all.longest) / static_cast<double>(one.longest), all.gpus);
+    s += printf_string(
+        "\n%d GPUs train on %.2fx the longest sequence of one (ideal: %dx; each GPU's chunk is a multiple of %lld "
+        "tokens, which can cost up to that much per GPU against the one-GPU search's finer unit).\n",
+        all.gpus, static_cast<double>(all.longest) / static_cast<double>(one.longest), all.gpus,
+        static_cast<long long>(all.unit / all.gpus));
   }
   s += "\n";
   return s;
