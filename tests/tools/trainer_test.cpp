@@ -32,16 +32,10 @@ namespace longnet::tools {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::quiet;
 using testing::ScratchDir;
 using testing::tiny_run_config;
 using testing::write_pattern_store;
-
-TrainOptions quiet() {
-  TrainOptions o;
-  o.console = nullptr;
-  o.handle_signals = false;
-  return o;
-}
 
 // Every tensor of two safetensors files is bitwise equal.
 void expect_same_weights(const fs::path& a, const fs::path& b) {

@@ -1,6 +1,6 @@
 #pragma once
-// Helpers of the trainer tests: a temporary run area, a learnable token store and a tiny run
-// config that trains in a fraction of a second per step on the CPU.
+// Helpers of the trainer tests: quiet options, a temporary run area, a learnable token store and a
+// tiny run config that trains in a fraction of a second per step on the CPU.
 #include <unistd.h>
 
 #include <cstdint>
@@ -10,8 +10,17 @@
 
 #include "data/token_store.h"
 #include "tools/longnet/config.h"
+#include "tools/longnet/trainer.h"
 
 namespace longnet::tools::testing {
+
+/// Options of a test run: nothing printed, no signal handlers.
+inline TrainOptions quiet() {
+  TrainOptions o;
+  o.console = nullptr;
+  o.handle_signals = false;
+  return o;
+}
 
 /// A fresh directory under the system temp dir, removed on destruction.
 class ScratchDir {

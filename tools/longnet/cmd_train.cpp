@@ -1,22 +1,92 @@
-// `longnet train` and `longnet finetune`: run the trainer on a run config.
+// `longnet train` and `longnet finetune`: run the trainer on a run config, as one process, as one
+// rank of a launcher's run (mpirun, torchrun-style variables, Slurm), or as the spawner of
+// --nproc-per-node ranks on this node.
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "framework/core/error.h"
+#include "framework/dist/launch.h"
+#include "framework/dist/nccl.h"
 #include "tools/longnet/commands.h"
 #include "tools/longnet/registry.h"
 #include "tools/longnet/trainer.h"
+#include "tools/longnet/trainer_setup.h"
 
 namespace longnet::tools {
 namespace {
+
+constexpr const char* kNprocFlag = "--nproc-per-node";
 
 struct TrainCli {
   std::shared_ptr<ConfigOptions> config;
   std::string from;  // finetune only
   bool quiet_config = false;
+  int64_t nproc_per_node = 0;  // 0: parallelism.nproc_per_node decides
 };
+
+// This process's command line without --nproc-per-node (and its value), for the ranks to re-run.
+std::vector<std::string> own_arguments_for_ranks() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (size_t at = 0; at < all.size();) {
+    const size_t end = all.find('\0', at);
+    args.push_back(all.substr(at, end - at));
+    at = end == std::string::npos ? all.size() : end + 1;
+  }
+  LN_CHECK(!args.empty(), "[train] cannot read this process's command line from /proc/self/cmdline");
+  std::vector<std::string> out{std::filesystem::read_symlink("/proc/self/exe").string()};
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == kNprocFlag) {
+      ++i;  // and its value
+    } else if (args[i].rfind(std::string(kNprocFlag) + "=", 0) != 0) {
+      out.push_back(args[i]);
+    }
+  }
+  return out;
+}
+
+// --nproc-per-node N: this process starts N ranks of itself on this node and waits for them.
+int spawn_ranks(int64_t nproc, const dist::LaunchInfo& launch) {
+  LN_CHECK(launch.world_size == 1, "[train] parallelism.nproc_per_node = ", nproc, " starts the ranks itself, but ",
+           "this process is already rank ", launch.rank, " of ", launch.world_size, " (", launch.source,
+           "): use either a launcher or --nproc-per-node");
+  LN_CHECK(dist::nccl_available(), "[train] --nproc-per-node ", nproc, " starts one process per GPU, and this build "
+           "has no NCCL backend (configure with -DLONGNET_CUDA=ON on a machine with NCCL); the in-process backend "
+           "is for tests only");
+  LN_CHECK(nproc <= gpu_count(), "[train] --nproc-per-node ", nproc, " needs a GPU per process; ", gpu_count(),
+           " are visible");
+  std::vector<std::string> argv = own_arguments_for_ranks();
+  argv.push_back("--parallelism.nproc_per_node=1");
+  return dist::spawn_local(static_cast<int>(nproc), argv, launch.master_port);
+}
+
+// The NCCL world of a rank started by a launcher. A collective that outlives
+// parallelism.timeout_s (a dead or stuck peer) ends this process, so that no rank waits forever.
+std::shared_ptr<dist::Communicator> make_world(const dist::LaunchInfo& launch, int64_t timeout_s) {
+  LN_CHECK(dist::nccl_available(), "[train] started as rank ", launch.rank, " of ", launch.world_size, " (",
+           launch.source, " variables), and this build has no NCCL backend: distributed training needs a GPU build "
+           "with NCCL (configure with -DLONGNET_CUDA=ON); the in-process backend is for tests only");
+  dist::NcclOptions o;
+  o.timeout = std::chrono::seconds(timeout_s);
+  const int rank = launch.rank;
+  o.on_abort = [rank](const std::string& reason) {
+    std::fprintf(stderr, "[rank %d] stopping: %s\n", rank, reason.c_str());
+    std::fflush(stderr);
+    ::_exit(1);
+  };
+  return dist::make_nccl_communicator(launch, o);
+}
 
 // Mean loss of the last `n` finite updates of this call.
 double recent_loss(const TrainResult& r, size_t n) {
@@ -39,9 +109,19 @@ int run_train(const CLI::App& sub, const TrainCli& cli, bool finetune) {
       return 2;
     }
   }
+  if (cli.nproc_per_node > 0) config.parallelism.nproc_per_node = cli.nproc_per_node;
+  const dist::LaunchInfo launch = dist::launch_info_from_env();
+  if (config.parallelism.nproc_per_node > 1) return spawn_ranks(config.parallelism.nproc_per_node, launch);
   TrainOptions options;
   options.print_config = !cli.quiet_config;
+  std::shared_ptr<dist::Communicator> world;
+  if (launch.world_size > 1) {
+    world = make_world(launch, config.parallelism.timeout_s);
+    options.world = world.get();
+    options.local_rank = launch.local_rank;
+  }
   const TrainResult r = train(config, options);
+  if (launch.rank != 0) return 0;  // rank 0 speaks for the run
   if (r.interrupted) {
     std::printf("[train] stopped at step %lld of %lld; checkpoint %s. Run the same command to resume.\n",
                 static_cast<long long>(r.end_step), static_cast<long long>(config.training.steps),
@@ -69,10 +149,16 @@ CLI::App* add_train_command(CLI::App& app, const char* name, const char* help, b
                     "(sets training.finetune_from)");
   }
   sub->add_flag("--quiet-config", cli->quiet_config, "Do not print the effective config at the start");
+  sub->add_option(kNprocFlag, cli->nproc_per_node,
+                  "Start N ranks of this command on this node, one GPU each, and wait for them (sets "
+                  "parallelism.nproc_per_node)")
+      ->check(CLI::Range(1, 1 << 16));
   sub->footer(
       "Any config key can be overridden: --training.steps 50 --optimizer.lr 3e-4 (see `longnet config --keys`).\n"
       "The run directory is checkpoint.dir; a run with a valid checkpoint there resumes from it. SIGINT or SIGTERM\n"
-      "saves a checkpoint and stops; running the same command again continues.");
+      "saves a checkpoint and stops; running the same command again continues.\n"
+      "Several GPUs: --nproc-per-node N on one node, or under mpirun -np N (or torchrun-style RANK/WORLD_SIZE\n"
+      "variables, or Slurm); parallelism.data_parallel x sequence_parallel must equal the number of ranks.");
   on_run(sub, [sub, cli, finetune] { return run_train(*sub, *cli, finetune); });
   return sub;
 }

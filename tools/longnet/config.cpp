@@ -97,7 +97,7 @@ std::vector<ConfigKey> make_schema() {
       ranged(LN_KEY(lr_scheduler.total_steps), "Update at which the decay ends (0: training.steps)", 0),
       // [training]
       ranged(LN_KEY(training.steps), "Optimizer updates", 1),
-      ranged(LN_KEY(training.batch_size), "Sequences per micro-batch (per data-parallel rank)", 1),
+      ranged(LN_KEY(training.batch_size), "Sequences per micro-batch, over all data-parallel ranks together", 1),
       ranged(LN_KEY(training.seq_len), "Tokens per sequence", 1),
       ranged(LN_KEY(training.grad_accum), "Micro-batches accumulated per update", 1),
       choice(LN_KEY(training.dtype), "Compute dtype (bf16 keeps f32 master weights and optimizer state)",
@@ -122,6 +122,9 @@ std::vector<ConfigKey> make_schema() {
       ranged(LN_KEY(parallelism.sequence_parallel), "Ranks each sequence is split over", 1),
       choice(LN_KEY(parallelism.sequence_algorithm), "Sequence-parallel attention", {"dilated", "ring", "ulysses"}),
       ranged(LN_KEY(parallelism.nproc_per_node), "Processes the built-in launcher starts on this node", 1),
+      plain(LN_KEY(parallelism.zero1), "ZeRO-1: each rank keeps and updates the optimizer state of its share of the parameters"),
+      ranged(LN_KEY(parallelism.bucket_mb), "Gradient all-reduce bucket size in MiB (buckets launch during backward)", 0.0, 4096.0),
+      ranged(LN_KEY(parallelism.timeout_s), "Seconds a collective may take before the run is aborted (a dead or stuck rank)", 1, 86400),
       // [checkpoint]
       plain(LN_KEY(checkpoint.dir), "Run directory: checkpoints (step-N/), config.toml, metrics"),
       ranged(LN_KEY(checkpoint.every), "Save every this many updates (0: only at the end)", 0),

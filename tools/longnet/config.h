@@ -124,6 +124,9 @@ struct ParallelismSection {
   int64_t sequence_parallel = 1;
   std::string sequence_algorithm = "dilated";
   int64_t nproc_per_node = 1;
+  bool zero1 = false;        // shard the optimizer state over the ranks (ZeRO stage 1)
+  double bucket_mb = 25.0;   // gradient all-reduce bucket size
+  int64_t timeout_s = 600;   // a collective longer than this aborts the run (NCCL)
 
   bool operator==(const ParallelismSection&) const = default;
 };

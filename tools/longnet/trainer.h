@@ -14,14 +14,26 @@
 // steps the optimizer at the schedule's rate. A non-finite loss or gradient norm skips the update
 // (counted); more than training.max_bad_steps in a row stop the run with an error. SIGINT and
 // SIGTERM (when handled) finish the current update, save a checkpoint and return.
+//
+// Distributed (TrainOptions::world): every rank calls train() with the same config. The ranks form
+// a parallelism.data_parallel x parallelism.sequence_parallel mesh (trainer_dist.h);
+// training.batch_size stays the global batch of a micro-step, split over the data-parallel
+// replicas, and each sequence is split over the sequence-parallel ranks with the attention core
+// of parallelism.sequence_algorithm. Gradients are averaged over all ranks in buckets during
+// backward; with parallelism.zero1 each rank keeps the optimizer state of its share of the
+// parameters. The ranks agree on the loss, non-finite steps, gradient norms, evaluations and on
+// stopping after a signal; only world rank 0 prints and writes files, and its checkpoints are those
+// of a single process, so a run resumes at any world size.
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "framework/dist/communicator.h"
 #include "tools/longnet/config.h"
 #include "tools/longnet/trainer_state.h"
 
@@ -41,6 +53,12 @@ struct TrainOptions {
   CheckpointFileHook on_checkpoint_file;
   /// Called after each update with (step, loss) (tests use it to raise a signal mid-run).
   std::function<void(int64_t step, double loss)> on_step;
+  /// This rank's world of a distributed run; null (or a world of one) trains as a single process.
+  /// NCCL worlds train on GPUs, in-process worlds (tests: one train() call per rank thread) on the
+  /// CPU.
+  dist::Communicator* world = nullptr;
+  /// This process's index among the ranks of its node: the GPU it trains on.
+  int local_rank = 0;
 };
 
 /// What a run did.

@@ -15,20 +15,25 @@ namespace longnet::tools {
 
 namespace fs = std::filesystem;
 
-bool gpu_available() {
+int gpu_count() {
 #ifdef LONGNET_WITH_CUDA
-  return cuda::device_count() > 0;
+  return cuda::device_count();
 #else
-  return false;
+  return 0;
 #endif
 }
 
-Device resolve_device(const std::string& name) {
-  if (name == "auto") return gpu_available() ? Device::cuda(0) : Device::cpu();
-  const Device d = device_from_string(name);
+bool gpu_available() { return gpu_count() > 0; }
+
+Device resolve_device(const std::string& name, int local_rank) {
+  if (name == "auto") return gpu_available() ? resolve_device("cuda", local_rank) : Device::cpu();
+  Device d = device_from_string(name);
   if (d.is_cuda()) {
 #ifdef LONGNET_WITH_CUDA
     LN_CHECK(gpu_available(), "[device] device \"", name, "\" asked for, but no CUDA device is visible; use \"cpu\" or \"auto\"");
+    if (name == "cuda") d = Device::cuda(local_rank);
+    LN_CHECK(d.index < gpu_count(), "[device] ", d.str(), " asked for (local rank ", local_rank, "), but ",
+             gpu_count(), " CUDA devices are visible: one GPU per process");
 #else
     LN_FAIL("[device] device \"", name,
             "\" asked for, but this build has no CUDA backend (configure with -DLONGNET_CUDA=ON); use \"cpu\" or \"auto\"");

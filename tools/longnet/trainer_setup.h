@@ -16,9 +16,12 @@ namespace longnet::tools {
 
 /// True when this build has the CUDA backend and a GPU is visible.
 bool gpu_available();
-/// The device `training.device` names: "auto" is the first GPU when gpu_available(), else the
-/// CPU; "cuda" without a usable GPU is an error saying so (training.device, or a --device option).
-Device resolve_device(const std::string& name);
+/// GPUs visible to this process (0 without the CUDA backend).
+int gpu_count();
+/// The device `training.device` names: "auto" is GPU `local_rank` (one GPU per process of a
+/// node) when gpu_available(), else the CPU; "cuda" is GPU `local_rank`, and without a usable GPU
+/// an error saying so (training.device, or a --device option).
+Device resolve_device(const std::string& name, int local_rank = 0);
 /// "f32" or "bf16" as a DType (bf16 computes in f32 on the CPU, per the models).
 DType compute_dtype_from_name(const std::string& name);
 

@@ -1,5 +1,7 @@
 #include "tools/longnet/trainer_state.h"
 
+#include <set>
+
 #include "framework/core/error.h"
 #include "framework/io/checkpoint_dir.h"
 #include "framework/io/safetensors.h"
@@ -66,10 +68,10 @@ fs::path save_training_checkpoint(const fs::path& run_dir, const CheckpointConte
   written(kModelFile);
   writer.write_file(kModelConfigFile, longnet::to_json(c.model_config).dump(2));
   written(kModelConfigFile);
-  const optim::OptimizerState opt = c.optimizer.state_dict();
-  io::save_safetensors(writer.file(kOptimizerTensors).string(), opt.tensors, {{"format", "longnet-optimizer"}});
+  io::save_safetensors(writer.file(kOptimizerTensors).string(), c.optimizer.tensors,
+                       {{"format", "longnet-optimizer"}});
   written(kOptimizerTensors);
-  writer.write_file(kOptimizerScalars, opt.scalars.dump(2));
+  writer.write_file(kOptimizerScalars, c.optimizer.scalars.dump(2));
   written(kOptimizerScalars);
   writer.write_file(kTrainerState, c.state.to_json().dump(2));
   written(kTrainerState);
@@ -82,13 +84,38 @@ fs::path save_training_checkpoint(const fs::path& run_dir, const CheckpointConte
   return writer.commit();
 }
 
-TrainerState load_training_checkpoint(const fs::path& dir, Module& model, optim::Optimizer& optimizer, Device device) {
+TrainerState load_training_checkpoint(const fs::path& dir, Module& model, optim::Optimizer& optimizer, Device device,
+                                      bool sharded) {
   model.load_state_dict(io::load_safetensors((dir / kModelFile).string(), device));
   optim::OptimizerState opt;
   opt.tensors = io::load_safetensors((dir / kOptimizerTensors).string(), device);
   opt.scalars = nlohmann::json::parse(io::read_file_bytes(dir / kOptimizerScalars));
+  if (sharded) {
+    std::vector<std::string> names;
+    for (const optim::ParamGroup& g : optimizer.groups()) names.insert(names.end(), g.names.begin(), g.names.end());
+    opt = optimizer_state_subset(opt, names);
+  }
   optimizer.load_state_dict(opt);
   return TrainerState::from_json(nlohmann::json::parse(io::read_file_bytes(dir / kTrainerState)));
+}
+
+optim::OptimizerState optimizer_state_subset(const optim::OptimizerState& state, const std::vector<std::string>& names) {
+  const std::set<std::string> keep(names.begin(), names.end());
+  optim::OptimizerState out;
+  out.scalars = state.scalars;
+  if (out.scalars.is_object() && out.scalars.contains("param_updates")) {
+    nlohmann::json updates = nlohmann::json::object();
+    for (const auto& [name, count] : state.scalars.at("param_updates").items()) {
+      if (keep.count(name)) updates[name] = count;
+    }
+    out.scalars["param_updates"] = updates;
+  }
+  // State names ("exp_avg", "master", ...) have no dot; parameter names do.
+  for (const auto& [key, t] : state.tensors) {
+    const size_t dot = key.rfind('.');
+    if (dot != std::string::npos && keep.count(key.substr(0, dot))) out.tensors.emplace(key, t);
+  }
+  return out;
 }
 
 }  // namespace longnet::tools

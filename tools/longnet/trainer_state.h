@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -43,7 +44,8 @@ struct TrainerState {
 struct CheckpointContents {
   const Module& model;
   const longnet::ModelConfig& model_config;
-  const optim::Optimizer& optimizer;
+  /// Over every trained parameter (with ZeRO-1, gathered from the ranks first).
+  const optim::OptimizerState& optimizer;
   const TrainerState& state;
   const RunConfig& config;
   std::string tokenizer_path;  // copied in when non-empty
@@ -60,7 +62,12 @@ std::filesystem::path save_training_checkpoint(const std::filesystem::path& run_
 /// Restores model weights, optimizer state and returns the trainer state of checkpoint `dir`
 /// (the random stream and loader are the caller's to restore from it). The model and optimizer
 /// must have the checkpoint's parameter names and shapes; a mismatch is an error naming them.
+/// `sharded` (ZeRO-1): the optimizer holds some of the parameters and takes their state only.
 TrainerState load_training_checkpoint(const std::filesystem::path& dir, Module& model, optim::Optimizer& optimizer,
-                                      Device device);
+                                      Device device, bool sharded = false);
+
+/// The part of `state` that belongs to the parameters named in `names` (tensors
+/// "<name>.<state>" and update counts).
+optim::OptimizerState optimizer_state_subset(const optim::OptimizerState& state, const std::vector<std::string>& names);
 
 }  // namespace longnet::tools
