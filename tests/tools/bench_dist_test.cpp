@@ -255,7 +255,6 @@ TEST(BenchDistSections, DataParallelScalingHasABaselineAndAnEfficiency) {
   }
   EXPECT_EQ(one.efficiency, 1.0);
   EXPECT_GT(two.efficiency, 0.0);
-  EXPECT_LE(two.efficiency, 1.5);
   // Data parallelism: efficiency = tokens/s(2) / (2 tokens/s(1)) = T1 / T2.
   EXPECT_NEAR(two.efficiency, one.step.ms / two.step.ms, 1e-9);
   EXPECT_EQ(results[1].rows[1].step.ms, two.step.ms);
@@ -286,7 +285,6 @@ TEST(BenchDistSections, SequenceParallelComparesEachCoreWithItsSingleProcessCore
     EXPECT_EQ(two.per_gpu, 64);
     EXPECT_EQ(two.sequence, 128);
     EXPECT_GT(two.efficiency, 0.0) << two.core;
-    EXPECT_LE(two.efficiency, 1.5) << two.core;
     // The same sequence on both: efficiency = T1 / (2 T2).
     EXPECT_NEAR(two.efficiency, one.step.ms / (2 * two.step.ms), 1e-9) << two.core;
   }
@@ -312,7 +310,6 @@ TEST(BenchDistSections, SequenceParallelPerGpuTrainsOnNTimesTheSequence) {
   EXPECT_EQ(r.rows[1].sequence, 128);
   EXPECT_EQ(r.rows[1].per_gpu, 64);
   EXPECT_GT(r.rows[1].efficiency, 0.0);
-  EXPECT_LE(r.rows[1].efficiency, 1.5);
   EXPECT_TRUE(contains(format_scaling(r), "per GPU (weak scaling)"));
 }
 

@@ -7,17 +7,15 @@
 
 #include <algorithm>
 #include <cstdarg>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <new>
-#include <sstream>
 
 #include "framework/core/error.h"
 #include "framework/ops/factory.h"
 #include "framework/dist/launch.h"
 #include "framework/dist/nccl.h"
 #include "tools/longnet/bench_dist_internal.h"
+#include "tools/longnet/rank_launch.h"
 #include "tools/longnet/registry.h"
 
 #ifdef LONGNET_WITH_CUDA
@@ -169,18 +167,6 @@ struct LaunchOptions {
   double memory_limit_gib = 0;
 };
 
-/// This process's command line, to re-run it once per rank.
-std::vector<std::string> own_command_line() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::string> args;
-  std::stringstream s(all);
-  for (std::string a; std::getline(s, a, '\0');) args.push_back(a);
-  LN_CHECK(!args.empty(), "bench dist: cannot read this process's command line from /proc/self/cmdline");
-  args[0] = "/proc/self/exe";  // the same binary, wherever it was found
-  return args;
-}
-
 int run(const DistBenchOptions& o, const LaunchOptions& l) {
   if (!dist::nccl_available()) {
     std::fprintf(stderr,
@@ -192,31 +178,25 @@ int run(const DistBenchOptions& o, const LaunchOptions& l) {
   }
   const dist::LaunchInfo info = dist::launch_info_from_env();
   if (info.source == "none" && l.nproc_per_node > 1) {
-    return dist::spawn_local(l.nproc_per_node, own_command_line(), l.master_port);
+    return dist::spawn_local(l.nproc_per_node, own_command_line("--nproc-per-node"), l.master_port);
   }
   LN_CHECK(l.nproc_per_node <= 1 || l.nproc_per_node == info.world_size, "bench dist: --nproc-per-node ",
            l.nproc_per_node, " but the launcher (", info.source, ") started ", info.world_size,
            " ranks; leave the option out under a launcher");
-  dist::NcclOptions nccl;
-  nccl.timeout = std::chrono::seconds(l.timeout_s);
-  const int rank = info.rank;
-  nccl.on_abort = [rank](const std::string& reason) {
-    std::fprintf(stderr,
-                 "bench dist: rank %d stopping: %s (in the longest-sequence search this can mean that one rank ran "
-                 "out of memory while another waited in a collective: a --memory-limit below the GPU's memory "
-                 "avoids it)\n",
-                 rank, reason.c_str());
-    std::fflush(stderr);
-    ::_exit(3);
-  };
-  const std::shared_ptr<dist::Communicator> world = dist::make_nccl_communicator(info, nccl);
-  const Device device = Device::cuda(info.local_rank);
-  DefaultDeviceGuard guard(device);
-  DistBenchOptions options = o;
-  if (rank == 0) options.log = stderr;
-  run_dist_bench(*world, device, options, rank == 0 ? stdout : nullptr);
-  world->barrier();
-  return 0;
+  return run_rank(info.rank, info.world_size, [&] {
+    // In the longest-sequence search a timeout can mean that one rank ran out of memory while
+    // another waited in a collective.
+    const std::shared_ptr<dist::Communicator> world = make_rank_world(
+        info, std::chrono::seconds(l.timeout_s), " (in the longest-sequence search: one rank out of memory while "
+        "another waited; a --memory-limit below the GPU's memory avoids it)");
+    const Device device = Device::cuda(info.local_rank);
+    DefaultDeviceGuard guard(device);
+    DistBenchOptions options = o;
+    if (info.rank == 0) options.log = stderr;
+    run_dist_bench(*world, device, options, info.rank == 0 ? stdout : nullptr);
+    world->barrier();
+    return 0;
+  });
 }
 
 }  // namespace

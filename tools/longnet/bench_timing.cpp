@@ -73,6 +73,8 @@ class StreamGate {
 }  // namespace
 
 double timed_median_ms(const std::function<void(int)>& fn, const EventTiming& t) {
+  // Events belong to the device current when they are made; a rank's device need not be current.
+  cuda::DeviceGuard guard(t.device);
   const cudaStream_t s = cuda::stream(t.device);
   const int sets = std::max(1, t.sets);
   for (int i = 0; i < t.warmup; ++i) fn(i % sets);

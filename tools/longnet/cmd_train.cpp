@@ -6,10 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +15,7 @@
 #include "framework/dist/launch.h"
 #include "framework/dist/nccl.h"
 #include "tools/longnet/commands.h"
+#include "tools/longnet/rank_launch.h"
 #include "tools/longnet/registry.h"
 #include "tools/longnet/trainer.h"
 #include "tools/longnet/trainer_setup.h"
@@ -34,28 +32,6 @@ struct TrainCli {
   int64_t nproc_per_node = 0;  // 0: parallelism.nproc_per_node decides
 };
 
-// This process's command line without --nproc-per-node (and its value), for the ranks to re-run.
-std::vector<std::string> own_arguments_for_ranks() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::string> args;
-  for (size_t at = 0; at < all.size();) {
-    const size_t end = all.find('\0', at);
-    args.push_back(all.substr(at, end - at));
-    at = end == std::string::npos ? all.size() : end + 1;
-  }
-  LN_CHECK(!args.empty(), "[train] cannot read this process's command line from /proc/self/cmdline");
-  std::vector<std::string> out{std::filesystem::read_symlink("/proc/self/exe").string()};
-  for (size_t i = 1; i < args.size(); ++i) {
-    if (args[i] == kNprocFlag) {
-      ++i;  // and its value
-    } else if (args[i].rfind(std::string(kNprocFlag) + "=", 0) != 0) {
-      out.push_back(args[i]);
-    }
-  }
-  return out;
-}
-
 // --nproc-per-node N: this process starts N ranks of itself on this node and waits for them.
 int spawn_ranks(int64_t nproc, const dist::LaunchInfo& launch) {
   LN_CHECK(launch.world_size == 1, "[train] parallelism.nproc_per_node = ", nproc, " starts the ranks itself, but ",
@@ -66,7 +42,7 @@ int spawn_ranks(int64_t nproc, const dist::LaunchInfo& launch) {
            "is for tests only");
   LN_CHECK(nproc <= gpu_count(), "[train] --nproc-per-node ", nproc, " needs a GPU per process; ", gpu_count(),
            " are visible");
-  std::vector<std::string> argv = own_arguments_for_ranks();
+  std::vector<std::string> argv = own_command_line(kNprocFlag);
   argv.push_back("--parallelism.nproc_per_node=1");
   return dist::spawn_local(static_cast<int>(nproc), argv, launch.master_port);
 }
@@ -77,15 +53,7 @@ std::shared_ptr<dist::Communicator> make_world(const dist::LaunchInfo& launch, i
   LN_CHECK(dist::nccl_available(), "[train] started as rank ", launch.rank, " of ", launch.world_size, " (",
            launch.source, " variables), and this build has no NCCL backend: distributed training needs a GPU build "
            "with NCCL (configure with -DLONGNET_CUDA=ON); the in-process backend is for tests only");
-  dist::NcclOptions o;
-  o.timeout = std::chrono::seconds(timeout_s);
-  const int rank = launch.rank;
-  o.on_abort = [rank](const std::string& reason) {
-    std::fprintf(stderr, "[rank %d] stopping: %s\n", rank, reason.c_str());
-    std::fflush(stderr);
-    ::_exit(1);
-  };
-  return dist::make_nccl_communicator(launch, o);
+  return make_rank_world(launch, std::chrono::seconds(timeout_s));
 }
 
 // Mean loss of the last `n` finite updates of this call.
@@ -100,18 +68,8 @@ double recent_loss(const TrainResult& r, size_t n) {
   return count > 0 ? sum / static_cast<double>(count) : NAN;
 }
 
-int run_train(const CLI::App& sub, const TrainCli& cli, bool finetune) {
-  RunConfig config = cli.config->resolve(sub);
-  if (finetune) {
-    if (!cli.from.empty()) config.training.finetune_from = cli.from;
-    if (config.training.finetune_from.empty()) {
-      std::cerr << "error: finetune needs the model to start from: --from RUN_DIR|CHECKPOINT or training.finetune_from\n";
-      return 2;
-    }
-  }
-  if (cli.nproc_per_node > 0) config.parallelism.nproc_per_node = cli.nproc_per_node;
-  const dist::LaunchInfo launch = dist::launch_info_from_env();
-  if (config.parallelism.nproc_per_node > 1) return spawn_ranks(config.parallelism.nproc_per_node, launch);
+// One rank's part of run_train (the whole run with one process).
+int train_as_rank(const RunConfig& config, const TrainCli& cli, const dist::LaunchInfo& launch) {
   TrainOptions options;
   options.print_config = !cli.quiet_config;
   std::shared_ptr<dist::Communicator> world;
@@ -137,6 +95,21 @@ int run_train(const CLI::App& sub, const TrainCli& cli, bool finetune) {
   if (r.skipped_steps > 0) std::printf(", %lld non-finite updates skipped", static_cast<long long>(r.skipped_steps));
   std::printf("\n[train] checkpoint %s\n", r.last_checkpoint.string().c_str());
   return 0;
+}
+
+int run_train(const CLI::App& sub, const TrainCli& cli, bool finetune) {
+  RunConfig config = cli.config->resolve(sub);
+  if (finetune) {
+    if (!cli.from.empty()) config.training.finetune_from = cli.from;
+    if (config.training.finetune_from.empty()) {
+      std::cerr << "error: finetune needs the model to start from: --from RUN_DIR|CHECKPOINT or training.finetune_from\n";
+      return 2;
+    }
+  }
+  if (cli.nproc_per_node > 0) config.parallelism.nproc_per_node = cli.nproc_per_node;
+  const dist::LaunchInfo launch = dist::launch_info_from_env();
+  if (config.parallelism.nproc_per_node > 1) return spawn_ranks(config.parallelism.nproc_per_node, launch);
+  return run_rank(launch.rank, launch.world_size, [&] { return train_as_rank(config, cli, launch); });
 }
 
 CLI::App* add_train_command(CLI::App& app, const char* name, const char* help, bool finetune) {
