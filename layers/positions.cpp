@@ -15,6 +15,12 @@ RotaryEmbedding::RotaryEmbedding(const RotaryConfig& c) : config_(c), xpos_(c.ki
   LN_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, "[positions] head dim must be positive and even, got ", c.head_dim);
   LN_CHECK(c.base > 0.0 && c.scale_base > 0.0, "[positions] base and scale_base must be positive, got ", c.base,
            " and ", c.scale_base);
+  LN_CHECK(c.center_period >= 0, "[positions] center_period must be non-negative, got ", c.center_period);
+}
+
+int64_t RotaryEmbedding::center_of(int64_t n) const {
+  const int64_t p = config_.center_period;
+  return p > 0 ? (n / p) * p + p / 2 : config_.center;
 }
 
 double RotaryEmbedding::angle(int64_t n, int64_t i) const {
@@ -26,7 +32,7 @@ double RotaryEmbedding::scale(int64_t n, int64_t i, bool is_key) const {
   if (!xpos_) return 1.0;
   const double d = static_cast<double>(config_.head_dim);
   const double zeta = (2.0 * static_cast<double>(i) + 0.4 * d) / (1.4 * d);
-  const double power = static_cast<double>(n - config_.center) / config_.scale_base;
+  const double power = static_cast<double>(n - center_of(n)) / config_.scale_base;
   return std::pow(zeta, is_key ? -power : power);
 }
 

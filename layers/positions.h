@@ -6,7 +6,11 @@
 // zeta_i = (2i + 0.4 D) / (1.4 D) < 1, so attention decays with distance: q_m . k_n carries
 // zeta_i^((m - n) / scale_base). The centre c only keeps the factors in floating-point range (it
 // cancels in q . k); torchscale centres each call on the middle of its sequence, here it is fixed
-// so that keys cached during decoding and chunks of a split sequence stay consistent.
+// so that keys cached during decoding and chunks of a split sequence stay consistent. One centre
+// keeps f32 finite within about 70 scale_base of it (36K positions at scale_base 512): beyond,
+// zeta_min^-power overflows. Attention that only pairs positions inside aligned blocks (dilated
+// segments nested in the largest one) can give each block its own centre (center_period): the
+// centres still cancel in every computed q . k, and any length stays finite.
 #include <mutex>
 #include <string>
 
@@ -25,6 +29,9 @@ struct RotaryConfig {
   double scale_base = 512.0;
   /// XPOS: the position whose scale is 1 (for example half the training length).
   int64_t center = 0;
+  /// XPOS: when > 0, positions [k P, (k + 1) P) are centred on k P + P / 2 instead of `center`:
+  /// exact for attention that never pairs positions of different blocks, finite at any length.
+  int64_t center_period = 0;
 };
 
 /// Applies a rotary encoding to queries and keys (B, N, H, D). Stateless apart from a cache of the
@@ -41,6 +48,8 @@ class RotaryEmbedding {
   /// scale (1 for RoPE). Exposed for references and tests.
   double angle(int64_t n, int64_t i) const;
   double scale(int64_t n, int64_t i, bool is_key) const;
+  /// The XPOS centre of position n.
+  int64_t center_of(int64_t n) const;
 
  private:
   struct Tables {

@@ -1,5 +1,6 @@
 #include "models/stack.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "framework/autograd/grad_mode.h"
@@ -47,7 +48,18 @@ TransformerLayerConfig layer_config(const ModelConfig& c, bool encoder) {
   return l;
 }
 
-std::shared_ptr<RotaryEmbedding> make_positions(const ModelConfig& c) {
+int64_t xpos_center_period(const std::string& core, const AttentionConfig& a) {
+  if (core != "dilated" && core != "dilated_parallel" && core != "head_parallel") return 0;
+  const std::vector<int64_t>& w = a.segment_lengths;
+  if (w.empty()) return 0;
+  const int64_t largest = *std::max_element(w.begin(), w.end());
+  for (const int64_t x : w) {
+    if (x <= 0 || largest % x != 0) return 0;
+  }
+  return largest;
+}
+
+std::shared_ptr<RotaryEmbedding> make_positions(const ModelConfig& c, bool encoder) {
   if (c.positions == "none") return nullptr;
   RotaryConfig r;
   r.kind = c.positions;
@@ -55,6 +67,8 @@ std::shared_ptr<RotaryEmbedding> make_positions(const ModelConfig& c) {
   r.base = c.rope_base;
   r.scale_base = c.xpos_scale_base;
   r.center = c.max_positions / 2;
+  r.center_period = encoder ? xpos_center_period(c.encoder_attention, c.encoder_attention_config)
+                            : xpos_center_period(c.attention, c.attention_config);
   return std::make_shared<RotaryEmbedding>(r);
 }
 
@@ -69,7 +83,7 @@ TransformerStack::TransformerStack(const ModelConfig& config, Initializer& init,
   }
   dropout_ = register_module("dropout", std::make_shared<Dropout>(c.dropout));
   const TransformerLayerConfig lc = layer_config(c, encoder);
-  const std::shared_ptr<const RotaryEmbedding> positions = make_positions(c);
+  const std::shared_ptr<const RotaryEmbedding> positions = make_positions(c, encoder);
   layers_ = register_module("layers", std::make_shared<ModuleList<TransformerLayer>>());
   for (int64_t i = 0; i < (encoder ? c.encoder_layers : c.layers); ++i) {
     if (encoder) {

@@ -16,8 +16,15 @@ namespace longnet {
 /// decoder: the decoder's core, and cross-attention in an encoder-decoder).
 TransformerLayerConfig layer_config(const ModelConfig& config, bool encoder);
 
-/// The rotary encoding a config asks for (null for positions = none).
-std::shared_ptr<RotaryEmbedding> make_positions(const ModelConfig& config);
+/// The XPOS centre period for a self-attention core: the largest dilated segment when every
+/// segment length divides it (dilated attention then never pairs positions of different blocks of
+/// that length, so each block can have its own centre and long sequences stay finite); 0 (one
+/// centre) for the other cores.
+int64_t xpos_center_period(const std::string& core, const AttentionConfig& attention);
+
+/// The rotary encoding a config asks for (null for positions = none), for the encoder's stack or
+/// the decoder's.
+std::shared_ptr<RotaryEmbedding> make_positions(const ModelConfig& config, bool encoder);
 
 /// Hidden states of a stack and the sum of its attention cores' auxiliary losses (or undefined).
 struct StackOutput {

@@ -1,6 +1,7 @@
 // Rotary positions: XPOS and RoPE against a per-element reference written from the papers'
 // formulas, the relative-position property, chunks at a position offset, and gradients.
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -16,7 +17,8 @@ using testing::all_close;
 using testing::leaf;
 
 // Per element: pair i = (x_2i, x_2i+1) at position n rotated by n * base^(-2i/D) and, for XPOS,
-// scaled by ((2i + 0.4 D) / (1.4 D))^(+-(n - center) / scale_base) (+ for queries, - for keys).
+// scaled by ((2i + 0.4 D) / (1.4 D))^(+-(n - center) / scale_base) (+ for queries, - for keys),
+// the centre of block floor(n / P) (its middle) when center_period P > 0.
 std::vector<double> reference(const Tensor& x, const RotaryConfig& c, int64_t offset, bool is_key) {
   const auto v = x.to_vector<double>();
   const int64_t b = x.size(0), n = x.size(1), h = x.size(2), d = x.size(3);
@@ -30,7 +32,10 @@ std::vector<double> reference(const Tensor& x, const RotaryConfig& c, int64_t of
           double s = 1.0;
           if (c.kind == "xpos") {
             const double zeta = (2.0 * static_cast<double>(i) + 0.4 * static_cast<double>(d)) / (1.4 * static_cast<double>(d));
-            s = std::pow(zeta, (is_key ? -1.0 : 1.0) * (pos - static_cast<double>(c.center)) / c.scale_base);
+            const int64_t at_pos = offset + p, period = c.center_period;
+            const double center =
+                static_cast<double>(period > 0 ? (at_pos / period) * period + period / 2 : c.center);
+            s = std::pow(zeta, (is_key ? -1.0 : 1.0) * (pos - center) / c.scale_base);
           }
           const size_t at = static_cast<size_t>(((bi * n + p) * h + hi) * d + 2 * i);
           const double x0 = v[at], x1 = v[at + 1];
@@ -56,14 +61,17 @@ class Rotary : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Rotary, MatchesPerElementReference) {
   for (int64_t center : {0, 7}) {
-    const RotaryConfig c = config(GetParam(), 8, center);
-    const RotaryEmbedding rot(c);
-    const Tensor x = leaf({2, 11, 3, 8}, 1);
-    for (int64_t offset : {0, 5}) {
-      for (bool is_key : {false, true}) {
-        EXPECT_TRUE(all_close(rot.apply(x, offset, is_key), from_vector(reference(x, c, offset, is_key), x.shape()),
-                              1e-12, 1e-12))
-            << "offset " << offset << " key " << is_key << " center " << center;
+    for (int64_t period : {0, 6}) {
+      RotaryConfig c = config(GetParam(), 8, center);
+      c.center_period = period;
+      const RotaryEmbedding rot(c);
+      const Tensor x = leaf({2, 11, 3, 8}, 1);
+      for (int64_t offset : {0, 5}) {
+        for (bool is_key : {false, true}) {
+          EXPECT_TRUE(all_close(rot.apply(x, offset, is_key),
+                                from_vector(reference(x, c, offset, is_key), x.shape()), 1e-12, 1e-12))
+              << "offset " << offset << " key " << is_key << " center " << center << " period " << period;
+        }
       }
     }
   }
@@ -131,6 +139,46 @@ TEST(Rotary, XposDecaysWithDistanceAndRopeDoesNot) {
     const double norm_q = std::sqrt(sum(mul(q, q)).item()), norm_k = std::sqrt(sum(mul(k, k)).item());
     EXPECT_NEAR(norm_q * norm_k, kind == "xpos" ? std::pow(zeta, 16.0 / c.scale_base) : 1.0, 1e-12);
   }
+}
+
+TEST(Rotary, BlockCentresCancelWithinABlockAndStayFiniteFarFromZero) {
+  // The paper's setting (D 64, scale_base 512): one centre at 16K overflows f32 a million
+  // positions on, a centre per 32K block does not.
+  RotaryConfig one;
+  one.kind = "xpos";
+  one.head_dim = 64;
+  one.center = 16384;
+  RotaryConfig blocks = one;
+  blocks.center_period = 32768;
+  const RotaryEmbedding rot_one(one), rot_blocks(blocks);
+  const Tensor x = cast(leaf({1, 4, 2, 64}, 6), DType::F32);
+  const auto finite = [](const Tensor& t) {
+    for (const double v : t.to_vector<double>()) {
+      if (!std::isfinite(v)) return false;
+    }
+    return true;
+  };
+  EXPECT_FALSE(finite(rot_one.apply(x, 1 << 20, true))) << "the failure the block centres avoid";
+  EXPECT_TRUE(finite(rot_blocks.apply(x, 1 << 20, true)));
+  EXPECT_TRUE(finite(rot_blocks.apply(x, 1 << 20, false)));
+  // Within a block the scores are those of one centre (here in f64, where one centre is finite):
+  // q at m, k at n in the same block of the period, several blocks.
+  RotaryConfig one64 = one, blocks64 = blocks;
+  one64.scale_base = blocks64.scale_base = 16.0;
+  one64.center_period = 0;
+  one64.center = 0;
+  blocks64.center_period = 32;
+  const RotaryEmbedding a(one64), b(blocks64);
+  const Tensor q = leaf({1, 1, 1, 64}, 7), k = leaf({1, 1, 1, 64}, 8);
+  const auto score = [&](const RotaryEmbedding& r, int64_t m, int64_t n) {
+    return sum(mul(r.apply(q, m, false), r.apply(k, n, true))).item();
+  };
+  for (const auto& [m, n] : std::vector<std::pair<int64_t, int64_t>>{{5, 0}, {31, 2}, {40, 33}, {95, 64}}) {
+    const double want = score(a, m, n);
+    EXPECT_NEAR(score(b, m, n), want, 1e-9 * (1.0 + std::abs(want))) << m << ", " << n;
+  }
+  // Across blocks they are not (no block-local core pairs such positions).
+  EXPECT_GT(std::abs(score(b, 33, 30) - score(a, 33, 30)), 1e-6);
 }
 
 TEST(Rotary, RejectsBadInputs) {

@@ -165,6 +165,27 @@ TEST(LongNetLM, EveryPositionEncodingRuns) {
   }
 }
 
+TEST(LongNetLM, XposStaysFiniteFarFromItsCentreWithDilatedAttention) {
+  // scale_base 1 makes XPOS overflow f32 about 70 positions from a single centre (32 here); the
+  // dilated core's blocks of the largest segment (16) each get their own centre instead.
+  ModelConfig c = model_preset("tiny");
+  c.xpos_scale_base = 1.0;
+  const auto finite = [](const Tensor& t) {
+    const auto v = t.to_vector<double>();
+    return std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
+  };
+  LongNetLM model(c);
+  const int64_t n = 256;
+  const LossOutput out = model.loss(tokens_of(1, n, c.vocab_size, 7), tokens_of(1, n, c.vocab_size, 8));
+  EXPECT_TRUE(std::isfinite(out.loss.item()));
+  out.loss.backward();
+  for (const auto& [name, p] : model.named_parameters()) EXPECT_TRUE(finite(p.grad())) << name;
+  // Dense attention pairs every position, so it keeps one centre and shows the overflow.
+  c.attention = "dense";
+  EXPECT_FALSE(std::isfinite(LongNetLM(c).loss(tokens_of(1, n, c.vocab_size, 7), tokens_of(1, n, c.vocab_size, 8))
+                                 .loss.item()));
+}
+
 TEST(LongNetLM, CheckpointingGivesTheSameLossAndGradients) {
   ModelConfig c = model_preset("tiny");
   c.dropout = 0.1;
