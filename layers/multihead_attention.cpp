@@ -42,19 +42,19 @@ Tensor MultiheadAttention::split_heads(const Tensor& t) const {
   return t.view({t.size(0), t.size(1), config_.heads, head_dim()});
 }
 
-Tensor MultiheadAttention::project_q(const Tensor& x, int64_t position_offset) const {
+Tensor MultiheadAttention::project_q(const Tensor& x, const Positions& positions) const {
   LN_CHECK(x.defined() && x.dim() == 3 && x.size(2) == config_.dim, "[MultiheadAttention] expects x (B, N, ",
            config_.dim, "), got ", x.defined() ? shape_str(x.shape()) : std::string("undefined"));
   const Tensor q = split_heads(q_proj_->forward(x));
-  return positions_ ? positions_->apply(q, position_offset, false) : q;
+  return positions_ ? positions_->apply(q, positions, false) : q;
 }
 
-KeyValue MultiheadAttention::project_kv(const Tensor& source, int64_t position_offset) const {
+KeyValue MultiheadAttention::project_kv(const Tensor& source, const Positions& positions) const {
   LN_CHECK(source.defined() && source.dim() == 3 && source.size(2) == config_.kv_dim,
            "[MultiheadAttention] expects keys and values from (B, Nk, ", config_.kv_dim, "), got ",
            source.defined() ? shape_str(source.shape()) : std::string("undefined"));
   const Tensor k = split_heads(k_proj_->forward(source));
-  return {positions_ ? positions_->apply(k, position_offset, true) : k, split_heads(v_proj_->forward(source))};
+  return {positions_ ? positions_->apply(k, positions, true) : k, split_heads(v_proj_->forward(source))};
 }
 
 Tensor MultiheadAttention::project_out(const Tensor& attention) const {
@@ -69,8 +69,8 @@ Tensor MultiheadAttention::project_out(const Tensor& attention) const {
 AttentionLayerOutput MultiheadAttention::forward(const Tensor& x, const Tensor& memory, const AttentionCall& call) const {
   const bool self = !memory.defined();
   LN_CHECK(self || !call.causal, "[MultiheadAttention] cross-attention cannot be causal");
-  const Tensor q = project_q(x, call.position_offset);
-  const KeyValue kv = project_kv(self ? x : memory, call.position_offset);
+  const Tensor q = project_q(x, call.positions);
+  const KeyValue kv = project_kv(self ? x : memory, call.positions);
   AttentionResult r;
   if (call.attend) {
     r = call.attend(q, kv.k, kv.v);

@@ -46,9 +46,9 @@ struct AttentionCall {
   bool causal = false;
   /// (B, Nk) bool, true where a key is padding; or undefined.
   Tensor key_padding_mask;
-  /// Position of the first query row (and, in self-attention, key row): the rotation a chunk
-  /// starting at p0 needs, in decoding or sequence parallelism.
-  int64_t position_offset = 0;
+  /// Positions of the query rows (and, in self-attention, key rows): the rotation a chunk needs
+  /// in decoding or sequence parallelism (an offset, or two runs for a zigzag rank).
+  Positions positions;
   /// When set, runs instead of the core (causal and key_padding_mask are then its business): a
   /// decoder with a KV cache appends k, v and attends over the cache here.
   AttendFn attend;
@@ -78,11 +78,11 @@ class MultiheadAttention : public Module {
   /// memory (B, Nk, kv_dim). -> (B, N, dim).
   AttentionLayerOutput forward(const Tensor& x, const Tensor& memory, const AttentionCall& call) const;
 
-  /// Queries (B, N, H, D) of x (B, N, dim) at positions offset, offset + 1, ...
-  Tensor project_q(const Tensor& x, int64_t position_offset) const;
+  /// Queries (B, N, H, D) of x (B, N, dim) at `positions` (offset, offset + 1, ... for an offset).
+  Tensor project_q(const Tensor& x, const Positions& positions) const;
   /// Keys and values (B, Nk, H, D) of source (B, Nk, kv_dim) at positions offset, ... (positions
   /// rotate the keys only when this layer has them, i.e. in self-attention).
-  KeyValue project_kv(const Tensor& source, int64_t position_offset) const;
+  KeyValue project_kv(const Tensor& source, const Positions& positions) const;
   /// The core's output (B, N, H, D) -> (B, N, dim): sub-LN (if any), then out_proj.
   Tensor project_out(const Tensor& attention) const;
 

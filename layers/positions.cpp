@@ -10,6 +10,25 @@
 
 namespace longnet {
 
+Positions Positions::runs(std::vector<std::pair<int64_t, int64_t>> runs) {
+  LN_CHECK(!runs.empty(), "[positions] a Positions needs at least one run");
+  for (const auto& [start, rows] : runs) {
+    LN_CHECK(start >= 0 && rows >= 0, "[positions] runs need non-negative starts and lengths, got (", start, ", ",
+             rows, ")");
+  }
+  Positions p(runs.front().first);
+  p.runs_ = std::move(runs);
+  return p;
+}
+
+std::vector<std::pair<int64_t, int64_t>> Positions::over(int64_t rows) const {
+  if (runs_.empty()) return {{offset_, rows}};
+  int64_t total = 0;
+  for (const auto& r : runs_) total += r.second;
+  LN_CHECK(total == rows, "[positions] the runs cover ", total, " rows but the tensor has ", rows);
+  return runs_;
+}
+
 RotaryEmbedding::RotaryEmbedding(const RotaryConfig& c) : config_(c), xpos_(c.kind == "xpos") {
   LN_CHECK(c.kind == "xpos" || c.kind == "rope", "[positions] unknown kind '", c.kind, "'; known: xpos, rope");
   LN_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, "[positions] head dim must be positive and even, got ", c.head_dim);
@@ -38,9 +57,13 @@ double RotaryEmbedding::scale(int64_t n, int64_t i, bool is_key) const {
 
 RotaryEmbedding::Tables RotaryEmbedding::tables(int64_t n, int64_t offset, bool is_key, DType dtype,
                                                 Device device) const {
+  // Zigzag ranks alternate between two runs per call; a few entries keep both cached.
+  constexpr size_t kCached = 4;
   std::lock_guard<std::mutex> lock(mu_);
-  Tables& c = cached_[is_key ? 1 : 0];
-  if (c.n == n && c.offset == offset && c.dtype == dtype && c.device == device) return c;
+  std::vector<Tables>& cache = cached_[is_key ? 1 : 0];
+  for (const Tables& c : cache) {
+    if (c.n == n && c.offset == offset && c.dtype == dtype && c.device == device) return c;
+  }
   const int64_t half = config_.head_dim / 2;
   std::vector<double> cos_v(static_cast<size_t>(n * half)), sin_v(cos_v.size());
   for (int64_t p = 0; p < n; ++p) {
@@ -53,13 +76,26 @@ RotaryEmbedding::Tables RotaryEmbedding::tables(int64_t n, int64_t offset, bool 
   const auto make = [&](const std::vector<double>& v) {
     return cast(from_vector(v, {n, 1, half}, Device::cpu()), dtype).to(device);
   };
-  c = Tables{n, offset, dtype, device, make(cos_v), make(sin_v)};
-  return c;
+  if (cache.size() == kCached) cache.erase(cache.begin());
+  cache.push_back(Tables{n, offset, dtype, device, make(cos_v), make(sin_v)});
+  return cache.back();
 }
 
-Tensor RotaryEmbedding::apply(const Tensor& x, int64_t offset, bool is_key) const {
+Tensor RotaryEmbedding::apply(const Tensor& x, const Positions& positions, bool is_key) const {
   LN_CHECK(x.defined() && x.dim() == 4 && x.size(3) == config_.head_dim, "[positions] expects (B, N, H, ",
            config_.head_dim, "), got ", x.defined() ? shape_str(x.shape()) : std::string("undefined"));
+  const std::vector<std::pair<int64_t, int64_t>> runs = positions.over(x.size(1));
+  if (runs.size() == 1) return apply_run(x, runs.front().first, is_key);
+  std::vector<Tensor> parts;
+  int64_t row = 0;
+  for (const auto& [start, rows] : runs) {
+    parts.push_back(apply_run(x.narrow(1, row, rows), start, is_key));
+    row += rows;
+  }
+  return cat(parts, 1);
+}
+
+Tensor RotaryEmbedding::apply_run(const Tensor& x, int64_t offset, bool is_key) const {
   LN_CHECK(offset >= 0, "[positions] position offset must be non-negative, got ", offset);
   const DType dt = is_reduced_float(x.dtype()) ? DType::F32 : x.dtype();
   const int64_t b = x.size(0), n = x.size(1), h = x.size(2), half = config_.head_dim / 2;

@@ -13,10 +13,32 @@
 // centres still cancel in every computed q . k, and any length stays finite.
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "framework/core/tensor.h"
 
 namespace longnet {
+
+/// The global positions of the rows of a sequence tensor: runs of consecutive positions in row
+/// order. Usually one run from an offset (an integer converts to it); a rank of zigzag sequence
+/// parallelism holds two pieces of the sequence, so two runs.
+class Positions {
+ public:
+  /// Rows 0, 1, ... at positions offset, offset + 1, ...
+  Positions(int64_t offset = 0) : offset_(offset) {}  // NOLINT(google-explicit-constructor): an offset is a Positions
+  /// Rows in runs of (first position, rows); the rows of all runs make up the tensor's rows.
+  static Positions runs(std::vector<std::pair<int64_t, int64_t>> runs);
+  /// The first row's position.
+  int64_t offset() const { return offset_; }
+  /// The runs over `rows` rows (one run from the offset unless built with runs()); checks that
+  /// the runs cover exactly `rows` rows.
+  std::vector<std::pair<int64_t, int64_t>> over(int64_t rows) const;
+
+ private:
+  int64_t offset_ = 0;
+  std::vector<std::pair<int64_t, int64_t>> runs_;  // empty: one run from offset_
+};
 
 /// Parameters of a rotary position encoding.
 struct RotaryConfig {
@@ -39,9 +61,10 @@ struct RotaryConfig {
 class RotaryEmbedding {
  public:
   explicit RotaryEmbedding(const RotaryConfig& config);
-  /// x (B, N, H, D) whose rows are positions offset, offset + 1, ...: rotated, and with XPOS scaled
-  /// as a key (`is_key`) or a query. Differentiable; computed in f32 for 16-bit inputs.
-  Tensor apply(const Tensor& x, int64_t offset, bool is_key) const;
+  /// x (B, N, H, D) whose rows are at `positions` (offset, offset + 1, ... for an offset):
+  /// rotated, and with XPOS scaled as a key (`is_key`) or a query. Differentiable; computed in f32
+  /// for 16-bit inputs.
+  Tensor apply(const Tensor& x, const Positions& positions, bool is_key) const;
   const RotaryConfig& config() const { return config_; }
 
   /// The factor pair i of a query (is_key false) or key at position n gets: rotation angle and
@@ -59,11 +82,13 @@ class RotaryEmbedding {
     Tensor cos, sin;  // (N, 1, D/2): cos and sin of the angle, times the scale
   };
   Tables tables(int64_t n, int64_t offset, bool is_key, DType dtype, Device device) const;
+  /// One run: x's rows at offset, offset + 1, ...
+  Tensor apply_run(const Tensor& x, int64_t offset, bool is_key) const;
 
   RotaryConfig config_;
   bool xpos_;
   mutable std::mutex mu_;
-  mutable Tables cached_[2];  // the last query and key tables
+  mutable std::vector<Tables> cached_[2];  // the last query and key tables, a few runs each
 };
 
 }  // namespace longnet

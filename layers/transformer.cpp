@@ -59,7 +59,7 @@ LayerOutput TransformerLayer::run(const Tensor& x, const Tensor& memory, const L
   AttentionCall self_call;
   self_call.causal = causal_;
   self_call.key_padding_mask = context.padding_mask;
-  self_call.position_offset = context.position_offset;
+  self_call.positions = context.positions;
   self_call.attend = context.self_attend;
   AttentionLayerOutput a = self_attn_->forward(self_attn_layer_norm_->forward(x), Tensor(), self_call);
   Tensor h = add(x, dropout_->forward(a.out));

@@ -55,8 +55,8 @@ struct LayerContext {
   Tensor memory;
   /// (B, M) bool, true at padded encoder positions; or undefined.
   Tensor memory_padding_mask;
-  /// Position of x's first row.
-  int64_t position_offset = 0;
+  /// Positions of x's rows (an offset, or runs).
+  Positions positions;
   /// Replaces the self-attention core for this call (see AttentionCall::attend): the hook a
   /// KV-cache decoder runs the layer through.
   AttendFn self_attend;

@@ -25,7 +25,7 @@ EncoderOutput LongNetEncoderDecoder::encode(const Tensor& source, const Tensor& 
 }
 
 Tensor LongNetEncoderDecoder::decode(const Tensor& target, const EncoderOutput& encoded, const Tensor& target_padding_mask,
-                                     int64_t position_offset, Tensor* aux_loss) const {
+                                     const Positions& positions, Tensor* aux_loss) const {
   LN_CHECK(encoded.memory.defined() && encoded.memory.dim() == 3 && encoded.memory.size(0) == target.size(0),
            "[LongNetEncoderDecoder] the encoder output ",
            encoded.memory.defined() ? shape_str(encoded.memory.shape()) : std::string("undefined"),
@@ -34,7 +34,7 @@ Tensor LongNetEncoderDecoder::decode(const Tensor& target, const EncoderOutput& 
   context.padding_mask = target_padding_mask;
   context.memory = encoded.memory;
   context.memory_padding_mask = encoded.padding_mask;
-  context.position_offset = position_offset;
+  context.positions = positions;
   const StackOutput out = decoder_->run(decoder_->embed(target), context);
   if (aux_loss != nullptr) *aux_loss = out.aux_loss;
   return decoder_->project(out.hidden);

@@ -31,12 +31,12 @@ class LongNetEncoderDecoder : public Module {
 
   /// source (B, M) tokens and their padding mask (B, M) bool, or undefined -> the encoder output.
   EncoderOutput encode(const Tensor& source, const Tensor& source_padding_mask = Tensor()) const;
-  /// target (B, N) tokens at positions offset, ... attending to `encoded` -> logits (B, N, vocab).
+  /// target (B, N) tokens at `positions` (offset, ... for an offset) attending to `encoded` -> logits (B, N, vocab).
   /// `target_padding_mask` (B, N) marks padded target keys (or undefined; with causal attention
   /// padding at the end changes nothing before it). The decoder's auxiliary loss, if any, is added
   /// to `aux_loss` when given.
   Tensor decode(const Tensor& target, const EncoderOutput& encoded, const Tensor& target_padding_mask = Tensor(),
-                int64_t position_offset = 0, Tensor* aux_loss = nullptr) const;
+                const Positions& positions = 0, Tensor* aux_loss = nullptr) const;
   /// encode then decode.
   Tensor forward(const Tensor& source, const Tensor& target, const Tensor& source_padding_mask = Tensor(),
                  const Tensor& target_padding_mask = Tensor()) const;

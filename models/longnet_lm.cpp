@@ -20,20 +20,20 @@ LongNetLM::LongNetLM(const ModelConfig& config, bool initialize) : config_(confi
   decoder_ = register_module("decoder", std::make_shared<LongNetDecoder>(config, init));
 }
 
-Tensor LongNetLM::forward(const Tensor& tokens, int64_t position_offset, Tensor* aux_loss) const {
+Tensor LongNetLM::forward(const Tensor& tokens, const Positions& positions, Tensor* aux_loss) const {
   LayerContext context;
-  context.position_offset = position_offset;
+  context.positions = positions;
   const StackOutput out = decoder_->run(decoder_->embed(tokens), context);
   if (aux_loss != nullptr) *aux_loss = out.aux_loss;
   return decoder_->project(out.hidden);
 }
 
-LossOutput LongNetLM::loss(const Tensor& tokens, const Tensor& targets, int64_t position_offset) const {
+LossOutput LongNetLM::loss(const Tensor& tokens, const Tensor& targets, const Positions& positions) const {
   LN_CHECK(targets.defined() && targets.shape() == tokens.shape(), "[LongNetLM] targets ",
            targets.defined() ? shape_str(targets.shape()) : std::string("undefined"), " must match tokens ",
            shape_str(tokens.shape()));
   Tensor aux;
-  const Tensor logits = forward(tokens, position_offset, &aux);
+  const Tensor logits = forward(tokens, positions, &aux);
   return language_model_loss(logits, targets, aux, config_.ignore_index);
 }
 

@@ -33,11 +33,11 @@ class LongNetLM : public Module {
   explicit LongNetLM(const ModelConfig& config, bool initialize = true);
   std::string type_name() const override { return "LongNetLM"; }
 
-  /// tokens (B, N) i64 at positions offset, offset + 1, ... -> logits (B, N, vocab) in the
+  /// tokens (B, N) i64 at `positions` (offset, offset + 1, ... for an offset) -> logits (B, N, vocab) in the
   /// compute dtype. The attention cores' auxiliary loss, if any, is in `aux_loss` when given.
-  Tensor forward(const Tensor& tokens, int64_t position_offset = 0, Tensor* aux_loss = nullptr) const;
+  Tensor forward(const Tensor& tokens, const Positions& positions = 0, Tensor* aux_loss = nullptr) const;
   /// The training objective for tokens (B, N) and next-token targets (B, N).
-  LossOutput loss(const Tensor& tokens, const Tensor& targets, int64_t position_offset = 0) const;
+  LossOutput loss(const Tensor& tokens, const Tensor& targets, const Positions& positions = 0) const;
 
   LongNetDecoder& decoder() const { return *decoder_; }
   const ModelConfig& config() const { return config_; }

@@ -94,6 +94,14 @@ Tensor shard_sequence(const Tensor& x, int64_t dim, int rank, int size, Sequence
 
 int64_t sequence_offset(int rank, int64_t local_length) { return rank * local_length; }
 
+Positions sequence_positions(int rank, int size, int64_t local_length, SequencePlacement placement) {
+  if (placement == SequencePlacement::Contiguous) return sequence_offset(rank, local_length);
+  LN_CHECK(local_length % 2 == 0, "[sequence_positions] a zigzag rank holds two equal halves; ", local_length,
+           " rows do not split in two");
+  const int64_t half = local_length / 2;
+  return Positions::runs({{rank * half, half}, {(2 * int64_t{size} - 1 - rank) * half, half}});
+}
+
 // ---- dilated_parallel ----
 
 DilatedParallelAttention::DilatedParallelAttention(const AttentionConfig& config) : config_(config) {

@@ -21,6 +21,7 @@
 
 #include "framework/dist/communicator.h"
 #include "layers/attention/core.h"
+#include "layers/positions.h"
 
 namespace longnet {
 
@@ -59,6 +60,10 @@ Tensor shard_sequence(const Tensor& x, int64_t dim, int rank, int size,
                       SequencePlacement placement = SequencePlacement::Contiguous);
 /// The global position of the first row of a contiguous chunk of `local_length` rows.
 int64_t sequence_offset(int rank, int64_t local_length);
+/// The global positions of the `local_length` rows `rank` of `size` holds (shard_sequence's
+/// rows): an offset, or with zigzag placement its two halves' runs. The models take it for their
+/// position encoding.
+Positions sequence_positions(int rank, int size, int64_t local_length, SequencePlacement placement);
 
 /// Registers "ring", "dilated_parallel", "head_parallel" and "head_parallel_dense" with the
 /// attention core registry (idempotent).

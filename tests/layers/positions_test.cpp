@@ -104,6 +104,21 @@ TEST_P(Rotary, ChunkAtOffsetEqualsSliceOfWholeSequence) {
   }
 }
 
+TEST_P(Rotary, RunsRotateRowsAsTheirPlacesInTheWholeSequence) {
+  // A zigzag rank's rows: positions 2..4 then 12..15 of a 20-row sequence.
+  const RotaryEmbedding rot(config(GetParam(), 8, 10));
+  const Tensor x = leaf({2, 20, 2, 8}, 9);
+  const Tensor mine = cat({x.narrow(1, 2, 3), x.narrow(1, 12, 4)}, 1).contiguous();
+  for (bool is_key : {false, true}) {
+    const Tensor whole = rot.apply(x, 0, is_key);
+    const Tensor want = cat({whole.narrow(1, 2, 3), whole.narrow(1, 12, 4)}, 1);
+    EXPECT_TRUE(all_close(rot.apply(mine, Positions::runs({{2, 3}, {12, 4}}), is_key), want, 1e-13, 1e-12));
+  }
+  EXPECT_NE(testing::error_message([&] { rot.apply(mine, Positions::runs({{2, 3}, {12, 3}}), false); })
+                .find("cover 6 rows but the tensor has 7"),
+            std::string::npos);
+}
+
 TEST_P(Rotary, GradientsMatchFiniteDifferences) {
   const RotaryEmbedding rot(config(GetParam(), 6, 2));
   const Tensor x = leaf({2, 5, 2, 6}, 5);

@@ -214,7 +214,7 @@ TEST(MultiheadAttention, PiecesComposeToForwardWithPositions) {
   const Tensor x = leaf({1, 6, 8}, 17);
   AttentionCall call;
   call.causal = true;
-  call.position_offset = 9;
+  call.positions = 9;
   const Tensor whole = mha.forward(x, Tensor(), call).out;
   // What a KV-cache decoder does: project, attend with the core, project out.
   const Tensor q = mha.project_q(x, 9);
@@ -224,7 +224,7 @@ TEST(MultiheadAttention, PiecesComposeToForwardWithPositions) {
   const Tensor pieces = mha.project_out(mha.core().forward(q, kv.k, kv.v, o).out);
   EXPECT_TRUE(all_close(pieces, whole, 0.0, 0.0));
   // Relative positions: shifting every position leaves the scores, hence the output, unchanged...
-  call.position_offset = 0;
+  call.positions = 0;
   EXPECT_TRUE(all_close(mha.forward(x, Tensor(), call).out, whole, 1e-12, 1e-10));
   // ...while the same weights without positions give another output.
   Initializer same = f64_init(15);
@@ -251,7 +251,7 @@ TEST(MultiheadAttention, Gradients) {
     const Tensor x = leaf({1, 4, 8}, 20);
     AttentionCall call;
     call.causal = true;
-    call.position_offset = 2;
+    call.positions = 2;
     EXPECT_TRUE(testing::gradcheck([&](const std::vector<Tensor>& in) { return self_attn.forward(in[0], Tensor(), call).out; },
                                    with_params({x}, self_attn)))
         << "self, sub_ln " << sub_ln;
@@ -314,7 +314,7 @@ TEST(TransformerLayer, WiringOfPreLnAndSubLn) {
     // x + attn(norm1 x) then + ffn(norm2 h), through the layer's own submodules.
     AttentionCall call;
     call.causal = true;
-    call.position_offset = 3;
+    call.positions = 3;
     const StateDict s = layer.state_dict();
     EXPECT_EQ(s.count("self_attn.inner_attn_ln.weight"), placement == "sub_ln" ? 1u : 0u);
     EXPECT_EQ(s.count("ffn.ffn_layernorm.weight"), placement == "sub_ln" ? 1u : 0u);
@@ -324,7 +324,7 @@ TEST(TransformerLayer, WiringOfPreLnAndSubLn) {
     const Tensor h = add(x, layer.self_attn().forward(norm1.forward(x), Tensor(), call).out);
     const Tensor want = add(h, layer.ffn().forward(norm2.forward(h)));
     LayerContext ctx;
-    ctx.position_offset = 3;
+    ctx.positions = 3;
     EXPECT_TRUE(all_close(layer.forward(x, ctx).x, want, 1e-14, 1e-12)) << placement;
   }
 }
@@ -347,7 +347,7 @@ TEST(TransformerLayer, EncoderAndDecoderGradients) {
     const Tensor mem = leaf({1, 3, 6}, 30);
     LayerContext dctx;
     dctx.memory_padding_mask = padding_mask(3, {1});
-    dctx.position_offset = 1;
+    dctx.positions = 1;
     EXPECT_TRUE(testing::gradcheck(
         [&](const std::vector<Tensor>& in) {
           LayerContext c = dctx;
@@ -475,7 +475,7 @@ TEST(TransformerLayer, AttendHookRunsTheLayerIncrementally) {
   Tensor keys, values;
   for (int64_t p = 0; p < 6; ++p) {
     LayerContext ctx;
-    ctx.position_offset = p;
+    ctx.positions = p;
     ctx.self_attend = [&](const Tensor& q, const Tensor& k, const Tensor& v) {
       keys = keys.defined() ? cat({keys, k}, 1) : k;
       values = values.defined() ? cat({values, v}, 1) : v;

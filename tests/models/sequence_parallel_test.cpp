@@ -46,15 +46,16 @@ std::unique_ptr<optim::Optimizer> adamw(const std::vector<Tensor>& params) {
 struct Part {
   int64_t batch_start = 0, batch_len = 0;
   int sp_rank = 0, sp_size = 1;
+  SequencePlacement placement = SequencePlacement::Contiguous;
 };
 
 /// One training step's loss on a rank's part (inputs = data[:, :-1], targets = data[:, 1:]).
 Tensor part_loss(const LongNetLM& model, const Tensor& data, const Part& part) {
   const int64_t n = data.size(1) - 1;
   const Tensor rows = data.narrow(0, part.batch_start, part.batch_len);
-  const Tensor in = shard_sequence(rows.narrow(1, 0, n), 1, part.sp_rank, part.sp_size).contiguous();
-  const Tensor tgt = shard_sequence(rows.narrow(1, 1, n), 1, part.sp_rank, part.sp_size).contiguous();
-  return model.loss(in, tgt, sequence_offset(part.sp_rank, in.size(1))).loss;
+  const Tensor in = shard_sequence(rows.narrow(1, 0, n), 1, part.sp_rank, part.sp_size, part.placement).contiguous();
+  const Tensor tgt = shard_sequence(rows.narrow(1, 1, n), 1, part.sp_rank, part.sp_size, part.placement).contiguous();
+  return model.loss(in, tgt, sequence_positions(part.sp_rank, part.sp_size, in.size(1), part.placement)).loss;
 }
 
 /// Parameters after `steps` AdamW steps of one process on the whole batch and sequence.
@@ -71,14 +72,15 @@ std::vector<Tensor> single_process(const ModelConfig& config, const Tensor& data
   return out;
 }
 
-/// The same on a dp x sp mesh of in-process ranks; `zero` shards the optimizer state (ZeRO-1).
-/// Returns each rank's parameters.
+/// The same on a dp x sp mesh of in-process ranks; `zero` shards the optimizer state (ZeRO-1),
+/// `placement` lays the sequences over the sp ranks. Returns each rank's parameters.
 std::vector<std::vector<Tensor>> on_mesh(const ModelConfig& config, const Tensor& data, int steps, int dp, int sp,
-                                         bool zero = false) {
+                                         bool zero = false,
+                                         SequencePlacement placement = SequencePlacement::Contiguous) {
   std::vector<std::vector<Tensor>> out(dp * sp);
   dist::run_in_process(dp * sp, [&](dist::Communicator& world) {
     const dist::Mesh mesh = dist::make_mesh(world, dp, sp);
-    SequenceParallelScope scope(*mesh.sp);
+    SequenceParallelScope scope(*mesh.sp, placement);
     LongNetLM model(config);
     const std::vector<Tensor> params = model.parameters();
     dist::ReducerOptions ro;
@@ -89,7 +91,7 @@ std::vector<std::vector<Tensor>> on_mesh(const ModelConfig& config, const Tensor
     const int64_t rows = data.size(0) / dp;
     for (int s = 0; s < steps; ++s) {
       for (const Tensor& p : params) p.set_grad(Tensor());
-      part_loss(model, data, {mesh.dp_rank * rows, rows, mesh.sp_rank, sp}).backward();
+      part_loss(model, data, {mesh.dp_rank * rows, rows, mesh.sp_rank, sp, placement}).backward();
       reducer.finish();
       if (s == 0) {
         EXPECT_GT(reducer.launched_during_backward(), 0);
@@ -148,6 +150,18 @@ INSTANTIATE_TEST_SUITE_P(Cores, SequenceParallelModel,
                                            std::make_tuple("ring", "dense", 4),
                                            std::make_tuple("head_parallel", "dilated", 2),
                                            std::make_tuple("head_parallel_dense", "dense", 4)));
+
+TEST(SequenceParallelModel, RingWithZigzagPlacementEqualsSingleProcess) {
+  // Each rank holds chunks r and 2P - 1 - r; the positions of both go into the model, so the step
+  // is the single process's.
+  register_parallel_attention_cores();
+  const Tensor data = tokens(2, 32, 96, 4);
+  const auto want = single_process(tiny_config("dense"), data, 2);
+  for (int ranks : {2, 4}) {
+    SCOPED_TRACE(ranks);
+    expect_same_parameters(want, on_mesh(tiny_config("ring"), data, 2, 1, ranks, false, SequencePlacement::Zigzag));
+  }
+}
 
 TEST(Mesh, DataTimesSequenceParallelEqualsSingleProcess) {
   register_parallel_attention_cores();

@@ -38,7 +38,7 @@ using dist_bench::printf_string;
 /// Where a rank's tokens sit and whom it talks to.
 struct Layout {
   int64_t tokens = 0;           // this rank's tokens (batch 1)
-  int64_t position_offset = 0;  // global position of the first
+  Positions positions;          // global positions of its tokens
   dist::Communicator* reduce = nullptr;  // gradients averaged over this group (null: trained alone)
   dist::Communicator* sp = nullptr;      // the attention's sequence-parallel group (null: none)
   SequencePlacement placement = SequencePlacement::Contiguous;
@@ -73,7 +73,7 @@ class TrainingJob {
     std::optional<SequenceParallelScope> scope;
     if (layout_.sp != nullptr) scope.emplace(*layout_.sp, layout_.placement);
     optimizer_->zero_grad();
-    model_->loss(tokens_, targets_, layout_.position_offset).loss.backward();
+    model_->loss(tokens_, targets_, layout_.positions).loss.backward();
     if (reducer_) reducer_->finish();
     optimizer_->step();
   }
@@ -294,9 +294,7 @@ ScalingResult bench_dist_sp(dist::Communicator& world, Device device, const Dist
     const int64_t local = all_seq / n;
     {
       TrainingJob job(bench_config(o, core, checkpoint), device, 3000 + static_cast<uint64_t>(world.rank()));
-      // Zigzag: the rank's second chunk is rotated as if it followed the first (the LM takes one
-      // position offset): the same work as at its true positions.
-      job.set_layout({local, sequence_offset(world.rank(), local), &world, &world, placement});
+      job.set_layout({local, sequence_positions(world.rank(), n, local, placement), &world, &world, placement});
       const StepStats step = measure(world, device, warmup, reps, job,
                                      printf_string("the %s step on %lld tokens per GPU", core.c_str(),
                                                    static_cast<long long>(local)).c_str());
@@ -413,9 +411,7 @@ std::string format_scaling(const ScalingResult& r) {
         "against one%s.\n\n",
         r.per_gpu ? "its own share" : "the whole sequence", m.schedule.c_str(),
         r.ring_placement == "zigzag"
-            ? "zigzag (rank r holds chunks r and 2N-1-r, so that causal work is even; the LM takes one position "
-              "offset, so the second chunk is rotated as if it followed the first: the same work as at its true "
-              "positions)"
+            ? "zigzag (rank r holds chunks r and 2N-1-r, so that causal work is even)"
             : "contiguously (rank r holds chunk r: causal work grows with r)",
         m.checkpoint ? "on" : "off", timing_text(m).c_str(),
         r.per_gpu ? " (N GPUs train on N times the sequence)" : ", the same sequence: T1 / (N x TN)");

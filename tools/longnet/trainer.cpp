@@ -194,7 +194,7 @@ TrainModel make_train_model(const longnet::ModelConfig& mc, const std::string& t
           [m, answer_mask, ignore](const data::Batch& b, const RankContext& ctx) -> TaskLoss {
             const auto [inputs, targets] = inputs_and_targets(b, answer_mask, ignore);
             const Tensor in = ctx.sequence_part(inputs), tgt = ctx.sequence_part(targets);
-            return {m->loss(in, tgt, ctx.position_offset(in.size(1))), tgt};
+            return {m->loss(in, tgt, ctx.positions(in.size(1))), tgt};
           },
           ignore};
 }
@@ -358,7 +358,7 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
   StopSignals signals(options.handle_signals);
   DefaultDeviceGuard device_guard(device);
   std::optional<SequenceParallelScope> sequence_scope;
-  if (layout.sp > 1) sequence_scope.emplace(*ctx.mesh().sp);
+  if (layout.sp > 1) sequence_scope.emplace(*ctx.mesh().sp, layout.placement);
   const TrainModel trained = make_train_model(build_config, config.data.task);
   Module& model = *trained.module;
   const std::optional<io::CheckpointInfo> resume = resume_point(result.run_dir, ctx);

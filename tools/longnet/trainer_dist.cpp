@@ -97,6 +97,12 @@ ParallelLayout parallel_layout(const RunConfig& c, int world_size) {
     LN_CHECK(t.seq_len % l.sp == 0, "[train] training.seq_len = ", t.seq_len,
              " does not split over parallelism.sequence_parallel = ", l.sp, " ranks; make it a multiple of ", l.sp);
     check_sequence_algorithm(c, l.sp);
+    if (p.sequence_algorithm == "ring") {
+      l.placement = SequencePlacement::Zigzag;
+      LN_CHECK(t.seq_len % (2 * l.sp) == 0, "[train] parallelism.sequence_algorithm = \"ring\" gives each rank two "
+               "chunks (zigzag): training.seq_len = ", t.seq_len, " must be a multiple of 2 x sequence_parallel = ",
+               2 * l.sp);
+    }
   }
   return l;
 }
@@ -132,11 +138,11 @@ data::Batch RankContext::local_rows(const data::Batch& global) const {
 
 Tensor RankContext::sequence_part(const Tensor& x) const {
   if (layout_.sp == 1) return x;
-  return shard_sequence(x, 1, mesh_.sp_rank, layout_.sp).contiguous();
+  return shard_sequence(x, 1, mesh_.sp_rank, layout_.sp, layout_.placement).contiguous();
 }
 
-int64_t RankContext::position_offset(int64_t local_length) const {
-  return sequence_offset(mesh_.sp_rank, local_length);
+Positions RankContext::positions(int64_t local_length) const {
+  return sequence_positions(mesh_.sp_rank, layout_.sp, local_length, layout_.placement);
 }
 
 std::vector<double> RankContext::sum(const std::vector<double>& values) const {

@@ -2,8 +2,9 @@
 // The distributed side of a training run. The ranks of a world form a data-parallel x
 // sequence-parallel mesh (parallelism.data_parallel x parallelism.sequence_parallel). Every rank
 // builds the same model and the same loader over the global batch, and computes its part: rows
-// [dp_rank * B / dp, (dp_rank + 1) * B / dp) of each batch and chunk sp_rank of each sequence
-// (contiguous placement, positions offset by the chunk's place). The loader's position and the
+// [dp_rank * B / dp, (dp_rank + 1) * B / dp) of each batch and its part of each sequence
+// (chunk sp_rank; with ring attention the zigzag pair of chunks sp_rank and 2 sp - 1 - sp_rank,
+// which evens out causal work), the positions encoded where those tokens sit in the sequence. The loader's position and the
 // checkpoints are therefore the same at every world size. The few values the loop must agree on
 // (the loss, target counts, the stop flag, the checkpoint to resume) go through small
 // all-reduces and broadcasts, and ZeRO-1's sharded optimizer state is gathered on rank 0 for
@@ -16,6 +17,7 @@
 #include "framework/core/rng.h"
 #include "framework/dist/communicator.h"
 #include "framework/dist/mesh.h"
+#include "layers/parallel/sequence_parallel.h"
 #include "optim/optimizer.h"
 #include "tools/longnet/config.h"
 
@@ -26,6 +28,9 @@ struct ParallelLayout {
   int world = 1;  // ranks in all
   int dp = 1;     // data-parallel replicas
   int sp = 1;     // ranks each sequence is split over
+  /// How a sequence lies over its sp ranks: zigzag for ring attention (causal work balanced),
+  /// contiguous otherwise (the dilated and Ulysses cores take contiguous chunks).
+  SequencePlacement placement = SequencePlacement::Contiguous;
 };
 
 /// The layout of `config` on a world of `world_size` ranks (data_parallel 0: world / sp). Throws
@@ -61,10 +66,10 @@ class RankContext {
 
   /// This rank's rows of a global batch, on the device.
   data::Batch local_rows(const data::Batch& global) const;
-  /// This rank's chunk of (B, N) sequences: (B, N / sp), contiguous.
+  /// This rank's part of (B, N) sequences: (B, N / sp), by the layout's placement.
   Tensor sequence_part(const Tensor& x) const;
-  /// The global position of the first token of a chunk of `local_length` tokens.
-  int64_t position_offset(int64_t local_length) const;
+  /// The global positions of the tokens of a part of `local_length` tokens.
+  Positions positions(int64_t local_length) const;
 
   /// Each value summed over the world.
   std::vector<double> sum(const std::vector<double>& values) const;
