@@ -389,6 +389,15 @@ TEST(DistributedTrainer, BadDegreesAreNamed) {
   expect_in(error(4,
                   [](RunConfig& c) {
                     c.parallelism.sequence_parallel = 4;
+                    c.parallelism.sequence_algorithm = "ring";
+                    c.attention.kind = "dense";
+                    c.training.seq_len = 12;
+                  }),
+            "gives each rank two chunks (zigzag): training.seq_len = 12 must be a multiple of 2 x "
+            "sequence_parallel = 8");
+  expect_in(error(4,
+                  [](RunConfig& c) {
+                    c.parallelism.sequence_parallel = 4;
                     c.parallelism.sequence_algorithm = "ulysses";
                   }),
             "model.heads = 2 does not split over parallelism.sequence_parallel = 4");
