@@ -1,5 +1,6 @@
 // `longnet export CHECKPOINT --out DIR`: the weights as one safetensors file plus a config.json
-// describing the architecture and its dilation schedule (and the tokenizer), for use elsewhere.
+// describing the architecture and its dilation schedule (and the tokenizer), for use elsewhere. An
+// encoder-decoder's config also gives its encoder layers and the encoder's attention schedule.
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -8,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/special_ids.h"
 #include "data/tokenizer.h"
 #include "framework/io/safetensors.h"
 #include "tools/longnet/commands.h"
@@ -25,17 +27,21 @@ struct ExportCli {
   std::string dtype = "f32";
 };
 
-nlohmann::json export_config(const LoadedModel& m, DType dtype) {
-  const longnet::ModelConfig& c = m.model_config;
+// An attention core's kind and, for dilated attention, its (segment length, dilation rate) pairs.
+nlohmann::json attention_json(const std::string& kind, const AttentionConfig& a) {
   nlohmann::json schedule = nlohmann::json::array();
-  if (c.attention == "dilated") {
-    for (size_t i = 0; i < c.attention_config.segment_lengths.size(); ++i) {
-      schedule.push_back({{"segment_length", c.attention_config.segment_lengths[i]},
-                          {"dilation_rate", c.attention_config.dilation_rates[i]}});
+  if (kind == "dilated") {
+    for (size_t i = 0; i < a.segment_lengths.size(); ++i) {
+      schedule.push_back({{"segment_length", a.segment_lengths[i]}, {"dilation_rate", a.dilation_rates[i]}});
     }
   }
+  return {{"kind", kind}, {"dilation_schedule", schedule}};
+}
+
+nlohmann::json export_config(const LoadedModel& m, DType dtype) {
+  const longnet::ModelConfig& c = m.model_config;
   nlohmann::json j = {
-      {"architectures", {"LongNetLM"}},
+      {"architectures", {m.is_encoder_decoder() ? "LongNetEncoderDecoder" : "LongNetLM"}},
       {"model_type", "longnet"},
       {"vocab_size", c.vocab_size},
       {"hidden_size", c.dim},
@@ -47,13 +53,25 @@ nlohmann::json export_config(const LoadedModel& m, DType dtype) {
       {"norm", c.norm},
       {"positions", c.positions},
       {"tie_word_embeddings", c.tie_weights},
-      {"attention", {{"kind", c.attention}, {"dilation_schedule", schedule}}},
+      {"attention", attention_json(c.attention, c.attention_config)},
       {"torch_dtype", dtype == DType::BF16 ? "bfloat16" : "float32"},
-      {"parameters", m.model->parameter_count()},
+      {"parameters", m.module().parameter_count()},
       {"trained_steps", m.step},
       {"trained_seq_len", m.run_config.training.seq_len},
       {"longnet_config", longnet::to_json(c)},
   };
+  if (m.is_encoder_decoder()) {
+    // num_hidden_layers and attention describe the decoder (causal self-attention plus
+    // cross-attention to the encoder output).
+    j["is_encoder_decoder"] = true;
+    j["num_encoder_layers"] = c.encoder_layers;
+    j["num_decoder_layers"] = c.layers;
+    j["encoder_attention"] = attention_json(c.encoder_attention, c.encoder_attention_config);
+    j["decoder_start_token_id"] = data::SpecialIds::bos;
+    j["pad_token_id"] = data::SpecialIds::pad;
+    j["eos_token_id"] = data::SpecialIds::eos;
+    j["trained_target_len"] = m.run_config.data.target_len;
+  }
   if (m.tokenizer) j["tokenizer"] = {{"file", kTokenizerFile}, {"sha256", m.tokenizer->hash()}};
   return j;
 }
@@ -64,7 +82,7 @@ int run_export(const ExportCli& cli) {
   const fs::path out = cli.out;
   fs::create_directories(out);
   std::map<std::string, Tensor> tensors;
-  for (const auto& [name, t] : m.model->state_dict()) {
+  for (const auto& [name, t] : m.module().state_dict()) {
     tensors[name] = is_floating(t.dtype()) ? t.to(dtype) : t;
   }
   // Through a temporary name, so that DIR/model.safetensors is never half-written.

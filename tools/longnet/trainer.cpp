@@ -20,7 +20,6 @@
 #include "framework/io/checkpoint_dir.h"
 #include "framework/io/safetensors.h"
 #include "framework/ops/ops.h"
-#include "data/special_ids.h"
 #include "framework/autograd/grad_mode.h"
 #include "framework/dist/reducer.h"
 #include "layers/parallel/sequence_parallel.h"
@@ -32,6 +31,7 @@
 #include "tools/longnet/metrics_report.h"
 #include "tools/longnet/model_flops.h"
 #include "tools/longnet/trainer_dist.h"
+#include "tools/longnet/trainer_eval.h"
 #include "tools/longnet/trainer_setup.h"
 
 #ifdef LONGNET_WITH_CUDA
@@ -173,18 +173,10 @@ TrainModel make_train_model(const longnet::ModelConfig& mc, const std::string& t
   const int64_t ignore = mc.ignore_index;
   if (mc.kind == "encoder_decoder") {
     auto m = std::make_shared<LongNetEncoderDecoder>(mc);
-    // Padding is never a target and never attended to in the source.
     return {m,
             [m, ignore](const data::Batch& b, const RankContext&) -> TaskLoss {
-              const Tensor& source = b.field("source");
-              const Tensor& target = b.field("target");
-              const int64_t n = target.size(1) - 1;
-              const Tensor target_in = target.narrow(1, 0, n).contiguous();
-              const Tensor next = target.narrow(1, 1, n).contiguous();
-              const Tensor target_out =
-                  masked_fill(next, compare(next, data::SpecialIds::pad, CompareOp::Eq), static_cast<double>(ignore));
-              return {m->loss(source, target_in, target_out, compare(source, data::SpecialIds::pad, CompareOp::Eq)),
-                      target_out};
+              Doc2TextLoss l = doc2text_loss(*m, b, ignore);
+              return {std::move(l.out), std::move(l.targets)};
             },
             ignore};
   }

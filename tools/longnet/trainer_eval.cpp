@@ -7,9 +7,12 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "data/special_ids.h"
 #include "framework/autograd/grad_mode.h"
 #include "framework/core/error.h"
+#include "framework/ops/ops.h"
 #include "models/generation.h"
+#include "tools/longnet/trainer_dist.h"
 
 namespace longnet::tools {
 
@@ -63,6 +66,55 @@ LossEstimate evaluate_loss(LongNetLM& model, const std::shared_ptr<const data::T
     e.windows += x.tokens().shape()[0];
   }
   model.train(was_training);
+  e.loss = weighted / static_cast<double>(e.tokens);
+  return e;
+}
+
+Doc2TextLoss doc2text_loss(const LongNetEncoderDecoder& model, const data::Batch& batch, int64_t ignore_index) {
+  const Tensor& source = batch.field("source");
+  const Tensor& target = batch.field("target");
+  const int64_t n = target.size(1) - 1;
+  const Tensor target_in = target.narrow(1, 0, n).contiguous();
+  const Tensor next = target.narrow(1, 1, n).contiguous();
+  const Tensor target_out =
+      masked_fill(next, compare(next, data::SpecialIds::pad, CompareOp::Eq), static_cast<double>(ignore_index));
+  return {model.loss(source, target_in, target_out, compare(source, data::SpecialIds::pad, CompareOp::Eq)),
+          target_out};
+}
+
+LossEstimate evaluate_doc2text_loss(LongNetEncoderDecoder& model, const std::shared_ptr<const data::TokenStore>& store,
+                                    int64_t source_len, int64_t target_len, int64_t batch_size,
+                                    int64_t max_examples) {
+  LN_CHECK(batch_size >= 1 && max_examples >= 1, "[eval] batch size (", batch_size, ") and examples (", max_examples,
+           ") must be positive");
+  auto dataset = std::make_shared<data::DocToTextDataset>(store, source_len, target_len);
+  const int64_t examples = std::min(max_examples, dataset->size());
+  data::LoaderOptions lo;
+  lo.batch_size = std::min(batch_size, examples);
+  lo.shuffle = false;
+  lo.prefetch = 0;
+  lo.device = device_of(model);
+  data::Loader loader(dataset, lo);
+  // The loader makes whole batches only: the examples scored are a multiple of the batch size.
+  const int64_t batches = examples / lo.batch_size;
+
+  NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  const int64_t ignore = model.config().ignore_index;
+  double weighted = 0.0;
+  LossEstimate e;
+  e.seq_len = source_len;
+  for (int64_t i = 0; i < batches; ++i) {
+    const Doc2TextLoss l = doc2text_loss(model, loader.next(), ignore);
+    // cross_entropy is the mean over the batch's targets; weigh it by their count.
+    const int64_t tokens = count_targets(l.targets, ignore);
+    if (tokens > 0) weighted += l.out.cross_entropy.item() * static_cast<double>(tokens);
+    e.tokens += tokens;
+    e.windows += lo.batch_size;
+  }
+  model.train(was_training);
+  LN_CHECK(e.tokens > 0, "[eval] the ", e.windows, " doc2text examples scored have no target token");
   e.loss = weighted / static_cast<double>(e.tokens);
   return e;
 }

@@ -1,7 +1,8 @@
 #pragma once
 // Evaluation of a language model: mean next-token loss (perplexity) over fixed windows of a token
-// store at any length, and the passkey retrieval grid (length x depth). Runs without recording
-// gradients, the model in eval mode.
+// store at any length, and the passkey retrieval grid (length x depth); of an encoder-decoder: the
+// mean target loss over the examples of a doc2text store. Runs without recording gradients, the
+// model in eval mode.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -9,8 +10,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/loader.h"
 #include "data/passkey.h"
 #include "data/token_store.h"
+#include "models/encoder_decoder.h"
 #include "models/longnet_lm.h"
 
 namespace longnet::tools {
@@ -30,6 +33,24 @@ struct LossEstimate {
 /// windows (at least one batch). Throws when the store is shorter than one window.
 LossEstimate evaluate_loss(LongNetLM& model, const std::shared_ptr<const data::TokenStore>& store,
                            int64_t seq_len, int64_t batch_size, int64_t max_windows);
+
+/// An encoder-decoder's loss on a doc2text batch (data::DocToTextDataset's fields "source" (B, M)
+/// and "target" (B, T + 1)), teacher-forced: target[:, :T] predicts target[:, 1:]. Padding is never
+/// a target (ignore_index there) and never attended to in the source. What training and
+/// `longnet eval` compute.
+struct Doc2TextLoss {
+  LossOutput out;
+  Tensor targets;  // (B, T) the scored targets, ignore_index at padding
+};
+Doc2TextLoss doc2text_loss(const LongNetEncoderDecoder& model, const data::Batch& batch, int64_t ignore_index);
+
+/// Mean target cross-entropy per target token over the first `max_examples` examples of a doc2text
+/// store (sources cut or padded to `source_len`, targets to `target_len`, as in training),
+/// `batch_size` per forward. seq_len of the result is `source_len`, windows the examples scored.
+/// The model is put in eval mode for the call and restored after.
+LossEstimate evaluate_doc2text_loss(LongNetEncoderDecoder& model, const std::shared_ptr<const data::TokenStore>& store,
+                                    int64_t source_len, int64_t target_len, int64_t batch_size,
+                                    int64_t max_examples);
 
 /// One cell of the passkey grid.
 struct PasskeyCell {

@@ -137,6 +137,24 @@ fs::path resolve_checkpoint(const fs::path& path) {
   return newest->path;
 }
 
+Module& LoadedModel::module() const {
+  if (encoder_decoder) return *encoder_decoder;
+  LN_CHECK(model != nullptr, "[checkpoint] no model loaded");
+  return *model;
+}
+
+LongNetLM& LoadedModel::lm(const std::string& command) const {
+  LN_CHECK(model != nullptr, "[", command, "] '", checkpoint.string(), "' holds a ", kind(), " model; `longnet ",
+           command, "` takes decoder-only language models");
+  return *model;
+}
+
+LongNetEncoderDecoder& LoadedModel::seq2seq(const std::string& command) const {
+  LN_CHECK(encoder_decoder != nullptr, "[", command, "] '", checkpoint.string(), "' holds a ", kind(),
+           " model; `longnet ", command, "` takes encoder_decoder models");
+  return *encoder_decoder;
+}
+
 LoadedModel load_model(const fs::path& path, Device device, const std::string& dtype) {
   LoadedModel out;
   out.checkpoint = resolve_checkpoint(path);
@@ -145,16 +163,21 @@ LoadedModel load_model(const fs::path& path, Device device, const std::string& d
   out.run_config = load_config(out.checkpoint / kRunConfigFile);
   out.model_config =
       longnet::model_config_from_json(nlohmann::json::parse(io::read_file_bytes(out.checkpoint / kModelConfigFile)));
-  LN_CHECK(out.model_config.kind == "decoder", "[checkpoint] '", out.checkpoint.string(), "' holds a ",
-           out.model_config.kind, " model; this command takes decoder-only language models");
+  LN_CHECK(out.model_config.kind == "decoder" || out.model_config.kind == "encoder_decoder", "[checkpoint] '",
+           out.checkpoint.string(), "' holds a model of unknown kind '", out.model_config.kind,
+           "' (expected decoder or encoder_decoder)");
   out.model_config.compute_dtype = compute_dtype_from_name(dtype.empty() ? out.run_config.training.dtype : dtype);
   longnet::validate(out.model_config, device);
   {
     DefaultDeviceGuard guard(device);
-    out.model = std::make_shared<LongNetLM>(out.model_config, /*initialize=*/false);
+    if (out.model_config.kind == "encoder_decoder") {
+      out.encoder_decoder = std::make_shared<LongNetEncoderDecoder>(out.model_config, /*initialize=*/false);
+    } else {
+      out.model = std::make_shared<LongNetLM>(out.model_config, /*initialize=*/false);
+    }
   }
-  out.model->load_state_dict(io::load_safetensors((out.checkpoint / kModelFile).string(), device));
-  out.model->eval();
+  out.module().load_state_dict(io::load_safetensors((out.checkpoint / kModelFile).string(), device));
+  out.module().eval();
   if (fs::exists(out.checkpoint / kTokenizerFile)) {
     out.tokenizer = data::Tokenizer::load((out.checkpoint / kTokenizerFile).string());
   }

@@ -9,6 +9,7 @@
 
 #include "data/tokenizer.h"
 #include "models/config.h"
+#include "models/encoder_decoder.h"
 #include "models/longnet_lm.h"
 #include "tools/longnet/config.h"
 
@@ -43,18 +44,30 @@ inline constexpr const char* kTokenizerFile = "tokenizer.model";
 /// newest valid checkpoint. Throws saying what was looked for.
 std::filesystem::path resolve_checkpoint(const std::filesystem::path& path);
 
-/// A trained decoder-only LM read back from a checkpoint.
+/// A trained model read back from a checkpoint: a decoder-only LM or an encoder-decoder (exactly
+/// one of `model` and `encoder_decoder` is set, as model_config.kind says).
 struct LoadedModel {
   std::filesystem::path checkpoint;  // the step-N/ directory
   int64_t step = 0;
   RunConfig run_config;               // the config the checkpoint was trained with
   longnet::ModelConfig model_config;  // as built (compute dtype as requested)
-  std::shared_ptr<LongNetLM> model;   // in eval mode
+  std::shared_ptr<LongNetLM> model;   // in eval mode; null for an encoder-decoder
+  std::shared_ptr<LongNetEncoderDecoder> encoder_decoder;  // in eval mode; null for an LM
   std::optional<data::Tokenizer> tokenizer;  // the checkpoint's copy, when it has one
+
+  /// "decoder" or "encoder_decoder" (model_config.kind).
+  const std::string& kind() const { return model_config.kind; }
+  bool is_encoder_decoder() const { return encoder_decoder != nullptr; }
+  /// Whichever model was loaded.
+  Module& module() const;
+  /// The LM; for an encoder-decoder an error naming `command` (e.g. "eval --passkey") and the kind.
+  LongNetLM& lm(const std::string& command) const;
+  /// The encoder-decoder; for an LM an error naming `command` and the kind.
+  LongNetEncoderDecoder& seq2seq(const std::string& command) const;
 };
 
 /// Loads a checkpoint (see resolve_checkpoint) onto `device`, computing in `dtype` ("" keeps the
-/// run's training.dtype). Only decoder-only models; an encoder-decoder is an error naming it.
+/// run's training.dtype): a decoder-only LM or an encoder-decoder, as its model config says.
 LoadedModel load_model(const std::filesystem::path& path, Device device, const std::string& dtype = "");
 
 }  // namespace longnet::tools
