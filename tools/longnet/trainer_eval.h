@@ -34,14 +34,14 @@ struct LossEstimate {
 LossEstimate evaluate_loss(LongNetLM& model, const std::shared_ptr<const data::TokenStore>& store,
                            int64_t seq_len, int64_t batch_size, int64_t max_windows);
 
-/// An encoder-decoder's loss on a doc2text batch (data::DocToTextDataset's fields "source" (B, M)
-/// and "target" (B, T + 1)), teacher-forced: target[:, :T] predicts target[:, 1:]. Padding is never
-/// a target (ignore_index there) and never attended to in the source. What training and
-/// `longnet eval` compute.
+/// An encoder-decoder's loss on a doc2text batch, and the targets it scored.
 struct Doc2TextLoss {
   LossOutput out;
   Tensor targets;  // (B, T) the scored targets, ignore_index at padding
 };
+/// The loss on a batch of data::DocToTextDataset's fields "source" (B, M) and "target" (B, T + 1),
+/// teacher-forced: target[:, :T] predicts target[:, 1:]. Padding is never a target (ignore_index
+/// there) and never attended to in the source. What training and `longnet eval` compute.
 Doc2TextLoss doc2text_loss(const LongNetEncoderDecoder& model, const data::Batch& batch, int64_t ignore_index);
 
 /// Mean target cross-entropy per target token over the first `max_examples` examples of a doc2text
