@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +19,7 @@
 #include "framework/io/checkpoint_dir.h"
 #include "framework/io/safetensors.h"
 #include "models/generation.h"
+#include "tests/tools/cli_test_util.h"
 #include "tests/tools/trainer_test_util.h"
 #include "tools/longnet/commands.h"
 #include "tools/longnet/trainer.h"
@@ -29,34 +29,8 @@ namespace longnet::tools {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::run_cli;
 using testing::ScratchDir;
-
-// Runs `longnet args...` in this process; returns (exit code, stdout).
-std::pair<int, std::string> run_cli(const std::vector<std::string>& args) {
-  CLI::App app{"longnet"};
-  app.require_subcommand(1);
-  register_tokenizer(app);
-  register_prepare(app);
-  register_train(app);
-  register_eval(app);
-  register_generate(app);
-  register_export(app);
-  std::vector<const char*> argv{"longnet"};
-  for (const std::string& a : args) argv.push_back(a.c_str());
-  ::testing::internal::CaptureStdout();
-  int code = 0;
-  try {
-    app.parse(static_cast<int>(argv.size()), argv.data());
-    code = run_selected(app);
-  } catch (const CLI::ParseError& e) {
-    code = app.exit(e);
-  } catch (const Error& e) {
-    std::printf("error: %s\n", e.what());
-    code = 1;
-  }
-  std::fflush(stdout);
-  return {code, ::testing::internal::GetCapturedStdout()};
-}
 
 // Documents of English-like sentences from a small word list (a deterministic LCG picks words).
 void write_corpus(const fs::path& dir, int documents) {
