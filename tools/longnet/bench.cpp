@@ -7,6 +7,7 @@
 #include "tools/longnet/bench_gemm.h"
 #include "tools/longnet/bench_model.h"
 #include "tools/longnet/bench_ops.h"
+#include "tools/longnet/bench_train.h"
 #include "tools/longnet/commands.h"
 #include "tools/longnet/registry.h"
 
@@ -19,6 +20,7 @@ void register_bench(CLI::App& app) {
   register_bench_ops(*bench);
   register_bench_attention(*bench);
   register_bench_model(*bench);
+  register_bench_train(*bench);
   register_bench_decode(*bench);
   register_bench_dist(*bench);
 

@@ -13,11 +13,10 @@
 #include <cstdio>
 
 #include "tools/longnet/bench_timing.h"
+#include "tools/longnet/bench_torch.h"
 
 #ifdef LONGNET_WITH_CUDA
 #include <algorithm>
-#include <cstdlib>
-#include <fstream>
 #include <optional>
 #include <vector>
 
@@ -80,60 +79,10 @@ std::string join(const std::vector<int64_t>& v) {
 
 // ---- PyTorch, through the reference script
 
-// The number after "key": in a one-line JSON object, if present.
-std::optional<double> json_number(const std::string& line, const std::string& key) {
-  const std::string tag = "\"" + key + "\":";
-  const size_t at = line.find(tag);
-  if (at == std::string::npos) return std::nullopt;
-  const char* begin = line.c_str() + at + tag.size();
-  char* end = nullptr;
-  const double v = std::strtod(begin, &end);
-  if (end == begin) return std::nullopt;
-  return v;
-}
+TorchScript torch_script(const AttentionTimeOptions& o) { return {o.python, o.script}; }
 
-// Whether the reference script can run: the script is there and python imports torch.
-bool torch_available(const AttentionTimeOptions& o) {
-  if (o.no_torch) {
-    std::printf("pytorch: not run (--no-torch)\n\n");
-    return false;
-  }
-  if (!std::ifstream(o.script).good()) {
-    std::printf("pytorch: not available (no reference script at '%s'; run from the repository root or pass "
-                "--torch-script)\n\n", o.script.c_str());
-    return false;
-  }
-  const std::string probe = o.python + " -c 'import torch' > /dev/null 2>&1";
-  if (std::system(probe.c_str()) != 0) {
-    std::printf("pytorch: not available (`%s -c 'import torch'` failed)\n\n", o.python.c_str());
-    return false;
-  }
-  return true;
-}
-
-// Runs the reference script with `args`; its JSON line, or empty when it failed (its stderr shows).
 std::string run_torch(const AttentionTimeOptions& o, const std::string& args) {
-  const std::string cmd = o.python + " " + o.script + " " + args;
-  std::fflush(stdout);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return {};
-  std::string last, line;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, pipe) != nullptr) {
-    line += buf;
-    if (!line.empty() && line.back() == '\n') {
-      if (line[0] == '{') last = line;
-      line.clear();
-    }
-  }
-  if (!line.empty() && line[0] == '{') last = line;
-  const int rc = pclose(pipe);
-  if (rc != 0 || last.empty() || last.find("\"error\"") != std::string::npos) {
-    std::fprintf(stderr, "bench attention: `%s` failed (status %d)%s%s", cmd.c_str(), rc, last.empty() ? "" : ": ",
-                 last.empty() ? "\n" : last.c_str());
-    return {};
-  }
-  return last;
+  return run_torch_script(torch_script(o), args, "bench attention");
 }
 
 // SDPA forward and backward ms of one dense case with one backend (absent when it failed).
@@ -292,7 +241,7 @@ int run(const AttentionTimeOptions& o) {
               static_cast<long long>(kDilatedHeads), static_cast<long long>(kDilatedHeadDim),
               static_cast<long long>(kDilatedHeadDim));
   // PyTorch first, so that neither process holds pool memory the other needs.
-  const bool torch = torch_available(o);
+  const bool torch = torch_available(torch_script(o), o.no_torch);
   std::vector<TorchDense> sdpa_default(dense.size()), sdpa_cudnn(dense.size());
   std::vector<TorchDilated> reference(dilated_n.size());
   if (torch) {

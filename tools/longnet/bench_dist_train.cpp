@@ -27,6 +27,7 @@
 #include "tools/longnet/bench_dist.h"
 #include "tools/longnet/bench_dist_internal.h"
 #include "tools/longnet/bench_timing.h"
+#include "tools/longnet/bench_train_job.h"
 #include "tools/longnet/model_flops.h"
 
 namespace longnet::tools {
@@ -34,61 +35,6 @@ namespace {
 
 using dist_bench::kMiB;
 using dist_bench::printf_string;
-
-/// Where a rank's tokens sit and whom it talks to.
-struct Layout {
-  int64_t tokens = 0;           // this rank's tokens (batch 1)
-  Positions positions;          // global positions of its tokens
-  dist::Communicator* reduce = nullptr;  // gradients averaged over this group (null: trained alone)
-  dist::Communicator* sp = nullptr;      // the attention's sequence-parallel group (null: none)
-  SequencePlacement placement = SequencePlacement::Contiguous;
-};
-
-/// One rank's model, optimizer and gradient reduction.
-class TrainingJob {
- public:
-  TrainingJob(const ModelConfig& config, Device device, uint64_t seed) : device_(device), gen_(seed) {
-    DefaultDeviceGuard guard(device);
-    model_ = std::make_unique<LongNetLM>(config);
-    optim::OptimizerSpec spec;
-    spec.lr = 1e-4;
-    optimizer_ = optim::make_optimizer(spec, optim::make_param_groups(model_->named_parameters(), 0.1));
-  }
-
-  /// Fresh tokens and gradient reduction for the next steps (the old ones are freed first).
-  void set_layout(const Layout& layout) {
-    reducer_.reset();
-    tokens_ = targets_ = Tensor();
-    layout_ = layout;
-    const int64_t vocab = model_->config().vocab_size;
-    tokens_ = randint(0, vocab, {1, layout.tokens}, DType::I64, device_, &gen_);
-    targets_ = randint(0, vocab, {1, layout.tokens}, DType::I64, device_, &gen_);
-    if (layout.reduce != nullptr && layout.reduce->size() > 1) {
-      reducer_ = std::make_unique<dist::GradientReducer>(*layout.reduce, model_->parameters());
-    }
-  }
-
-  void step() {
-    DefaultDeviceGuard guard(device_);
-    std::optional<SequenceParallelScope> scope;
-    if (layout_.sp != nullptr) scope.emplace(*layout_.sp, layout_.placement);
-    optimizer_->zero_grad();
-    model_->loss(tokens_, targets_, layout_.positions).loss.backward();
-    if (reducer_) reducer_->finish();
-    optimizer_->step();
-  }
-
-  int64_t parameters() const { return model_->parameter_count(); }
-
- private:
-  Device device_;
-  Generator gen_;
-  std::unique_ptr<LongNetLM> model_;
-  std::unique_ptr<optim::Optimizer> optimizer_;
-  std::unique_ptr<dist::GradientReducer> reducer_;
-  Tensor tokens_, targets_;
-  Layout layout_;
-};
 
 bool checkpointing(const DistBenchOptions& o, bool when_auto) {
   LN_CHECK(o.checkpoint == "auto" || o.checkpoint == "on" || o.checkpoint == "off",
