@@ -172,7 +172,7 @@ void print_header(const TrainBenchOptions& o, Device device, const ModelConfig& 
   std::printf("Both sides: attention %s (w = {%s}, r = {%s}), %lld layers of %lld heads x %lld; one step = loss "
               "forward + backward + AdamW update, f32 master weights; activation checkpointing %s. PyTorch: "
               "bench/pytorch/longnet_model.py (%s; the reference's dilated attention over PyTorch's fused flash "
-              "attention with the LSE merge; fused AdamW). Step time: median wall-clock of %d steps after %d "
+              "attention with the LSE merge; AdamW, fused on CUDA). Step time: median wall-clock of %d steps after %d "
               "warm-up steps, each ended by a device synchronisation. MFU: (6 x parameters x tokens + attention "
               "FLOPs of the computed pairs) / time, against %.0f TFLOP/s. Peak: allocator high-water mark over "
               "the timed steps (parameters, gradients, optimizer state included); limit: %s.\n\n",
