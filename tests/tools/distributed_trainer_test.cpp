@@ -241,27 +241,11 @@ TEST(DistributedTrainer, Zero1RunResumesInOneProcessAndBack) {
   expect_close_tensors(ranks[0].last_checkpoint / kModelFile, whole.last_checkpoint / kModelFile, 2e-5, 1e-4);
 }
 
-// A doc2text store whose examples have 1 to 4 title tokens, so that padding (never a target)
-// leaves each rank a different number of targets.
-std::string write_uneven_doc2text_store(const fs::path& path) {
-  data::StoreHeader h;
-  h.vocab_size = testing::kPatternVocab;
-  h.tokenizer_hash = "pattern";
-  h.task = "doc2text";
-  data::TokenStoreWriter w(path.string(), h);
-  for (int d = 0; d < 32; ++d) {
-    std::vector<int32_t> source;
-    for (int i = 0; i < 12; ++i) source.push_back(4 + (d * 5 + i) % 28);
-    w.add_pair(source, std::vector<int32_t>(source.begin(), source.begin() + 1 + d % 4));
-  }
-  w.commit();
-  return path.string();
-}
-
 TEST(DistributedTrainer, RanksWeighTheirLossesByTheirTargets) {
   const OneKernelThread one_thread;
   ScratchDir dir("dtrain-weights");
-  const std::string store = write_uneven_doc2text_store(dir.path() / "d2t.h5");
+  // 1 to 4 title tokens: padding (never a target) leaves each rank a different number of targets.
+  const std::string store = testing::write_doc2text_store(dir.path() / "d2t.h5", [](int d) { return 1 + d % 4; });
   RunConfig one = exact_config(store, dir.path() / "one", 4);
   one.model.kind = "encoder_decoder";
   one.model.encoder_layers = 1;

@@ -221,26 +221,9 @@ TEST(Trainer, FinetuneKeepsFrozenLayersAndStartsFromTheSource) {
   EXPECT_LT(tuned.losses.front().second, base.losses.front().second);
 }
 
-// A doc2text store: each source is a run of ids counting up from a start, its target the start
-// and the next two ids (what an encoder-decoder can learn to copy).
-std::string write_doc2text_store(const fs::path& path) {
-  data::StoreHeader h;
-  h.vocab_size = testing::kPatternVocab;
-  h.tokenizer_hash = "pattern";
-  h.task = "doc2text";
-  data::TokenStoreWriter w(path.string(), h);
-  for (int d = 0; d < 32; ++d) {
-    std::vector<int32_t> source;
-    for (int i = 0; i < 12; ++i) source.push_back(4 + (d * 5 + i) % 28);
-    w.add_pair(source, std::vector<int32_t>(source.begin(), source.begin() + 3));
-  }
-  w.commit();
-  return path.string();
-}
-
 TEST(Trainer, Doc2TextTrainsAnEncoderDecoderAndResumesExactly) {
   ScratchDir dir("trainer-doc2text");
-  const std::string store = write_doc2text_store(dir.path() / "d2t.h5");
+  const std::string store = testing::write_doc2text_store(dir.path() / "d2t.h5", [](int) { return 3; });
   const auto config = [&](const std::string& run) {
     RunConfig c = tiny_run_config(store, dir.path() / run, 8);
     c.model.kind = "encoder_decoder";

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,24 @@ inline std::string write_pattern_store(const std::filesystem::path& path, int do
     std::vector<int32_t> doc;
     for (int i = 0; i < length; ++i) doc.push_back(4 + (d * 7 + i) % 28);
     w.add_document(doc);
+  }
+  w.commit();
+  return path.string();
+}
+
+/// A doc2text store of 32 examples: source d is a run of 12 ids counting up (mod 28) from 4 + 5d,
+/// its target the first title_tokens(d) of them (what an encoder-decoder can learn to copy).
+inline std::string write_doc2text_store(const std::filesystem::path& path,
+                                        const std::function<int(int)>& title_tokens) {
+  data::StoreHeader h;
+  h.vocab_size = kPatternVocab;
+  h.tokenizer_hash = "pattern";
+  h.task = "doc2text";
+  data::TokenStoreWriter w(path.string(), h);
+  for (int d = 0; d < 32; ++d) {
+    std::vector<int32_t> source;
+    for (int i = 0; i < 12; ++i) source.push_back(4 + (d * 5 + i) % 28);
+    w.add_pair(source, std::vector<int32_t>(source.begin(), source.begin() + title_tokens(d)));
   }
   w.commit();
   return path.string();

@@ -15,6 +15,7 @@
 #include "framework/dist/launch.h"
 #include "framework/dist/nccl.h"
 #include "tools/longnet/bench_dist_internal.h"
+#include "tools/longnet/bench_timing.h"
 #include "tools/longnet/rank_launch.h"
 #include "tools/longnet/registry.h"
 
@@ -45,16 +46,8 @@ std::string device_name(Device device) {
   return device.is_cpu() ? "CPU" : device.str();
 }
 
-void synchronize(Device device) {
-#ifdef LONGNET_WITH_CUDA
-  if (device.is_cuda()) cuda::synchronize(device.index);
-#else
-  (void)device;
-#endif
-}
-
 void release_cached_memory(Device device) {
-  synchronize(device);
+  synchronize_device(device);
 #ifdef LONGNET_WITH_CUDA
   if (device.is_cuda()) {
     cudaMemPool_t pool;

@@ -17,8 +17,6 @@ std::vector<double> max_over_ranks(dist::Communicator& comm, Device device, cons
 /// The device's name ("NVIDIA H200", or "CPU").
 std::string device_name(Device device);
 
-/// Waits for the work queued on the device's stream (nothing to wait for on the CPU).
-void synchronize(Device device);
 
 /// Waits for the device, then returns the memory freed so far to it (CUDA: trims the pool, which
 /// otherwise keeps every freed block), so that memory other libraries allocate directly is there.

@@ -76,13 +76,13 @@ std::string single_process_core(const std::string& parallel) {
 Attempt time_steps(dist::Communicator* align, Device device, int warmup, int reps, const std::function<void()>& step) {
   Attempt a;
   for (int i = 0; i < warmup; ++i) step();
-  dist_bench::synchronize(device);
+  synchronize_device(device);
   reset_peak_memory(device);
   for (int i = 0; i < reps; ++i) {
     if (align != nullptr) align->barrier();
     const auto t0 = std::chrono::steady_clock::now();
     step();
-    dist_bench::synchronize(device);
+    synchronize_device(device);
     a.ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   a.peak_bytes = memory_stats(device).peak_bytes;

@@ -51,14 +51,6 @@ std::string cell(const std::optional<double>& v, const char* format) {
   return buf;
 }
 
-void synchronize(Device device) {
-#ifdef LONGNET_WITH_CUDA
-  if (device.is_cuda()) cuda::synchronize(device.index);
-#else
-  (void)device;
-#endif
-}
-
 int run(const ModelBenchOptions& o) {
   const Device device = device_from_string(o.device);
 #ifdef LONGNET_WITH_CUDA
@@ -107,10 +99,10 @@ int run(const ModelBenchOptions& o) {
       model.loss(tokens, targets).loss.backward();
     };
     const double ms = median_ms(step, device, o.reps, o.warmup);
-    synchronize(device);
+    synchronize_device(device);
     reset_peak_memory(device);
     step();
-    synchronize(device);
+    synchronize_device(device);
     const double peak = static_cast<double>(memory_stats(device).peak_bytes) / kMiB;
     const double tokens_per_step = static_cast<double>(o.batch * n);
     const double attention = attention_training_flops(config, o.batch, n);

@@ -13,9 +13,18 @@
 
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
+#include "framework/cuda/runtime.h"
 #endif
 
 namespace longnet::tools {
+
+void synchronize_device(Device device) {
+#ifdef LONGNET_WITH_CUDA
+  if (device.is_cuda()) cuda::synchronize(device.index);
+#else
+  (void)device;
+#endif
+}
 
 double median(std::vector<double> values) {
   LN_CHECK(!values.empty(), "[bench] median of no values");

@@ -17,6 +17,9 @@ struct EventTiming {
   bool gated = true;  // queue a batch of runs in full before the first starts (see timed_median_ms)
 };
 
+/// Waits for the work queued on `device` (nothing to wait for on the CPU).
+void synchronize_device(Device device);
+
 /// The median of `values` (the mean of the middle two for an even count); `values` non-empty.
 double median(std::vector<double> values);
 
