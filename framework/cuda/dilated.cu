@@ -91,29 +91,15 @@ __global__ void gather_stats_kernel(DilatedShape shape, I w, I r, I length, cons
   dst[e] = u < w ? src[(b * heads + h) * n + seg * w + u] : 0.f;
 }
 
-// The (b, n, h, pack) of this thread in a sequence-side loop, one thread per 16-byte pack.
-template <class I>
-struct RowThread {
-  I heads, seq, dim, e, pk, h, n, b;
-  bool valid;
-  __device__ explicit RowThread(const DilatedShape& shape)
-      : heads(static_cast<I>(shape.heads)), seq(static_cast<I>(shape.n)), dim(static_cast<I>(shape.head_dim)),
-        e(static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x)) {
-    const I packs = dim / kPack;
-    valid = e < static_cast<I>(shape.batch) * seq * heads * packs;
-    pk = e % packs;
-    h = (e / packs) % heads;
-    n = (e / (packs * heads)) % seq;
-    b = e / (packs * heads * seq);
-  }
-};
-
 // One thread per (b, n, h, pack): the branches' weights are recomputed by each pack of a row.
 template <class T, class I>
 __global__ void merge_kernel(DilatedShape shape, Parts parts, T* out, float* lse) {
-  const RowThread<I> t(shape);
-  if (!t.valid) return;
-  const I pk = t.pk, h = t.h, n = t.n, b = t.b, e = t.e, heads = t.heads, seq = t.seq, dim = t.dim;
+  const I packs = static_cast<I>(shape.head_dim) / kPack, heads = static_cast<I>(shape.heads);
+  const I seq = static_cast<I>(shape.n), dim = static_cast<I>(shape.head_dim);
+  const I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+  if (e >= static_cast<I>(shape.batch) * seq * heads * packs) return;
+  const I pk = e % packs, h = (e / packs) % heads, n = (e / (packs * heads)) % seq;
+  const I b = e / (packs * heads * seq);
   float l[kMaxDilatedBranches];
   I rows[kMaxDilatedBranches];
   float m = -INFINITY;
@@ -144,9 +130,12 @@ __global__ void merge_kernel(DilatedShape shape, Parts parts, T* out, float* lse
 
 template <class T, class I>
 __global__ void sum_kernel(DilatedShape shape, Parts parts, T* dst) {
-  const RowThread<I> t(shape);
-  if (!t.valid) return;
-  const I pk = t.pk, h = t.h, n = t.n, b = t.b, e = t.e, heads = t.heads, seq = t.seq, dim = t.dim;
+  const I packs = static_cast<I>(shape.head_dim) / kPack, heads = static_cast<I>(shape.heads);
+  const I seq = static_cast<I>(shape.n), dim = static_cast<I>(shape.head_dim);
+  const I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
+  if (e >= static_cast<I>(shape.batch) * seq * heads * packs) return;
+  const I pk = e % packs, h = (e / packs) % heads, n = (e / (packs * heads)) % seq;
+  const I b = e / (packs * heads * seq);
   float acc[kPack] = {};
   for (int i = 0; i < parts.count; ++i) {
     const Slot<I> sl = slot<I>(parts.p[i], b, n, h, seq);
