@@ -78,6 +78,28 @@ TEST_F(Metrics, JsonlRoundTripAppendAndNaN) {
   EXPECT_THROW(w.write(rec(1, "train", {{"step", 1.0}})), Error);
 }
 
+TEST_F(Metrics, JsonlResumeDropsTheStepsItRepeats) {
+  const fs::path path = dir_ / "metrics.jsonl";
+  {
+    JsonlWriter w(path);
+    for (int64_t s = 1; s <= 4; ++s) w.write(rec(s, "train", {{"loss", 10.0 - static_cast<double>(s)}}));
+    w.write(rec(4, "valid", {{"loss", 5.0}}));
+  }
+  {
+    std::ofstream torn(path, std::ios::binary | std::ios::app);
+    torn << "{\"step\":5,\"spl";  // a kill mid-write
+  }
+  JsonlWriter w(path, 2);  // resumed from step 2: steps 3 and 4 are repeated
+  w.write(rec(3, "train", {{"loss", 1.5}}));
+  const auto back = read_metrics_jsonl(path);
+  ASSERT_EQ(back.size(), 3u);
+  EXPECT_EQ(back[0].step, 1);
+  EXPECT_EQ(back[1].step, 2);
+  EXPECT_EQ(back[2].step, 3);
+  EXPECT_EQ(back[2].get("loss"), 1.5);
+  EXPECT_FALSE(fs::exists(dir_ / "metrics.jsonl.tmp"));
+}
+
 TEST_F(Metrics, TornLastLineIsSkippedOtherBadLinesAreNot) {
   const fs::path path = dir_ / "m.jsonl";
   std::ofstream(path) << "{\"step\":1,\"loss\":2}\n{\"step\":2,\"lo";

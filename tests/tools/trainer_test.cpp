@@ -57,11 +57,14 @@ TEST(Trainer, SignalThenResumeReproducesTheUninterruptedRun) {
   ASSERT_EQ(whole.losses.size(), static_cast<size_t>(steps));
   EXPECT_FALSE(whole.interrupted);
 
-  // SIGINT after step 3: the run saves step-3 and returns.
+  // SIGINT after step 3, twice at once as `timeout` and the --nproc-per-node spawner deliver it:
+  // one stop request; the run saves step-3 and returns.
   TrainOptions interrupt = quiet();
   interrupt.handle_signals = true;
   interrupt.on_step = [](int64_t step, double) {
-    if (step == 3) ::kill(::getpid(), SIGINT);
+    if (step != 3) return;
+    ::kill(::getpid(), SIGINT);
+    ::kill(::getpid(), SIGINT);
   };
   const RunConfig split = tiny_run_config(store, dir.path() / "split", steps);
   const TrainResult first = train(split, interrupt);
@@ -150,6 +153,13 @@ TEST(Trainer, KilledWhileCheckpointingLeavesThePreviousOne) {
   const TrainResult whole = train(tiny_run_config(store, dir.path() / "whole", 6), quiet());
   ASSERT_EQ(resumed.losses.size(), 4u);
   for (size_t i = 0; i < resumed.losses.size(); ++i) EXPECT_EQ(resumed.losses[i].second, whole.losses[i + 2].second);
+  // Steps 3 and 4 ran twice; the metrics keep the resumed run's records of them only.
+  std::vector<double> logged;
+  for (const MetricsRecord& r : read_metrics_jsonl(run / "metrics.jsonl")) {
+    if (r.split == "train") logged.push_back(r.get("loss").value());
+  }
+  ASSERT_EQ(logged.size(), 6u);
+  for (size_t i = 2; i < logged.size(); ++i) EXPECT_NEAR(logged[i], resumed.losses[i - 2].second, 1e-12);
   for (const auto& e : fs::directory_iterator(run)) {
     EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << "left over: " << e.path();
   }

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <fstream>
 #include <limits>
 #include <sstream>
 
@@ -19,8 +20,43 @@ std::optional<double> MetricsRecord::get(const std::string& name) const {
   return std::nullopt;
 }
 
-JsonlWriter::JsonlWriter(const std::filesystem::path& path) : path_(path) {
+namespace {
+
+// Rewrites `path` (through a temporary file and a rename, so a kill leaves the old or the new file)
+// without the records after step `keep_through`; a torn last line goes too.
+void drop_records_after(const std::filesystem::path& path, int64_t keep_through) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) return;
+  std::string kept;
+  bool dropped = false;
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    const bool keep = !j.is_discarded() && j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+                      j["step"].get<int64_t>() <= keep_through;
+    if (keep) {
+      kept += line + '\n';
+    } else {
+      dropped = true;
+    }
+  }
+  in.close();
+  if (!dropped) return;
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << kept;
+    out.flush();
+    LN_CHECK(out.good(), "[metrics] error writing '", tmp.string(), "'");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace
+
+JsonlWriter::JsonlWriter(const std::filesystem::path& path, std::optional<int64_t> keep_through) : path_(path) {
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  if (keep_through) drop_records_after(path, *keep_through);
   out_.open(path, std::ios::binary | std::ios::app);
   LN_CHECK(out_.good(), "[metrics] cannot open '", path.string(), "' for appending");
 }
@@ -84,8 +120,8 @@ std::vector<MetricsRecord> read_metrics_jsonl(const std::filesystem::path& path)
   return out;
 }
 
-MetricsLogger::MetricsLogger(const std::filesystem::path& run_dir, bool jsonl, bool tensorboard) {
-  if (jsonl) jsonl_ = std::make_unique<JsonlWriter>(run_dir / "metrics.jsonl");
+MetricsLogger::MetricsLogger(const std::filesystem::path& run_dir, bool jsonl, bool tensorboard, int64_t resume_step) {
+  if (jsonl) jsonl_ = std::make_unique<JsonlWriter>(run_dir / "metrics.jsonl", resume_step);
   if (tensorboard) tensorboard_ = std::make_unique<io::TensorBoardWriter>(run_dir / "tensorboard");
 }
 

@@ -33,8 +33,10 @@ struct MetricsRecord {
 /// {"step": 10, "split": "train", "time": 1.7e9, "loss": 3.2, "lr": 0.0006}.
 class JsonlWriter {
  public:
-  /// Opens `path` for appending (a resumed run continues its file), creating directories.
-  explicit JsonlWriter(const std::filesystem::path& path);
+  /// Opens `path` for appending (a resumed run continues its file), creating directories. With
+  /// `keep_through`, records of later steps are dropped first: a run that resumes from step s
+  /// repeats the updates after s, whose old records would otherwise appear twice.
+  explicit JsonlWriter(const std::filesystem::path& path, std::optional<int64_t> keep_through = std::nullopt);
   void write(const MetricsRecord& record);
   const std::filesystem::path& path() const { return path_; }
 
@@ -51,7 +53,9 @@ std::vector<MetricsRecord> read_metrics_jsonl(const std::filesystem::path& path)
 /// "<split>/<name>"), each when enabled.
 class MetricsLogger {
  public:
-  MetricsLogger(const std::filesystem::path& run_dir, bool jsonl, bool tensorboard);
+  /// `resume_step`: the step the run starts from (0: a fresh start); the JSONL file keeps only the
+  /// records up to it.
+  MetricsLogger(const std::filesystem::path& run_dir, bool jsonl, bool tensorboard, int64_t resume_step = 0);
   void log(const MetricsRecord& record);
 
  private:

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -48,7 +49,25 @@ using Clock = std::chrono::steady_clock;
 
 std::atomic<int> g_stop_signal{0};
 
-extern "C" void record_stop_signal(int sig) { g_stop_signal.store(sig); }
+std::atomic<int64_t> g_stop_signal_ns{0};
+
+// One stop request often arrives as several signals within moments: `timeout` signals the command
+// and then its process group, and the --nproc-per-node spawner passes on what it receives. Those
+// count as one request; a signal a while after the first means the user wants out now, so the
+// default action (termination) runs. clock_gettime and raise are async-signal-safe.
+extern "C" void record_stop_signal(int sig) {
+  constexpr int64_t kSameRequestNs = 2'000'000'000;
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  const int64_t ns = static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+  if (g_stop_signal.load() == 0) {
+    g_stop_signal_ns.store(ns);
+    g_stop_signal.store(sig);
+  } else if (ns - g_stop_signal_ns.load() > kSameRequestNs) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+  }
+}
 
 // In-process ranks run train() on several threads at once, and handlers are process-wide: the
 // first scope clears the flag and installs them, the last restores the previous ones.
@@ -58,8 +77,8 @@ int g_signal_installs = 0;
 struct sigaction g_old_int {};
 struct sigaction g_old_term {};
 
-// SIGINT and SIGTERM set the stop flag for the scope's lifetime. SA_RESETHAND restores the default
-// action after the first signal, so a second Ctrl-C ends a run that is stuck.
+// SIGINT and SIGTERM set the stop flag for the scope's lifetime; a second Ctrl-C, seconds later,
+// ends a run that is stuck (record_stop_signal).
 class StopSignals {
  public:
   explicit StopSignals(bool install) : installed_(install) {
@@ -69,7 +88,6 @@ class StopSignals {
     struct sigaction sa {};
     sa.sa_handler = record_stop_signal;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, &g_old_int);
     sigaction(SIGTERM, &sa, &g_old_term);
   }
@@ -411,7 +429,7 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
                    " tokens per update, run directory " + result.run_dir.string());
 
   std::optional<MetricsLogger> logger;
-  if (ctx.lead()) logger.emplace(result.run_dir, config.metrics.jsonl, config.metrics.tensorboard);
+  if (ctx.lead()) logger.emplace(result.run_dir, config.metrics.jsonl, config.metrics.tensorboard, state.step);
   const auto now_seconds = [] {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   };
