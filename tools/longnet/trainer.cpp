@@ -523,7 +523,7 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
         // Per GPU: the run's model FLOPs rate over the peak of all its GPUs.
         p.mfu = *p.tokens_per_s / static_cast<double>(tokens_per_step) * flops_per_step /
                 (kPeakBf16Tflops * 1e12 * ctx.size());
-        p.memory_bytes = memory_stats(device).current_bytes;
+        p.memory_bytes = memory_stats(device).peak_bytes;
       }
       if (console) console->update(p);
       if (state.step % t.log_every == 0 || last) {
@@ -537,6 +537,7 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
         window_updates = 0;
         window_tokens = 0;
         window_start = Clock::now();
+        if (device.is_cuda()) reset_peak_memory(device);
       }
     }
     if (data.valid && state.step % t.eval_every == 0) {
