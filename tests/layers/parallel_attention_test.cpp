@@ -1,4 +1,4 @@
-// Sequence-parallel attention cores on 2 and 4 in-process ranks against the single-process core
+// Sequence-parallel attention cores on 2, 4 and 8 in-process ranks against the single-process core
 // on the whole sequence: outputs, lse, and the gradients of q, k, v through both.
 #include <gtest/gtest.h>
 
@@ -94,22 +94,22 @@ TEST_P(ParallelCores, RingZigzagEqualsDense) {
 
 TEST_P(ParallelCores, DilatedParallelEqualsDilated) {
   const auto [ranks, causal] = GetParam();
-  // With 32 rows: segments of 4 and 8 stay inside chunks of 8 or 16; 16 and 64 (clamped to 32)
-  // span ranks and travel sparsified.
+  // With 32 rows: segments of 4 and 8 stay inside chunks of 8 or 16 (and 8 spans chunks of 4);
+  // 16 and 64 (clamped to 32) span ranks and travel sparsified.
   const AttentionConfig c = dilated_config({4, 8, 16, 64}, {1, 2, 2, 4});
   expect_parallel_equals("dilated_parallel", "dilated", c, Problem(2, 32, 4, 8, 3), ranks, causal);
 }
 
 TEST_P(ParallelCores, HeadParallelEqualsDilatedAndDense) {
   const auto [ranks, causal] = GetParam();
-  // 8 heads: 2 or 4 per rank, a multiple of every rate.
+  // 16 heads: 2 to 8 per rank, a multiple of every rate.
   const AttentionConfig c = dilated_config({8, 16}, {1, 2});
-  expect_parallel_equals("head_parallel", "dilated", c, Problem(1, 32, 8, 4, 4), ranks, causal);
-  expect_parallel_equals("head_parallel_dense", "dense", {}, Problem(1, 16, 4, 4, 5), ranks, causal);
+  expect_parallel_equals("head_parallel", "dilated", c, Problem(1, 32, 16, 4, 4), ranks, causal);
+  expect_parallel_equals("head_parallel_dense", "dense", {}, Problem(1, 16, 8, 4, 5), ranks, causal);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, ParallelCores,
-                         ::testing::Combine(::testing::Values(2, 4), ::testing::Bool()));
+                         ::testing::Combine(::testing::Values(2, 4, 8), ::testing::Bool()));
 
 TEST(ParallelCores, ShardSequencePlacements) {
   const Tensor x = arange(0, 8, 1, DType::I64);

@@ -188,7 +188,8 @@ TEST_P(DistributedTrainerSp, EqualsOneProcess) {
 INSTANTIATE_TEST_SUITE_P(Algorithms, DistributedTrainerSp,
                          ::testing::Values(SpCase{"dilated", "dilated", 1, 2}, SpCase{"ring", "dense", 1, 2},
                                            SpCase{"ring", "dense", 1, 4}, SpCase{"ulysses", "dense", 1, 2},
-                                           SpCase{"dilated", "dilated", 2, 2}));
+                                           SpCase{"dilated", "dilated", 2, 2}, SpCase{"dilated", "dilated", 2, 4},
+                                           SpCase{"ring", "dense", 2, 4}));
 
 TEST(DistributedTrainer, Zero1RunResumesInOneProcessAndBack) {
   const OneKernelThread one_thread;
