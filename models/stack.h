@@ -42,6 +42,8 @@ class TransformerStack : public Module {
   StackOutput run(const Tensor& x, const LayerContext& context) const;
 
   const ModuleList<TransformerLayer>& layers() const { return *layers_; }
+  /// The norm after the last layer (run() applies it).
+  const Norm& layer_norm() const { return *layer_norm_; }
   const Embedding& embed_tokens() const { return *embed_tokens_; }
   const std::shared_ptr<Embedding>& embed_tokens_ptr() const { return embed_tokens_; }
   const ModelConfig& config() const { return config_; }

@@ -42,6 +42,7 @@ class CheckpointBackward final : public autograd::Node {
     for (const Tensor& d : detached) result.push_back(d.defined() && d.requires_grad() ? d.grad() : Tensor());
     return result;
   }
+  std::vector<Tensor> saved_tensors() const override { return inputs_; }
   void release_saved() override { inputs_.clear(); }
 
  private:

@@ -1,5 +1,6 @@
 // The backward engine: orders the graph reachable from the roots, runs each node once all of its
 // consumers have contributed, accumulates into leaves, and frees the graph unless retained.
+#include <atomic>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -11,6 +12,7 @@
 namespace longnet::autograd {
 namespace {
 thread_local bool t_grad_enabled = true;
+std::atomic<uint64_t> g_next_sequence_nr{0};
 }  // namespace
 
 bool grad_enabled() { return t_grad_enabled; }
@@ -46,6 +48,7 @@ Edge gradient_edge(const Tensor& t) {
 
 void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
             const std::vector<Tensor>& outputs) {
+  node->sequence_nr = g_next_sequence_nr.fetch_add(1, std::memory_order_relaxed);
   node->next_edges.clear();
   for (const Tensor& t : inputs) node->next_edges.push_back(gradient_edge(t));
   node->outputs.clear();

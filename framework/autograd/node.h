@@ -38,10 +38,15 @@ class Node : public std::enable_shared_from_this<Node> {
   /// Whether outputs that received no gradient are handed to apply() as zeros (the default) or
   /// left undefined, for nodes that can skip the work of a zero gradient (attention's lse).
   virtual bool zero_fills_missing_grads() const { return true; }
+  /// The tensors this node keeps for its backward (empty once released), for memory accounting:
+  /// views of one storage may appear more than once, and callers dedupe by storage.
+  virtual std::vector<Tensor> saved_tensors() const { return {}; }
 
   std::vector<Edge> next_edges;
   std::vector<OutputMeta> outputs;
   bool released = false;
+  /// Order in which record() connected the nodes of this process (the forward order).
+  uint64_t sequence_nr = 0;
 };
 
 /// Accumulates incoming gradients into a leaf tensor's `grad` and runs its hooks.

@@ -347,6 +347,7 @@ class AttentionBackward final : public autograd::Node {
     if (has_bias) grads.push_back(cast_like(d.dblock_bias, params_.block_bias));
     return grads;
   }
+  std::vector<Tensor> saved_tensors() const override { return {q_, k_, v_, out_, lse_, params_.key_padding_mask, params_.block_bias}; }
   void release_saved() override {
     q_ = k_ = v_ = out_ = lse_ = Tensor();
     params_ = AttentionParams();

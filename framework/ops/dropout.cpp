@@ -42,6 +42,7 @@ class DropoutBackward final : public autograd::Node {
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
     return {apply_mask(g[0], mask_, p_, nullptr)};
   }
+  std::vector<Tensor> saved_tensors() const override { return {mask_}; }
   void release_saved() override { mask_ = Tensor(); }
 
  private:

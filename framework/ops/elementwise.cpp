@@ -51,6 +51,7 @@ class UnaryBackward final : public autograd::Node {
                                       operand(dy)));
     return {cast(dx, x_.dtype())};
   }
+  std::vector<Tensor> saved_tensors() const override { return {x_, y_}; }
   void release_saved() override {
     x_ = Tensor();
     y_ = Tensor();
@@ -120,6 +121,7 @@ class BinaryBackward final : public autograd::Node {
     }
     return {need_a ? sum_to(ga, a_.shape()) : Tensor(), need_b ? sum_to(gb, b_.shape()) : Tensor()};
   }
+  std::vector<Tensor> saved_tensors() const override { return {a_, b_}; }
   void release_saved() override {
     a_ = Tensor();
     b_ = Tensor();
@@ -212,6 +214,7 @@ class WhereBackward final : public autograd::Node {
     if (next_edges[2].fn) gb = sum_to(where(cond_, zero, g), b_);
     return {Tensor(), ga, gb};
   }
+  std::vector<Tensor> saved_tensors() const override { return {cond_}; }
   void release_saved() override { cond_ = Tensor(); }
 
  private:

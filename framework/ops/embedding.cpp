@@ -35,6 +35,7 @@ class EmbeddingBackward final : public autograd::Node {
     }
     return {cast(gw, dtype_)};
   }
+  std::vector<Tensor> saved_tensors() const override { return {ids_}; }
   void release_saved() override { ids_ = Tensor(); }
 
  private:

@@ -106,6 +106,7 @@ class IndexReadBackward final : public autograd::Node {
         select_ ? select_strides(idx_, static_cast<int64_t>(in_.size()), dim_) : idx_.strides();
     return {scatter_into_zeros(in_, dtype_, dim_, idx_, st, g[0]), Tensor()};
   }
+  std::vector<Tensor> saved_tensors() const override { return {idx_}; }
   void release_saved() override { idx_ = Tensor(); }
 
  private:
@@ -137,6 +138,7 @@ class ScatterAddBackward final : public autograd::Node {
     }
     return {g[0], Tensor(), gsrc};
   }
+  std::vector<Tensor> saved_tensors() const override { return {idx_}; }
   void release_saved() override { idx_ = Tensor(); }
 
  private:

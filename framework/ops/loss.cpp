@@ -119,6 +119,7 @@ class CrossEntropyBackward final : public autograd::Node {
                  g[0], s_.count);
     return {cast(reshape(dx, shape_), dtype_), Tensor()};
   }
+  std::vector<Tensor> saved_tensors() const override { return {s_.x, s_.t, s_.lse, s_.count}; }
   void release_saved() override { s_ = Saved(); }
 
  private:

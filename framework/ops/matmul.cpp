@@ -242,6 +242,7 @@ class MatmulBackward final : public autograd::Node {
     }
     return {ga, gb};
   }
+  std::vector<Tensor> saved_tensors() const override { return {a_, b_}; }
   void release_saved() override {
     a_ = Tensor();
     b_ = Tensor();

@@ -67,6 +67,7 @@ class NormBackward final : public autograd::Node {
     if (!rms_) out.push_back(need_b ? cast(db, x_.dtype()) : Tensor());
     return out;
   }
+  std::vector<Tensor> saved_tensors() const override { return {x_, weight_, mean_, rstd_}; }
   void release_saved() override {
     x_ = Tensor();
     weight_ = Tensor();

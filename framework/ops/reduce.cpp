@@ -110,6 +110,7 @@ class SelectBackward final : public autograd::Node {
     Tensor onehot = compare(pos, y_, CompareOp::Eq);
     return {where(onehot, gk, zeros({}, gk.dtype(), gk.device()))};
   }
+  std::vector<Tensor> saved_tensors() const override { return {x_, y_}; }
   void release_saved() override {
     x_ = Tensor();
     y_ = Tensor();

@@ -71,6 +71,7 @@ class SoftmaxBackward final : public autograd::Node {
                  y.device());
     return {from_rows(dx, dim_, y_)};
   }
+  std::vector<Tensor> saved_tensors() const override { return {y_}; }
   void release_saved() override { y_ = Tensor(); }
 
  private:

@@ -137,6 +137,12 @@ class DilatedAttentionBackward final : public autograd::Node {
     }
     return grads;
   }
+  std::vector<Tensor> saved_tensors() const override {
+    std::vector<Tensor> all = saved_;
+    all.insert(all.end(), gathered_qkv_.begin(), gathered_qkv_.end());
+    all.push_back(setup_.key_padding_mask);
+    return all;
+  }
   void release_saved() override {
     saved_.clear();
     gathered_qkv_.clear();

@@ -70,6 +70,7 @@ class RingBackward final : public autograd::Node {
       : ring_(std::move(ring)), q_(q), k_(k), v_(v), out_(out), lse_(lse) {}
   std::string name() const override { return "RingAttentionBackward"; }
   bool zero_fills_missing_grads() const override { return false; }
+  std::vector<Tensor> saved_tensors() const override { return {q_, k_, v_, out_, lse_}; }
   void release_saved() override { q_ = k_ = v_ = out_ = lse_ = Tensor(); }
 
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {

@@ -16,6 +16,7 @@
 #include "models/longnet_lm.h"
 #include "models/summary.h"
 #include "tools/longnet/bench_decode.h"
+#include "tools/longnet/bench_memory.h"
 #include "tools/longnet/bench_timing.h"
 #include "tools/longnet/model_flops.h"
 #include "tools/longnet/registry.h"
@@ -42,6 +43,7 @@ struct ModelBenchOptions {
   int reps = 5;
   int warmup = 2;
   int64_t decode_tokens = 0;
+  bool memory = false;
 };
 
 std::string cell(const std::optional<double>& v, const char* format) {
@@ -49,6 +51,31 @@ std::string cell(const std::optional<double>& v, const char* format) {
   char buf[64];
   std::snprintf(buf, sizeof buf, format, *v);
   return buf;
+}
+
+// --memory: the graph's breakdown at each length instead of the timing table.
+int run_memory(const ModelBenchOptions& o, const ModelConfig& config, const LongNetLM& model,
+               const std::string& device_name) {
+  const Device device = default_device();
+  std::printf("## Autograd graph memory: %s on %s, %s activations, batch %lld\n\n", o.preset.c_str(),
+              device_name.c_str(), o.dtype.c_str(), static_cast<long long>(o.batch));
+  std::printf("What the loss forward leaves for the backward: each storage once, charged to the first node in forward "
+              "order that keeps it; parameters not counted, their casts to %s apart.%s\n\n",
+              o.dtype.c_str(),
+              device.is_cpu() && is_reduced_float(config.compute_dtype)
+                  ? " CPU kernels compute 16-bit floats in f32, so nodes that keep their kernel inputs (attention, "
+                    "the loss) keep f32 copies here where a GPU keeps 16-bit ones."
+                  : "");
+  for (const int64_t n : o.seq_lens) {
+    Generator g(n);
+    const Tensor tokens = randint(0, config.vocab_size, {o.batch, n}, DType::I64, device, &g);
+    const Tensor targets = randint(0, config.vocab_size, {o.batch, n}, DType::I64, device, &g);
+    std::printf("### N = %lld (%lld tokens)\n\n", static_cast<long long>(n), static_cast<long long>(o.batch * n));
+    print_graph_memory(graph_memory(model, tokens, targets), config.dim,
+                       static_cast<int64_t>(dtype_size(config.compute_dtype)));
+    std::fflush(stdout);
+  }
+  return 0;
 }
 
 int run(const ModelBenchOptions& o) {
@@ -79,6 +106,7 @@ int run(const ModelBenchOptions& o) {
       device.is_cuda() ? std::string(cuda::properties(device.index).name) :
 #endif
                        std::string("CPU");
+  if (o.memory) return run_memory(o, config, model, device_name);
   std::printf("## Model training step: %s (%s parameters) on %s, %s activations, batch %lld%s\n\n", o.preset.c_str(),
               human_count(params).c_str(), device_name.c_str(), o.dtype.c_str(), static_cast<long long>(o.batch),
               o.checkpoint ? ", activation checkpointing" : "");
@@ -137,6 +165,9 @@ void register_bench_model(CLI::App& bench) {
   sub->add_option("--reps", o->reps, "Timed steps per length (median)")->check(CLI::Range(1, 100000));
   sub->add_option("--warmup", o->warmup, "Untimed steps before them")->check(CLI::Range(0, 100000));
   sub->add_option("--decode", o->decode_tokens, "Also time decoding this many tokens after each length (KV cache)");
+  sub->add_flag("--memory", o->memory,
+                "Instead of timing: the activation memory the autograd graph keeps after the loss forward, by layer "
+                "and by backward node (e.g. --device cpu --seq-len 2048)");
   on_run(sub, [o] { return run(*o); });
 }
 
