@@ -8,8 +8,9 @@ The same model as models/longnet_lm.cpp, built the same way:
 - XPOS on q and k as layers/positions.cpp: pairs (x_2i, x_2i+1) rotated by n theta_i and scaled by
   zeta_i^((n - c(n)) / scale_base) (keys by the inverse), where the centre c(n) is max_positions / 2,
   or, when every dilated segment length divides the largest one P, the middle of n's block of P;
-- dilated attention (causal, scale 1/sqrt(D)) from longnet_reference.py: PyTorch's fused flash
-  attention per sparsified segment, branches merged by log-sum-exp, exact backward;
+- dilated attention (causal, scale 1/sqrt(D)) from longnet_reference.py: one call of PyTorch's fused
+  flash attention per branch (all heads and segments gathered together), branches merged by
+  log-sum-exp, exact backward;
 - final layer norm, logits through the tied embedding, mean cross-entropy in f32.
 Parameters are f32 master weights; each op casts its weights to the compute dtype (bf16 on the GPU),
 as the framework does; AdamW (fused on CUDA, weight decay 0.1 on matrices) updates the f32 weights.
