@@ -141,9 +141,11 @@ def call_indices(n, heads, start, segments, length, r, group, m):
     real = local < length
     first = start + length * torch.arange(segments)                       # (S,)
     rows = first[:, None, None] + torch.where(real, local, 0)[None]      # (S, m, Hs); padding reads row 0
-    gather = rows * heads + h
-    scatter = torch.where(real[None], gather, n * heads)
-    return gather.flatten(), scatter.flatten()
+    index = rows * heads + h                                               # into the (B, N * H, D) view
+    gather = index.flatten()
+    if bool(real.all()):
+        return gather, gather  # one tensor: a branch's indices take ~200 MB at 1M tokens
+    return gather, torch.where(real[None], index, n * heads).flatten()
 
 
 def branch_calls(n, heads, w, r, causal, branch):
@@ -169,7 +171,11 @@ def schedule_calls(n, heads, segments, dilations, causal, device):
     key = (n, heads, tuple(segments), tuple(dilations), causal, str(device))
     if key not in _PLANS:
         calls = [c for b, (w, r) in enumerate(zip(segments, dilations)) for c in branch_calls(n, heads, w, r, causal, b)]
-        _PLANS[key] = [c._replace(gather=c.gather.to(device), scatter=c.scatter.to(device)) for c in calls]
+        moved = []
+        for c in calls:
+            gather = c.gather.to(device)
+            moved.append(c._replace(gather=gather, scatter=gather if c.scatter is c.gather else c.scatter.to(device)))
+        _PLANS[key] = moved
     return _PLANS[key]
 
 

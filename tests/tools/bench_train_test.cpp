@@ -4,7 +4,9 @@
 // - the script's presets equal models/config.cpp's;
 // - the command on the CPU with the tiny preset: the table with both sides, the longest-sequence
 //   search under a memory limit, the clear failure when asked for CUDA without a GPU; on a GPU, a
-//   small run.
+//   small run;
+// - the dilated-attention reference under it (bench/pytorch/longnet_reference.py) passes its own
+//   check against a materialised softmax and fuses each causal branch into one call.
 // Tests that need torch skip with a visible message where `python3 -c 'import torch'` fails.
 #include "tools/longnet/bench_train.h"
 
@@ -37,6 +39,7 @@ namespace {
 namespace fs = std::filesystem;
 
 const fs::path kScript = fs::path(__FILE__).parent_path().parent_path().parent_path() / "bench/pytorch/longnet_model.py";
+const fs::path kAttentionScript = kScript.parent_path() / "longnet_reference.py";
 
 /// stdout of a shell command and its exit status.
 std::pair<int, std::string> capture(const std::string& cmd) {
@@ -113,6 +116,35 @@ TEST(BenchTrainReference, LossAndGradientsEqualOursOnTheSameWeights) {
     ASSERT_TRUE(j["grad_norms"].contains(name)) << name;
     EXPECT_LT(relative(j["grad_norms"][name].get<double>(), norm), 1e-5) << name;
   }
+}
+
+// The attention reference (bench/pytorch/longnet_reference.py) that `bench attention --time` and the
+// model above use: its self-check against a materialised softmax passes, and it runs one fused call
+// per branch (and one per shorter last segment) when causal.
+TEST(BenchAttentionReference, SelfCheckPassesWithOneCallPerCausalBranch) {
+  REQUIRE_TORCH();
+  const auto [rc, out] = capture("python3 " + kAttentionScript.string() + " --check 2>/dev/null");
+  const nlohmann::json j = last_json(out);
+  ASSERT_TRUE(j.contains("results")) << out;
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_TRUE(j["ok"].get<bool>()) << out;
+  EXPECT_EQ(j["paper_schedule_causal_calls"].get<int64_t>(), 5);
+  int causal_cases = 0;
+  std::map<std::string, int> kernels;
+  for (const nlohmann::json& r : j["results"]) {
+    ++kernels[r["kernel"].get<std::string>()];
+    const double tol = j["tolerance"][r["dtype"].get<std::string>()].get<double>();
+    for (const auto& [name, err] : r["max_rel_err"].items()) EXPECT_LE(err.get<double>(), tol) << name << " " << r;
+    if (!r["causal"].get<bool>()) continue;
+    const int64_t n = r["n"].get<int64_t>();
+    int64_t expected = 0;
+    for (const int64_t w : r["segments"].get<std::vector<int64_t>>()) expected += (n % std::min(w, n) != 0) ? 2 : 1;
+    EXPECT_EQ(r["calls"].get<int64_t>(), expected) << r;
+    ++causal_cases;
+  }
+  EXPECT_GE(causal_cases, 4);
+  EXPECT_GE(kernels["math"], 4);
+  EXPECT_GE(kernels["flash"], 4) << "the CPU flash kernel runs the fused calls too";
 }
 
 TEST(BenchTrainReference, PresetsEqualTheFrameworkPresets) {
