@@ -268,7 +268,9 @@ def materialised_reference(q, k, v, segments, dilations, causal):
         count = count * (idx[None, :] <= idx[:, None]).double()
     s = torch.einsum("bihd,bjhd->bhij", q.double(), k.double()) / math.sqrt(d)
     s = s + torch.log(count).unsqueeze(0)  # log 0 = -inf masks the pairs no branch has
-    p = torch.softmax(s, dim=-1).nan_to_num(0.0)
+    # A query no branch reaches attends to nothing (output 0); finite scores keep its gradient 0, not NaN.
+    reached = (count > 0).any(-1, keepdim=True)
+    p = torch.softmax(torch.where(reached, s, 0.0), dim=-1) * reached
     return torch.einsum("bhij,bjhd->bihd", p, v.double())
 
 
@@ -365,9 +367,11 @@ def time_dense(args):
 
 # (batch, N, heads, D, segments, dilations) of --check. The first: N not a multiple of w = 100, heads
 # not a multiple of r = 3, w = N. The second: shorter last segments with fewer rows than r (heads
-# without rows there), r > heads, w > N (clamped), two branches with the same w.
+# without rows there), r > heads, w > N (clamped), two branches with the same w. The third: rows that
+# no branch reaches (no r = 1), whose output is 0.
 CHECK_CASES = [(2, 256, 4, 32, [64, 128, 256, 100], [1, 2, 4, 3]),
-               (2, 195, 5, 16, [16, 32, 64, 64, 1000], [1, 6, 4, 8, 3])]
+               (2, 195, 5, 16, [16, 32, 64, 64, 1000], [1, 6, 4, 8, 3]),
+               (1, 50, 3, 8, [16, 20], [2, 4])]
 
 
 def check_one(device, dtype, kernel, causal, shape):
