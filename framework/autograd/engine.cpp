@@ -148,6 +148,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
           in[i] = zeros(m.shape, m.dtype, m.device);
         }
       }
+      n->saved_expire = !retain_graph;
       out = n->apply(std::move(in));
       if (!retain_graph) {
         n->release_saved();

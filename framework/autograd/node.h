@@ -47,6 +47,9 @@ class Node : public std::enable_shared_from_this<Node> {
   bool released = false;
   /// Order in which record() connected the nodes of this process (the forward order).
   uint64_t sequence_nr = 0;
+  /// Set by the engine before apply(): the saved tensors are released right after it (the graph is
+  /// not retained), so apply may overwrite a saved storage that nothing else holds.
+  bool saved_expire = false;
 };
 
 /// Accumulates incoming gradients into a leaf tensor's `grad` and runs its hooks.

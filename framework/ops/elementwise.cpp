@@ -10,6 +10,7 @@
 #endif
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
+#include "framework/ops/elementwise_math.h"
 #include "framework/ops/factory.h"
 #include "framework/ops/view.h"
 
@@ -37,19 +38,25 @@ Tensor unary_forward(UnaryOp op, cpu::UnaryScalars s, const Tensor& x) {
   return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
 }
 
+// Keeps only what the op's derivative reads (GELU its input, exp its output, add-scalar nothing).
 class UnaryBackward final : public autograd::Node {
  public:
-  UnaryBackward(UnaryOp op, cpu::UnaryScalars s, Tensor x, Tensor y)
-      : op_(op), s_(s), x_(std::move(x)), y_(std::move(y)) {}
+  UnaryBackward(UnaryOp op, cpu::UnaryScalars s, const Tensor& x, const Tensor& y)
+      : op_(op), s_(s), dtype_(x.dtype()), x_(math::derivative_reads_x(op) ? x : Tensor()),
+        y_(math::derivative_reads_y(op) ? y : Tensor()) {}
   std::string name() const override { return std::string(unary_name(op_)) + "Backward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    const Tensor x = ops::kernel_input(x_), y = ops::kernel_input(y_), dy = ops::kernel_input(g[0]);
-    const Device dev = x.device();
-    Tensor dx = Tensor::empty(x.shape(), x.dtype(), dev);
-    LN_ON_DEVICE(dev, cpu::unary_backward(op_, s_, x.shape(), operand(dx), operand(x), operand(y), operand(dy)),
-                 cuda::unary_backward(dev.index, op_, s_, x.shape(), operand(dx), operand(x), operand(y),
+    const Tensor dy = ops::kernel_input(g[0]);
+    // The kernel takes both x and y but the derivative reads only the kept one, so any tensor of
+    // the same geometry stands in for the other.
+    const Tensor& kept = x_.defined() ? x_ : (y_.defined() ? y_ : g[0]);
+    const Tensor x = ops::kernel_input(x_.defined() ? x_ : kept), y = ops::kernel_input(y_.defined() ? y_ : kept);
+    const Device dev = dy.device();
+    Tensor dx = Tensor::empty(dy.shape(), dy.dtype(), dev);
+    LN_ON_DEVICE(dev, cpu::unary_backward(op_, s_, dy.shape(), operand(dx), operand(x), operand(y), operand(dy)),
+                 cuda::unary_backward(dev.index, op_, s_, dy.shape(), operand(dx), operand(x), operand(y),
                                       operand(dy)));
-    return {cast(dx, x_.dtype())};
+    return {cast(dx, dtype_)};
   }
   std::vector<Tensor> saved_tensors() const override { return {x_, y_}; }
   void release_saved() override {
@@ -60,6 +67,7 @@ class UnaryBackward final : public autograd::Node {
  private:
   UnaryOp op_;
   cpu::UnaryScalars s_;
+  DType dtype_;  // of x
   Tensor x_, y_;
 };
 
@@ -85,9 +93,32 @@ Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const char*
   return out.dtype() == a.dtype() ? out : cast(out, a.dtype());
 }
 
+// Keeps the operands only where the gradient formulas read them: add and sub keep none, mul keeps
+// each operand for the other's gradient, so a constant factor's partner is dropped.
 class BinaryBackward final : public autograd::Node {
  public:
-  BinaryBackward(BinaryOp op, Tensor a, Tensor b) : op_(op), a_(std::move(a)), b_(std::move(b)) {}
+  BinaryBackward(BinaryOp op, const Tensor& a, const Tensor& b)
+      : op_(op), a_shape_(a.shape()), b_shape_(b.shape()) {
+    const bool grad_a = a.requires_grad(), grad_b = b.requires_grad();
+    switch (op) {
+      case BinaryOp::Add:
+      case BinaryOp::Sub:
+        break;
+      case BinaryOp::Mul:
+        if (grad_b) a_ = a.detach();
+        if (grad_a) b_ = b.detach();
+        break;
+      case BinaryOp::Div:
+        if (grad_b) a_ = a.detach();
+        b_ = b.detach();
+        break;
+      case BinaryOp::Maximum:
+      case BinaryOp::Minimum:
+        a_ = a.detach();
+        b_ = b.detach();
+        break;
+    }
+  }
   std::string name() const override { return "BinaryBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     const Tensor& g = grads[0];
@@ -119,7 +150,7 @@ class BinaryBackward final : public autograd::Node {
         break;
       }
     }
-    return {need_a ? sum_to(ga, a_.shape()) : Tensor(), need_b ? sum_to(gb, b_.shape()) : Tensor()};
+    return {need_a ? sum_to(ga, a_shape_) : Tensor(), need_b ? sum_to(gb, b_shape_) : Tensor()};
   }
   std::vector<Tensor> saved_tensors() const override { return {a_, b_}; }
   void release_saved() override {
@@ -129,13 +160,14 @@ class BinaryBackward final : public autograd::Node {
 
  private:
   BinaryOp op_;
-  Tensor a_, b_;  // kept for their shapes even when the formula needs no values
+  Shape a_shape_, b_shape_;
+  Tensor a_, b_;  // undefined where no formula reads them
 };
 
 Tensor binary_op(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
   Tensor out = binary_forward(op, a, b, name);
   if (autograd::needs_grad({a, b})) {
-    autograd::record(std::make_shared<BinaryBackward>(op, a.detach(), b.detach()), {a, b}, {out});
+    autograd::record(std::make_shared<BinaryBackward>(op, a, b), {a, b}, {out});
   }
   return out;
 }

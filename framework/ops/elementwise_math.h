@@ -74,6 +74,18 @@ LN_HOST_DEVICE T derivative(T x, T y, T a, T b) {
   if constexpr (OP == UnaryOp::MulScalar) return a;
 }
 
+/// Whether derivative<op> reads x (else the backward need not keep the input).
+LN_HOST_DEVICE constexpr bool derivative_reads_x(UnaryOp op) {
+  return op == UnaryOp::Log || op == UnaryOp::Relu || op == UnaryOp::GeluTanh || op == UnaryOp::GeluErf ||
+         op == UnaryOp::Silu || op == UnaryOp::Abs || op == UnaryOp::Pow || op == UnaryOp::Clamp;
+}
+
+/// Whether derivative<op> reads y = f(x) (else the backward need not keep the output).
+LN_HOST_DEVICE constexpr bool derivative_reads_y(UnaryOp op) {
+  return op == UnaryOp::Exp || op == UnaryOp::Sqrt || op == UnaryOp::Rsqrt || op == UnaryOp::Tanh ||
+         op == UnaryOp::Sigmoid;
+}
+
 /// a op b.
 template <BinaryOp OP, class T>
 LN_HOST_DEVICE T binary(T a, T b) {

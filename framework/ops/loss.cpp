@@ -113,7 +113,11 @@ class CrossEntropyBackward final : public autograd::Node {
       : s_(std::move(saved)), shape_(std::move(shape)), dtype_(dtype), ignore_index_(ignore_index) {}
   std::string name() const override { return "CrossEntropyBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    Tensor dx = Tensor::empty(s_.x.shape(), s_.x.dtype(), s_.x.device());
+    // The kernels read each logit once, right before writing its gradient in the same place, so
+    // logits that expire with this node and that nothing else holds take their gradient: the
+    // step's peak then holds one (rows, classes) block instead of two.
+    const bool in_place = saved_expire && s_.x.storage().use_count() == 1;
+    Tensor dx = in_place ? s_.x : Tensor::empty(s_.x.shape(), s_.x.dtype(), s_.x.device());
     run_backward({s_.x.raw_data(), s_.t.raw_data(), s_.lse.raw_data(), dx.raw_data(), s_.x.dtype(), s_.t.dtype(),
                   s_.x.size(0), s_.x.size(1), ignore_index_, 1.0},
                  g[0], s_.count);

@@ -1,0 +1,71 @@
+// bench model --memory: the graph breakdown against a count of what a sub-LN layer must keep, the
+// model's own loss, and the allocator.
+#include <gtest/gtest.h>
+
+#include "framework/core/storage.h"
+#include "framework/ops/factory.h"
+#include "models/config.h"
+#include "tools/longnet/bench_memory.h"
+
+namespace longnet::tools {
+namespace {
+
+const PartMemory& part(const GraphMemory& m, const std::string& name) {
+  for (const PartMemory& p : m.parts) {
+    if (p.part == name) return p;
+  }
+  ADD_FAILURE() << "no part " << name;
+  return m.parts.front();
+}
+
+TEST(BenchMemory, TinyModelKeepsWhatTheBackwardNeedsOnce) {
+  const ModelConfig c = model_preset("tiny");  // f32 on the CPU: no parameter casts
+  const LongNetLM model(c);
+  const int64_t b = 2, n = 32, tokens_bytes = b * n * 8;
+  Generator g(3);
+  const Tensor tokens = randint(0, c.vocab_size, {b, n}, DType::I64, Device::cpu(), &g);
+  const Tensor targets = randint(0, c.vocab_size, {b, n}, DType::I64, Device::cpu(), &g);
+  const GraphMemory m = graph_memory(model, tokens, targets);
+
+  EXPECT_EQ(m.loss, model.loss(tokens, targets).loss.item());
+  ASSERT_EQ(m.parts.size(), static_cast<size_t>(c.layers + 2));
+  EXPECT_EQ(m.tokens, b * n);
+  EXPECT_EQ(m.weight_bytes, 0);
+  // Per token, f32: the layer's input (for its first norm), the norm output the q, k, v
+  // projections read, q and k after XPOS, v, the attention output (which the inner norm reads
+  // too), the inner norm's output (out_proj), the residual sum (final norm), its output (fc1), the
+  // GELU input, its output (FFN norm), the FFN norm's output (fc2); mean and rstd of four norms;
+  // the attention's log-sum-exp per head. A later layer shares no position tables with layer 0.
+  const int64_t per_token = 9 * c.dim + 3 * c.ffn_dim + 4 * 2 + c.heads;
+  const PartMemory& layer = part(m, "layer 1");
+  EXPECT_EQ(layer.bytes, b * n * per_token * 4);
+  int64_t sum = 0;
+  for (const NodeMemory& node : layer.nodes) sum += node.bytes;
+  EXPECT_EQ(sum, layer.bytes);
+  // The embedding keeps the token ids; the head the final norm's input, output and statistics,
+  // the logits, their log-sum-exps, the targets and the count of scored rows.
+  EXPECT_EQ(part(m, "embedding").bytes, tokens_bytes);
+  EXPECT_EQ(part(m, "head").bytes, b * n * (2 * c.dim + 2 + c.vocab_size + 1) * 4 + tokens_bytes + 8);
+  // The allocator saw the same growth, less the ids and targets that existed before, plus the
+  // loss value the graph does not keep.
+  const int64_t graph = m.bytes - 2 * tokens_bytes;
+  EXPECT_GE(m.allocator_bytes, graph);
+  EXPECT_LE(m.allocator_bytes, graph + 64);
+}
+
+TEST(BenchMemory, ParameterCastsAreCountedApart) {
+  ModelConfig c = model_preset("tiny");
+  c.compute_dtype = DType::BF16;  // 16-bit activations on the CPU: the products keep bf16 weights
+  const LongNetLM model(c);
+  const Tensor tokens = zeros({1, 8}, DType::I64, Device::cpu());  // activations of no parameter's size
+  const GraphMemory m = graph_memory(model, tokens, tokens);
+  // Each layer's products keep q, k, v, out, fc1 and fc2 weights; the norms keep their weights
+  // (biases are not read by the backward); the head keeps the tied embedding.
+  const int64_t d = c.dim, f = c.ffn_dim;
+  const int64_t layer_casts = (4 * d * d + 2 * d * f) * 2 + (3 * d + f) * 2;
+  EXPECT_EQ(part(m, "layer 1").weight_bytes, layer_casts);
+  EXPECT_EQ(part(m, "head").weight_bytes, (c.vocab_size * d + d) * 2);
+}
+
+}  // namespace
+}  // namespace longnet::tools
