@@ -47,7 +47,7 @@ def acc_dtype(t):
 
 
 class MathKernel:
-    """Materialised softmax of one call; any device and dtype (used by --check and tiny sizes)."""
+    """Materialised softmax of one call; any device and dtype (--check, and where no flash kernel exists)."""
     name = "math"
 
     @staticmethod
@@ -177,7 +177,8 @@ def schedule_calls(n, heads, segments, dilations, causal, device):
     """All calls of the schedule, their indices on `device`; cached, built once per configuration."""
     key = (n, heads, tuple(segments), tuple(dilations), causal, str(device))
     if key not in _PLANS:
-        calls = [c for b, (w, r) in enumerate(zip(segments, dilations)) for c in branch_calls(n, heads, w, r, causal, b)]
+        calls = [c for b, (w, r) in enumerate(zip(segments, dilations))
+                 for c in branch_calls(n, heads, w, r, causal, b)]
         moved = []
         for c in calls:
             gather = c.gather.to(device)
@@ -433,7 +434,8 @@ def parse_args(argv):
     p.add_argument("--causal", action="store_true")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--kernel", choices=["auto", "flash", "math"], default="auto", help="dilated: the kernel of each fused call")
+    p.add_argument("--kernel", choices=["auto", "flash", "math"], default="auto",
+                   help="dilated: the kernel of each fused call")
     p.add_argument("--dense", action="store_true", help="time dense SDPA (fwd and bwd separately) instead")
     p.add_argument("--backend", choices=["default", "flash", "efficient", "cudnn"], default="default",
                    help="--dense: SDPA backend")
