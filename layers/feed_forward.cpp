@@ -1,5 +1,6 @@
 #include "layers/feed_forward.h"
 
+#include "framework/autograd/checkpoint.h"
 #include "framework/ops/elementwise.h"
 
 namespace longnet {
@@ -14,11 +15,20 @@ FeedForward::FeedForward(const FeedForwardConfig& c, Initializer& init) : config
   fc2_ = register_module("fc2", std::make_shared<Linear>(c.hidden, c.dim, c.bias, init));
 }
 
+Tensor FeedForward::hidden(const Tensor& activated) const {
+  const Tensor h = activation_dropout_->forward(activated);
+  return ffn_layernorm_ ? ffn_layernorm_->forward(h) : h;
+}
+
 Tensor FeedForward::forward(const Tensor& x) const {
-  Tensor h = gate_ ? mul(silu(gate_->forward(x)), fc1_->forward(x)) : gelu(fc1_->forward(x));
-  h = activation_dropout_->forward(h);
-  if (ffn_layernorm_) h = ffn_layernorm_->forward(h);
-  return fc2_->forward(h);
+  if (gate_) return fc2_->forward(hidden(mul(silu(gate_->forward(x)), fc1_->forward(x))));
+  const Tensor pre = fc1_->forward(x);
+  if (!ffn_layernorm_) return fc2_->forward(hidden(gelu(pre)));
+  // GELU and the sub-LN as one recomputed block: the graph keeps fc1's output alone instead of
+  // also the GELU output the norm reads (hidden-sized, the largest activations of a layer). The
+  // recomputation is elementwise work and gives the same values, so the gradients are unchanged.
+  const CheckpointFn block = [this](const std::vector<Tensor>& in) { return std::vector<Tensor>{hidden(gelu(in[0]))}; };
+  return fc2_->forward(checkpoint(block, {pre})[0]);
 }
 
 }  // namespace longnet

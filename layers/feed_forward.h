@@ -34,6 +34,9 @@ class FeedForward : public Module {
   const FeedForwardConfig& config() const { return config_; }
 
  private:
+  // The activated hidden units (..., hidden) after activation dropout and the sub-LN (if any).
+  Tensor hidden(const Tensor& activated) const;
+
   FeedForwardConfig config_;
   std::shared_ptr<Linear> fc1_, gate_, fc2_;
   std::shared_ptr<Norm> ffn_layernorm_;
