@@ -4,6 +4,7 @@
 
 #include "framework/autograd/node.h"
 #include "framework/ops/ops.h"
+#include "tests/support/gpu.h"
 #include "tests/support/gradcheck.h"
 
 namespace longnet {
@@ -74,6 +75,7 @@ TEST(SavedTensors, ReleasedAfterBackwardAndOrderedByRecording) {
 // keeps the logits alive through the backward. `peak` receives the bytes the backward added at
 // most over what the forward left.
 Tensor loss_grad(const Tensor& h, const Tensor& w, const Tensor& targets, bool hold, bool retain, int64_t* peak) {
+  const Device device = h.device();
   const Tensor x = h.detach().requires_grad_(true);
   Tensor held, loss;
   {
@@ -81,33 +83,45 @@ Tensor loss_grad(const Tensor& h, const Tensor& w, const Tensor& targets, bool h
     if (hold) held = logits;
     loss = cross_entropy(logits, targets);
   }
-  const int64_t before = memory_stats(Device::cpu()).current_bytes;
-  reset_peak_memory(Device::cpu());
+  const int64_t before = memory_stats(device).current_bytes;
+  reset_peak_memory(device);
   loss.backward(Tensor(), retain);
-  *peak = memory_stats(Device::cpu()).peak_bytes - before;
+  *peak = memory_stats(device).peak_bytes - before;
   if (retain) {  // a retained graph must still hold the logits the first backward read
     const Tensor first = x.grad().clone();
     loss.backward();
-    EXPECT_TRUE(testing::all_close(x.grad(), mul(first, 2.0), 0.0, 0.0));
+    EXPECT_TRUE(testing::all_close(x.grad().to(DType::F32), mul(first, 2.0).to(DType::F32), 0.0, 0.0));
     return first;
   }
   return x.grad();
 }
 
-TEST(SavedTensors, CrossEntropyGradientTakesTheExpiringLogitsPlace) {
+// Free, held and retained logits give the same gradient; only the free ones are overwritten.
+void check_in_place_loss_gradient(Device device, DType dtype) {
   const int64_t rows = 64, dim = 8, classes = 512;
-  const Tensor h = randn({rows, dim}, DType::F32), w = randn({dim, classes}, DType::F32);
-  const Tensor targets = randint(0, classes, {rows}, DType::I64);
+  const Tensor h = randn({rows, dim}, DType::F32).to(dtype).to(device);
+  const Tensor w = randn({dim, classes}, DType::F32).to(dtype).to(device);
+  const Tensor targets = randint(0, classes, {rows}, DType::I64).to(device);
   int64_t peak_free = 0, peak_held = 0, peak_retained = 0;
-  const Tensor g_free = loss_grad(h, w, targets, false, false, &peak_free);
-  const Tensor g_held = loss_grad(h, w, targets, true, false, &peak_held);
-  const Tensor g_retained = loss_grad(h, w, targets, false, true, &peak_retained);
+  const Tensor g_free = loss_grad(h, w, targets, false, false, &peak_free).to(DType::F32);
+  const Tensor g_held = loss_grad(h, w, targets, true, false, &peak_held).to(DType::F32);
+  const Tensor g_retained = loss_grad(h, w, targets, false, true, &peak_retained).to(DType::F32);
   EXPECT_TRUE(testing::all_close(g_free, g_held, 0.0, 0.0));
   EXPECT_TRUE(testing::all_close(g_free, g_retained, 0.0, 0.0));
   // Held or retained logits get a gradient buffer of their own: one (rows, classes) block more.
-  const int64_t block = rows * classes * static_cast<int64_t>(sizeof(float));
+  const int64_t block = rows * classes * static_cast<int64_t>(dtype_size(dtype));
   EXPECT_GE(peak_held - peak_free, block);
   EXPECT_GE(peak_retained - peak_free, block);
+}
+
+TEST(SavedTensors, CrossEntropyGradientTakesTheExpiringLogitsPlace) {
+  check_in_place_loss_gradient(Device::cpu(), DType::F32);
+}
+
+TEST(SavedTensors, CrossEntropyGradientTakesTheExpiringLogitsPlaceOnGpu) {
+  LN_REQUIRE_GPU();
+  check_in_place_loss_gradient(Device::cuda(), DType::BF16);
+  check_in_place_loss_gradient(Device::cuda(), DType::F32);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "framework/core/storage.h"
 #include "framework/ops/factory.h"
 #include "models/config.h"
+#include "tests/support/gpu.h"
 #include "tools/longnet/bench_memory.h"
 
 namespace longnet::tools {
@@ -67,6 +68,26 @@ TEST(BenchMemory, ParameterCastsAreCountedApart) {
   const int64_t layer_casts = (4 * d * d + 2 * d * f) * 2 + 3 * d * 2;
   EXPECT_EQ(part(m, "layer 1").weight_bytes, layer_casts);
   EXPECT_EQ(part(m, "head").weight_bytes, (c.vocab_size * d + d) * 2);
+}
+
+TEST(BenchMemory, GpuGraphMatchesTheAllocator) {
+  LN_REQUIRE_GPU();
+  ModelConfig c = model_preset("tiny");
+  c.compute_dtype = DType::BF16;
+  DefaultDeviceGuard guard(Device::cuda());
+  const LongNetLM model(c);
+  const int64_t b = 2, n = 32, tokens_bytes = b * n * 8;
+  Generator g(4);
+  const Tensor tokens = randint(0, c.vocab_size, {b, n}, DType::I64, Device::cuda(), &g);
+  const Tensor targets = randint(0, c.vocab_size, {b, n}, DType::I64, Device::cuda(), &g);
+  const GraphMemory m = graph_memory(model, tokens, targets);
+  EXPECT_EQ(m.loss, model.loss(tokens, targets).loss.item());
+  // The GPU keeps 16-bit logits for the loss (the CPU widens them to f32).
+  EXPECT_GE(part(m, "head").bytes, b * n * c.vocab_size * 2);
+  EXPECT_LT(part(m, "head").bytes, b * n * c.vocab_size * 4);
+  const int64_t graph = m.bytes + m.weight_bytes - 2 * tokens_bytes;
+  EXPECT_GE(m.allocator_bytes, graph);
+  EXPECT_LE(m.allocator_bytes, graph + 64);
 }
 
 }  // namespace
