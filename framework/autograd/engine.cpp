@@ -1,11 +1,13 @@
 // The backward engine: orders the graph reachable from the roots, runs each node once all of its
 // consumers have contributed, accumulates into leaves, and frees the graph unless retained.
 #include <atomic>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/ops/elementwise.h"
 #include "framework/ops/factory.h"
 
@@ -149,6 +151,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
         }
       }
       n->saved_expire = !retain_graph;
+      std::optional<ProfileScope> scope;
+      if (Profiler::active() != nullptr) scope.emplace(n->name());
       out = n->apply(std::move(in));
       if (!retain_graph) {
         n->release_saved();

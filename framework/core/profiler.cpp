@@ -95,7 +95,16 @@ void Profiler::mark() {
 }
 
 void Profiler::open(std::string_view name) {
-  const int id = id_of(name);
+  int id = 0;
+  if (stack_.empty()) {
+    outermost_ = name;
+    id = id_of(name);
+  } else {
+    std::string key(name);
+    key += " in ";
+    key += outermost_;
+    id = id_of(key);
+  }
   mark();
   stack_.push_back(id);
   ++calls_[static_cast<size_t>(id)];

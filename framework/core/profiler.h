@@ -25,7 +25,9 @@ struct ProfileEntry {
 /// GPU with CUDA events queued on the framework's stream (so the time is that of the kernels the
 /// scope queued, whenever the GPU runs them), on the CPU with the wall clock. Each interval
 /// between two scope boundaries goes to the innermost open scope; time outside every scope is
-/// reported as "(outside scopes)". One Profiler per thread at a time.
+/// reported as "(outside scopes)". A scope opened inside another is reported as "inner in outer",
+/// named after the outermost open scope: the same op in a forward and in a backward node (or in
+/// a checkpoint's recomputation) are two entries. One Profiler per thread at a time.
 class Profiler {
  public:
   explicit Profiler(Device device);
@@ -59,6 +61,7 @@ class Profiler {
   std::vector<Mark> marks_;
   std::unique_ptr<Events> events_;
   std::vector<int> stack_;  // ids of the open scopes, innermost last
+  std::string outermost_;   // the base name of stack_.front()
   std::vector<std::string> names_;
   std::vector<int64_t> calls_;
   std::map<std::string, int, std::less<>> ids_;

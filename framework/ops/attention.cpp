@@ -9,6 +9,7 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/attention.h"
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/attention.h"
@@ -230,6 +231,7 @@ AttentionLayout AttentionLayout::from_rows(int64_t block_size, int64_t batch, in
 void attention_forward_into(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& params,
                             const Tensor& out, const Tensor& lse) {
   const char* op = "attention";
+  const ProfileScope scope("attention_kernel");
   const cpu::AttentionShape s = check_kernel_inputs(op, q, k, v, params);
   const int bd = s.batch_dims;
   const Shape batch = batch_shape(q, 3);
@@ -257,6 +259,7 @@ void attention_forward_into(const Tensor& q, const Tensor& k, const Tensor& v, c
 void attention_backward_into(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                              const Tensor& dout, const Tensor& dlse, const AttentionParams& params,
                              const AttentionGrads& into, bool accumulate) {
+  const ProfileScope scope("attention_backward_kernel");
   const char* op = "attention_backward";
   const cpu::AttentionShape s = check_kernel_inputs(op, q, k, v, params);
   const int bd = s.batch_dims;

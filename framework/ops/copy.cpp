@@ -1,6 +1,7 @@
 #include "framework/ops/copy.h"
 
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/copy.h"
 #include "framework/ops/common.h"
 #include "framework/ops/device_copy.h"
@@ -8,6 +9,7 @@
 namespace longnet {
 
 void copy_(const Tensor& dst, const Tensor& src) {
+  const ProfileScope scope("copy");
   LN_CHECK(dst.defined() && src.defined(), "[copy_] undefined tensor");
   const Shape& shape = dst.shape();
   LN_CHECK(src.dim() <= dst.dim() && broadcast_shapes(src.shape(), shape, "copy_") == shape,
@@ -56,6 +58,7 @@ class ToDeviceBackward final : public autograd::Node {
 
 Tensor cast(const Tensor& t, DType dtype) {
   if (t.dtype() == dtype) return t;
+  const ProfileScope scope("cast");
   Tensor out = Tensor::empty(t.shape(), dtype, t.device());
   copy_(out, t);
   if (is_floating(t.dtype()) && is_floating(dtype) && autograd::needs_grad({t})) {

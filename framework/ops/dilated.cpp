@@ -1,6 +1,7 @@
 #include "framework/ops/dilated.h"
 
 #include "framework/core/error.h"
+#include "framework/core/profiler.h"
 #include "framework/ops/factory.h"
 
 #ifdef LONGNET_WITH_CUDA
@@ -45,6 +46,7 @@ std::vector<cuda::DilatedPart> parts_of(const std::vector<Tensor>& rows, const s
 }  // namespace
 
 Tensor dilated_gather(const Tensor& x, const DilatedBranch& branch) {
+  const ProfileScope scope("dilated_gather");
   require_cuda(x, "x");
   const int64_t b = x.size(0), n = x.size(1), h = x.size(2), d = x.size(3);
   check_branch(branch, n);
@@ -74,6 +76,7 @@ Tensor dilated_gather_stats(const Tensor& lse, const DilatedBranch& branch) {
 
 AttentionOutput dilated_merge(const std::vector<AttentionOutput>& parts, const std::vector<DilatedBranch>& branches,
                               int64_t batch, int64_t n) {
+  const ProfileScope scope("dilated_merge");
   LN_CHECK(!parts.empty(), "[dilated] nothing to merge");
   const Tensor& first = parts[0].out;
   require_cuda(first, "a part");
@@ -95,6 +98,7 @@ AttentionOutput dilated_merge(const std::vector<AttentionOutput>& parts, const s
 
 Tensor dilated_sum(const std::vector<Tensor>& parts, const std::vector<DilatedBranch>& branches, int64_t batch,
                    int64_t n) {
+  const ProfileScope scope("dilated_sum");
   LN_CHECK(!parts.empty(), "[dilated] nothing to sum");
   const Tensor& first = parts[0];
   require_cuda(first, "a part");

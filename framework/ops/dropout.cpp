@@ -1,6 +1,7 @@
 #include "framework/ops/dropout.h"
 
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/dropout.h"
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
@@ -53,6 +54,7 @@ class DropoutBackward final : public autograd::Node {
 }  // namespace
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  const ProfileScope scope("dropout");
   LN_CHECK(p >= 0.0 && p < 1.0, "[dropout] p must be in [0, 1), got ", p, " for input ",
            shape_str(x.shape()));
   if (!training || p == 0.0) return x;

@@ -4,6 +4,7 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/elementwise.h"
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/elementwise.h"
@@ -29,6 +30,7 @@ const char* unary_name(UnaryOp op) {
 // Computes in the kernel dtype of x's device and returns the result in x's dtype.
 Tensor unary_forward(UnaryOp op, cpu::UnaryScalars s, const Tensor& x) {
   const char* name = unary_name(op);
+  const ProfileScope scope(name);
   ops::require_float(name, x);
   const Device dev = x.device();
   Tensor xc = ops::kernel_input(x);
@@ -80,6 +82,7 @@ Tensor unary_op(UnaryOp op, const Tensor& x, cpu::UnaryScalars s = {}) {
 }
 
 Tensor binary_forward(BinaryOp op, const Tensor& a, const Tensor& b, const char* name) {
+  const ProfileScope scope(name);
   const Device dev = ops::common_device(name, {a, b});
   ops::require_same_dtype(name, a, b);
   LN_CHECK(a.dtype() != DType::Bool, "[", name, "] not defined for bool tensors");

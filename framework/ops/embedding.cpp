@@ -1,6 +1,7 @@
 #include "framework/ops/embedding.h"
 
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/embedding.h"
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
@@ -47,6 +48,7 @@ class EmbeddingBackward final : public autograd::Node {
 }  // namespace
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
+  const ProfileScope scope("embedding");
   const Device dev = ops::common_device("embedding", {weight, indices});
   ops::require_float("embedding", weight);
   LN_CHECK(weight.dim() == 2, "[embedding] weight must be (V, D), got ", shape_str(weight.shape()));

@@ -5,6 +5,7 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/loss.h"
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/loss.h"
@@ -136,6 +137,7 @@ class CrossEntropyBackward final : public autograd::Node {
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+  const ProfileScope scope("cross_entropy");
   ops::common_device("cross_entropy", {logits, targets});
   ops::require_float("cross_entropy", logits);
   LN_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64,

@@ -5,6 +5,7 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/matmul.h"
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/gemm.h"
@@ -146,6 +147,7 @@ void run_gemm(const cpu::GemmParams& p, Device device) {
 
 // a (..., M, K) @ b (..., K, N) in the compute dtype, both already promoted to >= 2 dims.
 Tensor gemm_forward(Tensor a, Tensor b, const Shape& batch) {
+  const ProfileScope scope("gemm");
   const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
   Shape out_shape = batch;
   out_shape.push_back(m);

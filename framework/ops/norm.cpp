@@ -2,6 +2,7 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/norm.h"
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/norm.h"
@@ -89,6 +90,7 @@ void check_param(const char* op, const char* what, const Tensor& p, const Tensor
 
 Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms) {
   const char* op = rms ? "rms_norm" : "layer_norm";
+  const ProfileScope scope(op);
   ops::common_device(op, {x, weight, bias});
   ops::require_float(op, x);
   LN_CHECK(x.dim() >= 1 && x.size(-1) > 0, "[", op, "] needs a non-empty last dim, got ",

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "framework/autograd/grad_mode.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/optim_update.h"
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/optim_update.h"
@@ -55,6 +56,7 @@ void check_unit(const char* op, const char* name, double value, bool one_allowed
 void adamw_update_(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                    const AdamWParams& p) {
   const char* op = "adamw_update_";
+  const ProfileScope scope(op);
   const Device dev = check_operands(op, param, grad, {exp_avg, exp_avg_sq});
   check_at_least_zero(op, "lr", p.lr);
   check_unit(op, "beta1", p.beta1, false);

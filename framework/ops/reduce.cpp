@@ -5,6 +5,7 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/reduce.h"
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/reduce.h"
@@ -63,6 +64,7 @@ RowLayout to_rows(const Tensor& x, const std::vector<int64_t>& dims, const char*
 }
 
 Tensor reduce(cpu::RowReduce op, const RowLayout& l, DType out_dtype, const char* name) {
+  const ProfileScope scope(name);
   const DType dt = op == cpu::RowReduce::ArgMax ? DType::I64 : l.rows.dtype();
   Tensor out = Tensor::empty(l.out_shape, dt, l.rows.device());
   const cpu::RowReduceParams p{l.rows.raw_data(), out.raw_data(), l.rows.dtype(), l.rows.size(0), l.rows.size(1)};

@@ -5,6 +5,7 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/cpu/softmax.h"
 #ifdef LONGNET_WITH_CUDA
 #include "framework/cuda/softmax.h"
@@ -82,6 +83,7 @@ class SoftmaxBackward final : public autograd::Node {
 
 Tensor softmax_op(const Tensor& x, int64_t dim, bool log) {
   const char* name = op_name(log);
+  const ProfileScope scope(name);
   ops::require_float(name, x);
   dim = wrap_dim(dim, std::max<int64_t>(x.dim(), 1), name);
   const Tensor rows = to_rows(x, dim);

@@ -198,21 +198,25 @@ TEST(BenchTrain, CheckpointingModes) {
   }
 }
 
+/// The trimmed cells of a markdown table row "| a | b |".
+std::vector<std::string> cells_of(const std::string& line) {
+  std::vector<std::string> cells;
+  std::istringstream cols(line.substr(1));
+  std::string cell;
+  while (std::getline(cols, cell, '|')) {
+    const size_t a = cell.find_first_not_of(' '), b = cell.find_last_not_of(' ');
+    cells.push_back(a == std::string::npos ? "" : cell.substr(a, b - a + 1));
+  }
+  return cells;
+}
+
 /// The cells of the table row of length n ("| n | ... |"), or empty.
 std::vector<std::string> row_cells(const std::string& out, int64_t n) {
   std::istringstream in(out);
   std::string line;
   const std::string prefix = "| " + std::to_string(n) + " |";
   while (std::getline(in, line)) {
-    if (line.rfind(prefix, 0) != 0) continue;
-    std::vector<std::string> cells;
-    std::istringstream cols(line.substr(1));
-    std::string cell;
-    while (std::getline(cols, cell, '|')) {
-      const size_t a = cell.find_first_not_of(' '), b = cell.find_last_not_of(' ');
-      cells.push_back(a == std::string::npos ? "" : cell.substr(a, b - a + 1));
-    }
-    return cells;
+    if (line.rfind(prefix, 0) == 0) return cells_of(line);
   }
   return {};
 }
@@ -250,6 +254,53 @@ TEST(BenchTrain, CpuTableWithBothSides) {
   if (!torch) {
     EXPECT_NE(out.find("pytorch: not"), std::string::npos) << out;
   }
+}
+
+size_t count_parameter_tensors(const std::string& preset) {
+  return LongNetLM(model_preset(preset), false).parameters().size();
+}
+
+// --profile: every scope's time per step, which add up to the step; forward ops, backward nodes
+// and the ops inside them are apart.
+TEST(BenchTrain, ProfileAccountsForTheStep) {
+  std::string out;
+  ASSERT_EQ(testing::run_longnet("bench train --device cpu --dtype f32 --preset tiny --seq-len 64 --steps 3 "
+                                 "--warmup 1 --no-torch --profile",
+                                 out),
+            0)
+      << out;
+  const std::vector<std::string> step = row_cells(out, 64);
+  ASSERT_EQ(step.size(), 12u) << out;
+  const double step_ms = std::stod(step[2]);
+  const size_t at = out.find("### Where our step's time goes at N = 64");
+  ASSERT_NE(at, std::string::npos) << out;
+  std::istringstream in(out.substr(at));
+  std::map<std::string, std::vector<std::string>> rows;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("| ", 0) == 0 && line.rfind("| scope", 0) != 0) {
+      const std::vector<std::string> c = cells_of(line);
+      rows[c[0]] = c;
+    }
+  }
+  for (const char* name : {"gemm", "MatmulBackward", "gemm in MatmulBackward", "layer_norm", "LayerNormBackward",
+                           "cross_entropy", "adamw_update_", "total"}) {
+    EXPECT_TRUE(rows.count(name)) << name << " missing:\n" << out;
+  }
+  double sum_ms = 0.0, sum_share = 0.0;
+  for (const auto& [name, c] : rows) {
+    if (name == "total") continue;
+    sum_ms += std::stod(c[2]);
+    sum_share += std::stod(c[3]);
+  }
+  const double total = std::stod(rows.at("total")[2]);
+  EXPECT_NEAR(sum_ms, total, 0.001 * static_cast<double>(rows.size()) + 1e-3);
+  EXPECT_NEAR(sum_share, 100.0, 0.1 * static_cast<double>(rows.size()));
+  // One step per profiled step: the timed step of the table, give or take the machine's noise.
+  EXPECT_GT(total, 0.4 * step_ms) << out;
+  EXPECT_LT(total, 3.0 * step_ms) << out;
+  // The optimizer updates each parameter tensor once per step.
+  const std::vector<std::string> adamw = rows.at("adamw_update_");
+  EXPECT_EQ(std::stod(adamw[1]), static_cast<double>(count_parameter_tensors("tiny")));
 }
 
 TEST(BenchTrain, LongestUnderAMemoryLimit) {

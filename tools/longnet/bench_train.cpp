@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "framework/core/error.h"
+#include "framework/core/profiler.h"
 #include "models/config.h"
 #include "models/summary.h"
 #include "tools/longnet/bench_dist.h"
@@ -80,6 +81,41 @@ SideResult ours_at(const TrainBenchOptions& o, Device device, int64_t n, int war
   }
   r.peak_bytes = static_cast<double>(a.peak_bytes);
   return r;
+}
+
+/// Our step at n tokens under the profiler: `steps` steps after `warmup`, entries per step.
+std::vector<ProfileEntry> profile_ours(const TrainBenchOptions& o, Device device, int64_t n) {
+  std::vector<ProfileEntry> entries;
+  {
+    TrainingJob job(config_at(o, n), device, kTokenSeed);
+    job.set_layout({n, 0, nullptr, nullptr, SequencePlacement::Contiguous});
+    for (int i = 0; i < o.warmup; ++i) job.step();
+    synchronize_device(device);
+    Profiler profiler(device);
+    for (int i = 0; i < o.steps; ++i) job.step();
+    entries = profiler.finish();
+  }
+  dist_bench::release_cached_memory(device);
+  for (ProfileEntry& e : entries) e.ms /= o.steps;
+  return entries;
+}
+
+void print_profile(const TrainBenchOptions& o, Device device, int64_t n) {
+  const std::vector<ProfileEntry> entries = profile_ours(o, device, n);
+  double total = 0.0;
+  for (const ProfileEntry& e : entries) total += e.ms;
+  std::printf("\n### Where our step's time goes at N = %lld\n\n", static_cast<long long>(n));
+  std::printf("Exclusive %s time per scope (inside it, not inside a scope nested in it), per step, mean of %d steps "
+              "after %d warm-up steps. Forward scopes are ops; backward scopes are autograd nodes. The profiler "
+              "marks every scope, which slows the host: a step here may take longer than in the table.\n\n",
+              device.is_cuda() ? "GPU" : "wall-clock", o.steps, o.warmup);
+  std::printf("| scope | calls / step | ms / step | share |\n|---|---:|---:|---:|\n");
+  for (const ProfileEntry& e : entries) {
+    std::printf("| %s | %.0f | %.3f | %.1f%% |\n", e.name.c_str(), static_cast<double>(e.calls) / o.steps, e.ms,
+                total > 0.0 ? 100.0 * e.ms / total : 0.0);
+  }
+  std::printf("| total | | %.3f | |\n", total);
+  std::fflush(stdout);
 }
 
 // ---- PyTorch
@@ -192,12 +228,14 @@ void print_timing(const TrainBenchOptions& o, Device device, bool torch, const T
               "| PyTorch MFU | PyTorch peak MiB | tokens/s ours / PyTorch | peak PyTorch / ours |\n");
   std::printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::vector<std::string> notes;
+  std::vector<int64_t> fitted;  // lengths our step ran at
   for (size_t i = 0; i < o.seq_lens.size(); ++i) {
     const int64_t n = o.seq_lens[i];
     const ModelConfig c = config_at(o, n);
     const double flops = training_step_flops(c, params, 1, n);
     const SideResult ours = ours_at(o, device, n, o.warmup, o.steps);
     const SideResult& ref = reference[i];
+    if (ok(ours)) fitted.push_back(n);
     const std::string speed = ok(ours) && ok(ref) ? printf_string("%.2f", ref.ms / ours.ms) : "-";
     const std::string memory = ok(ours) && ok(ref) && ref.peak_bytes && ours.peak_bytes && *ours.peak_bytes > 0
                                    ? printf_string("%.2f", *ref.peak_bytes / *ours.peak_bytes)
@@ -209,6 +247,9 @@ void print_timing(const TrainBenchOptions& o, Device device, bool torch, const T
     if (!ref.note.empty()) notes.push_back(printf_string("N = %lld: %s", static_cast<long long>(n), ref.note.c_str()));
   }
   for (const std::string& note : notes) std::printf("\nPyTorch note, %s\n", note.c_str());
+  if (o.profile) {
+    for (const int64_t n : fitted) print_profile(o, device, n);
+  }
 }
 
 /// One search row: the longest fitting length, the step time and peak there, the first failure.
@@ -317,6 +358,7 @@ void register_bench_train(CLI::App& bench) {
   sub->add_option("--longest-max", o->longest_max, "--longest: upper bound");
   sub->add_option("--longest-unit", o->longest_unit, "--longest: lengths are multiples of this");
   sub->add_flag("--bisect", o->bisect, "--longest: bisect between the last fit and the first failure");
+  sub->add_flag("--profile", o->profile, "After the table: our step's time per op and backward node at each length");
   sub->add_option("--memory-limit", o->memory_limit_gb, "GiB a step may peak at, both sides (0: the device's memory)")
       ->check(CLI::Range(0.0, 1e6));
   on_run(sub, [o] { return run_bench_train(*o); });

@@ -34,6 +34,9 @@ struct TrainBenchOptions {
   bool bisect = false;
   /// GB (2^30 bytes) a step may peak at, both sides (0: the device's memory).
   double memory_limit_gb = 0.0;
+  /// After the table, where our step's time goes at each length: exclusive time per op and
+  /// backward node over the timed steps (framework/core/profiler.h).
+  bool profile = false;
 };
 
 /// With checkpoint "auto", activation checkpointing is on for sequences longer than this.
