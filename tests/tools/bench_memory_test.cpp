@@ -2,6 +2,8 @@
 // model's own loss, and the allocator.
 #include <gtest/gtest.h>
 
+#include <utility>
+
 #include "framework/core/storage.h"
 #include "framework/ops/factory.h"
 #include "models/config.h"
@@ -19,13 +21,18 @@ const PartMemory& part(const GraphMemory& m, const std::string& name) {
   return m.parts.front();
 }
 
+/// (tokens, targets), each (b, n) random ids of c's vocabulary.
+std::pair<Tensor, Tensor> random_batch(const ModelConfig& c, int64_t b, int64_t n, Device device, uint64_t seed) {
+  Generator g(seed);
+  Tensor tokens = randint(0, c.vocab_size, {b, n}, DType::I64, device, &g);
+  return {tokens, randint(0, c.vocab_size, {b, n}, DType::I64, device, &g)};
+}
+
 TEST(BenchMemory, TinyModelKeepsWhatTheBackwardNeedsOnce) {
   const ModelConfig c = model_preset("tiny");  // f32 on the CPU: no parameter casts
   const LongNetLM model(c);
   const int64_t b = 2, n = 32, tokens_bytes = b * n * 8;
-  Generator g(3);
-  const Tensor tokens = randint(0, c.vocab_size, {b, n}, DType::I64, Device::cpu(), &g);
-  const Tensor targets = randint(0, c.vocab_size, {b, n}, DType::I64, Device::cpu(), &g);
+  const auto [tokens, targets] = random_batch(c, b, n, Device::cpu(), 3);
   const GraphMemory m = graph_memory(model, tokens, targets);
 
   EXPECT_EQ(m.loss, model.loss(tokens, targets).loss.item());
@@ -77,9 +84,7 @@ TEST(BenchMemory, GpuGraphMatchesTheAllocator) {
   DefaultDeviceGuard guard(Device::cuda());
   const LongNetLM model(c);
   const int64_t b = 2, n = 32, tokens_bytes = b * n * 8;
-  Generator g(4);
-  const Tensor tokens = randint(0, c.vocab_size, {b, n}, DType::I64, Device::cuda(), &g);
-  const Tensor targets = randint(0, c.vocab_size, {b, n}, DType::I64, Device::cuda(), &g);
+  const auto [tokens, targets] = random_batch(c, b, n, Device::cuda(), 4);
   const GraphMemory m = graph_memory(model, tokens, targets);
   EXPECT_EQ(m.loss, model.loss(tokens, targets).loss.item());
   // The GPU keeps 16-bit logits for the loss (the CPU widens them to f32).
