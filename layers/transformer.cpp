@@ -55,25 +55,38 @@ TransformerLayer::TransformerLayer(const TransformerLayerConfig& config, bool ca
   dropout_ = register_module("dropout", std::make_shared<Dropout>(c.dropout));
 }
 
+LayerOutput TransformerLayer::compose(const Tensor& x, const SublayerCalls& calls, bool dropout) const {
+  const auto branch = [&](const Tensor& t) { return dropout ? dropout_->forward(t) : t; };
+  AttentionLayerOutput a = calls.self(self_attn_layer_norm_->forward(x));
+  Tensor h = add(x, branch(a.out));
+  Tensor aux = a.aux_loss;
+  if (encoder_attn_) {
+    LN_CHECK(calls.cross != nullptr, "[", type_name(), "] has cross-attention but was given no call for it");
+    a = calls.cross(encoder_attn_layer_norm_->forward(h));
+    h = add(h, branch(a.out));
+    aux = add_loss(aux, a.aux_loss);
+  }
+  h = add(h, branch(ffn_->forward(final_layer_norm_->forward(h))));
+  return {h, aux};
+}
+
 LayerOutput TransformerLayer::run(const Tensor& x, const Tensor& memory, const LayerContext& context) const {
   AttentionCall self_call;
   self_call.causal = causal_;
   self_call.key_padding_mask = context.padding_mask;
   self_call.positions = context.positions;
   self_call.attend = context.self_attend;
-  AttentionLayerOutput a = self_attn_->forward(self_attn_layer_norm_->forward(x), Tensor(), self_call);
-  Tensor h = add(x, dropout_->forward(a.out));
-  Tensor aux = a.aux_loss;
+  SublayerCalls calls;
+  calls.self = [&](const Tensor& h) { return self_attn_->forward(h, Tensor(), self_call); };
   if (encoder_attn_) {
     LN_CHECK(memory.defined(), "[DecoderLayer] has cross-attention but was given no encoder output");
-    AttentionCall cross_call;
-    cross_call.key_padding_mask = context.memory_padding_mask;
-    a = encoder_attn_->forward(encoder_attn_layer_norm_->forward(h), memory, cross_call);
-    h = add(h, dropout_->forward(a.out));
-    aux = add_loss(aux, a.aux_loss);
+    calls.cross = [&](const Tensor& h) {
+      AttentionCall cross_call;
+      cross_call.key_padding_mask = context.memory_padding_mask;
+      return encoder_attn_->forward(h, memory, cross_call);
+    };
   }
-  h = add(h, dropout_->forward(ffn_->forward(final_layer_norm_->forward(h))));
-  return {h, aux};
+  return compose(x, calls, true);
 }
 
 LayerOutput TransformerLayer::forward(const Tensor& x, const LayerContext& context) const {

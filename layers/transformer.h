@@ -8,6 +8,7 @@
 //          each branch, before the attention's output projection and before the FFN's second
 //          projection; the model scales some initial weights by a gain (see the models).
 // Optionally the layer's forward is checkpointed (activations recomputed in backward).
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -79,6 +80,16 @@ class TransformerLayer : public Module {
 
   /// x (B, N, dim) -> (B, N, dim).
   LayerOutput forward(const Tensor& x, const LayerContext& context = {}) const;
+
+  /// What the layer's attention sublayers compute on their normed input (B, n, dim): `self`
+  /// always, `cross` in layers with cross-attention.
+  struct SublayerCalls {
+    std::function<AttentionLayerOutput(const Tensor& normed)> self, cross;
+  };
+  /// The layer's residual structure (norms, residual adds, feed-forward) around `calls`, with the
+  /// dropout of the residual branches when `dropout`: forward() passes its attention modules;
+  /// cached decoding passes attention over its caches, so both run the same layer.
+  LayerOutput compose(const Tensor& x, const SublayerCalls& calls, bool dropout) const;
 
   const TransformerLayerConfig& config() const { return config_; }
   bool causal() const { return causal_; }

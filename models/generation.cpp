@@ -9,40 +9,33 @@
 namespace longnet {
 namespace {
 
-// A submodule norm by its name (the torchscale names that checkpoints use): the layers keep their
-// norms private, and decoding runs their steps one by one.
-const Norm& norm_of(const Module& m, const std::string& name) {
-  for (const auto& [child_name, child] : m.named_children()) {
-    if (child_name != name) continue;
-    if (const auto* norm = dynamic_cast<const Norm*>(child)) return *norm;
-  }
-  LN_FAIL("[generate] ", m.type_name(), " has no norm '", name, "'");
-}
-
 int64_t tensor_bytes(const Tensor& t) {
   return t.defined() ? t.numel() * static_cast<int64_t>(dtype_size(t.dtype())) : 0;
 }
 
-// One decoder layer over new rows x (B, n, dim): the layer's forward (eval: no dropout) with the
-// self-attention core decoding against `self` and the cross-attention reading keys and values
-// computed once.
+// One decoder layer over new rows x (B, n, dim): the layer's own composition without dropout,
+// with the self-attention core decoding against `self` and the cross-attention reading keys and
+// values computed once.
 Tensor decode_layer(const TransformerLayer& layer, const Tensor& x, KvCache& self, const KeyValue* cross,
                     const Tensor& memory_padding_mask) {
   const MultiheadAttention& sa = layer.self_attn();
   const int64_t position = self.length();
-  const Tensor h = norm_of(layer, "self_attn_layer_norm").forward(x);
-  const KeyValue kv = sa.project_kv(h, position);
-  const AttentionResult a = sa.core().decode(sa.project_q(h, position), kv.k, kv.v, self);
-  Tensor y = add(x, sa.project_out(a.out));
+  TransformerLayer::SublayerCalls calls;
+  calls.self = [&](const Tensor& h) {
+    const KeyValue kv = sa.project_kv(h, position);
+    const AttentionResult a = sa.core().decode(sa.project_q(h, position), kv.k, kv.v, self);
+    return AttentionLayerOutput{sa.project_out(a.out), Tensor()};
+  };
   if (const MultiheadAttention* ca = layer.encoder_attn()) {
     LN_CHECK(cross != nullptr, "[generate] the decoder has cross-attention but the cache holds no encoder output");
-    AttentionOptions options;
-    options.key_padding_mask = memory_padding_mask;
-    const Tensor hc = norm_of(layer, "encoder_attn_layer_norm").forward(y);
-    const AttentionResult c = ca->core().forward(ca->project_q(hc, 0), cross->k, cross->v, options);
-    y = add(y, ca->project_out(c.out));
+    calls.cross = [&, ca](const Tensor& h) {
+      AttentionOptions options;
+      options.key_padding_mask = memory_padding_mask;
+      const AttentionResult c = ca->core().forward(ca->project_q(h, 0), cross->k, cross->v, options);
+      return AttentionLayerOutput{ca->project_out(c.out), Tensor()};
+    };
   }
-  return add(y, layer.ffn().forward(norm_of(layer, "final_layer_norm").forward(y)));
+  return layer.compose(x, calls, false).x;
 }
 
 Device model_device(const LongNetDecoder& decoder) { return decoder.embed_tokens().weight().device(); }
@@ -174,7 +167,7 @@ Tensor decode_hidden(const LongNetDecoder& decoder, const Tensor& tokens, Decode
                      cache.memory_padding_mask);
     ++i;
   }
-  return norm_of(decoder, "layer_norm").forward(x);
+  return decoder.layer_norm().forward(x);
 }
 
 Tensor decode_logits(const LongNetDecoder& decoder, const Tensor& tokens, DecoderCache& cache) {
