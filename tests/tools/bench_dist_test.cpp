@@ -51,12 +51,17 @@ DistBenchOptions tiny_options() {
   return o;
 }
 
-/// Runs `section` on two in-process ranks; returns each rank's result.
+/// Runs `section` on `ranks` in-process ranks; returns each rank's result.
+template <class Result>
+std::vector<Result> on_ranks(int ranks, const std::function<Result(dist::Communicator&)>& section) {
+  std::vector<Result> out(static_cast<size_t>(ranks));
+  dist::run_in_process(ranks, [&](dist::Communicator& world) { out[static_cast<size_t>(world.rank())] = section(world); });
+  return out;
+}
+
 template <class Result>
 std::vector<Result> on_two_ranks(const std::function<Result(dist::Communicator&)>& section) {
-  std::vector<Result> out(2);
-  dist::run_in_process(2, [&](dist::Communicator& world) { out[static_cast<size_t>(world.rank())] = section(world); });
-  return out;
+  return on_ranks<Result>(2, section);
 }
 
 /// Data rows of the markdown tables in `text`: lines starting with "| " not followed by a rule.
@@ -295,6 +300,35 @@ TEST(BenchDistSections, SequenceParallelComparesEachCoreWithItsSingleProcessCore
   EXPECT_TRUE(contains(table, "zigzag"));
   EXPECT_EQ(table_rows(table), 4);
   EXPECT_TRUE(contains(table, "| ring | 2 | 128 | 64 |"));
+}
+
+TEST(BenchDistSections, FourRanksMeasureEveryPowerOfTwoUpToTheirNumber) {
+  DistBenchOptions o = tiny_options();
+  o.per_gpu = true;
+  o.sp_cores = {"dilated_parallel"};
+  o.sp_seq = 64;
+  const auto dp = on_ranks<ScalingResult>(4, [&](dist::Communicator& w) { return bench_dist_dp(w, Device::cpu(), o); });
+  const auto sp = on_ranks<ScalingResult>(4, [&](dist::Communicator& w) { return bench_dist_sp(w, Device::cpu(), o); });
+  for (const ScalingResult* r : {&dp[0], &sp[0]}) {
+    ASSERT_EQ(r->rows.size(), 3u) << r->section;
+    for (size_t i = 0; i < 3; ++i) {
+      const ScalingRow& row = r->rows[i];
+      EXPECT_EQ(row.gpus, 1 << i) << r->section;
+      expect_sane_step(row.step);
+      // Every count's efficiency is against the one-GPU row.
+      const double t1 = r->rows[0].step.ms;
+      EXPECT_NEAR(row.efficiency, r->section == "dp" ? t1 / row.step.ms : row.tflops_per_gpu / r->rows[0].tflops_per_gpu,
+                  1e-9);
+    }
+  }
+  // Weak scaling: each count trains on that many times the sequence, 64 tokens per GPU.
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(sp[0].rows[i].sequence, 64 << i);
+    EXPECT_EQ(sp[0].rows[i].per_gpu, 64);
+  }
+  // Every rank reports the same (slowest-rank) figures.
+  EXPECT_EQ(dp[3].rows[1].step.ms, dp[0].rows[1].step.ms);
+  EXPECT_EQ(table_rows(format_scaling(dp[0])), 3);
 }
 
 TEST(BenchDistSections, SequenceParallelPerGpuTrainsOnNTimesTheSequence) {

@@ -2,9 +2,10 @@
 // `longnet bench dist`: distributed performance on one node, N GPUs (one process each, NCCL)
 // against one. Sections:
 //   comm     all_reduce bus bandwidth and send/recv bandwidth between rank pairs, against the link;
-//   dp       data-parallel scaling of a training step (AdamW, gradients averaged during backward);
+//   dp       data-parallel scaling of a training step (AdamW, gradients averaged during backward)
+//            on 1, 2, 4, ... and N GPUs;
 //   sp       sequence-parallel scaling of a training step on one long sequence (dilated_parallel,
-//            ring), against one GPU running the single-process core on the whole sequence;
+//            ring) on 2, 4, ... and N GPUs, against one GPU running the single-process core;
 //   longest  the longest sequence whose training step fits on one GPU and on N.
 // Launch under `mpirun -np N longnet bench dist` (or any launcher setting RANK/WORLD_SIZE), or
 // `longnet bench dist --nproc-per-node N`, which re-runs the program once per GPU. Rank 0 prints

@@ -132,6 +132,24 @@ ScalingRow scaling_row(const std::string& core, int gpus, int64_t sequence, int6
   return row;
 }
 
+/// The GPU counts a scaling section measures besides one: 2, 4, 8, ... below the world's size, and
+/// the size itself.
+std::vector<int> group_sizes(int world_size) {
+  std::vector<int> sizes;
+  for (int g = 2; g < world_size; g *= 2) sizes.push_back(g);
+  if (world_size > 1) sizes.push_back(world_size);
+  return sizes;
+}
+
+/// The world cut into groups of `size` consecutive ranks, which all train at the same time, so
+/// that every count runs under the node's full load as the one-GPU baseline does. The world
+/// itself when size is its size.
+std::shared_ptr<dist::Communicator> group_of(dist::Communicator& world, int size) {
+  LN_CHECK(world.size() % size == 0, "bench dist: ", world.size(), " ranks do not split into groups of ", size);
+  if (size == world.size()) return std::shared_ptr<dist::Communicator>(&world, [](dist::Communicator*) {});
+  return world.split(world.rank() / size, world.rank());
+}
+
 void progress(const DistBenchOptions& o, const dist::Communicator& world, const std::string& line) {
   if (o.log == nullptr || world.rank() != 0) return;
   std::fprintf(o.log, "[bench dist] %s\n", line.c_str());
@@ -174,6 +192,7 @@ ScalingResult bench_dist_dp(dist::Communicator& world, Device device, const Dist
   const int n = world.size();
   const int warmup = o.warmup >= 0 ? o.warmup : 3, reps = o.reps > 0 ? o.reps : 10;
   const ModelConfig config = bench_config(o, model_preset(o.preset).attention, checkpointing(o, false));
+  std::vector<std::shared_ptr<dist::Communicator>> groups;  // outlive the job, whose reducer uses them
   TrainingJob job(config, device, 1000 + static_cast<uint64_t>(world.rank()));
   ScalingResult r;
   r.section = "dp";
@@ -187,13 +206,14 @@ ScalingResult bench_dist_dp(dist::Communicator& world, Device device, const Dist
   const StepStats one = measure(world, device, warmup, reps, job, "the 1-GPU data-parallel step");
   r.rows.push_back(scaling_row(config.attention, 1, o.dp_seq, o.dp_seq, one, static_cast<double>(o.dp_seq), flops));
   progress(o, world, printf_string("dp, 1 GPU: %.1f ms/step", one.ms));
-  if (n > 1) {
-    job.set_layout({o.dp_seq, 0, &world, nullptr, SequencePlacement::Contiguous});
+  for (const int g : group_sizes(n)) {
+    groups.push_back(group_of(world, g));
+    job.set_layout({o.dp_seq, 0, groups.back().get(), nullptr, SequencePlacement::Contiguous});
     const StepStats all = measure(world, device, warmup, reps, job, "the data-parallel step");
-    ScalingRow row = scaling_row(config.attention, n, o.dp_seq, o.dp_seq, all, static_cast<double>(n) * o.dp_seq, n * flops);
+    ScalingRow row = scaling_row(config.attention, g, o.dp_seq, o.dp_seq, all, static_cast<double>(g) * o.dp_seq, g * flops);
     row.efficiency = row.tflops_per_gpu / r.rows.front().tflops_per_gpu;
     r.rows.push_back(row);
-    progress(o, world, printf_string("dp, %d GPUs: %.1f ms/step", n, all.ms));
+    progress(o, world, printf_string("dp, %d GPUs: %.1f ms/step", g, all.ms));
   }
   return r;
 }
@@ -204,7 +224,7 @@ ScalingResult bench_dist_sp(dist::Communicator& world, Device device, const Dist
   const int n = world.size();
   const int warmup = o.warmup >= 0 ? o.warmup : 1, reps = o.reps > 0 ? o.reps : 3;
   const bool checkpoint = checkpointing(o, true);
-  const int64_t one_seq = o.sp_seq, all_seq = o.per_gpu ? n * o.sp_seq : o.sp_seq;
+  const int64_t one_seq = o.sp_seq;
   LN_CHECK(o.ring_placement == "zigzag" || o.ring_placement == "contiguous",
            "bench dist: ring placement must be zigzag or contiguous, got '", o.ring_placement, "'");
   ScalingResult r;
@@ -231,26 +251,30 @@ ScalingResult bench_dist_sp(dist::Communicator& world, Device device, const Dist
       progress(o, world, printf_string("sp, 1 GPU, %s: %.1f ms/step", single.c_str(), one.ms));
       dist_bench::release_cached_memory(device);
     }
-    if (n == 1) continue;
     const SequencePlacement placement = core == "ring" && o.ring_placement == "zigzag" ? SequencePlacement::Zigzag
                                                                                         : SequencePlacement::Contiguous;
-    const int64_t pieces = placement == SequencePlacement::Zigzag ? 2 * int64_t{n} : n;
-    LN_CHECK(all_seq % pieces == 0, "bench dist: ", all_seq, " tokens do not split into ", pieces,
-             " equal chunks for ", core, " on ", n, " ranks");
-    const int64_t local = all_seq / n;
-    {
-      TrainingJob job(bench_config(o, core, checkpoint), device, 3000 + static_cast<uint64_t>(world.rank()));
-      job.set_layout({local, sequence_positions(world.rank(), n, local, placement), &world, &world, placement});
-      const StepStats step = measure(world, device, warmup, reps, job,
-                                     printf_string("the %s step on %lld tokens per GPU", core.c_str(),
-                                                   static_cast<long long>(local)).c_str());
-      const double flops = training_step_flops(single_config, job.parameters(), 1, all_seq);
-      ScalingRow row = scaling_row(core, n, all_seq, local, step, static_cast<double>(all_seq), flops);
-      row.efficiency = row.tflops_per_gpu / r.rows[baselines[single]].tflops_per_gpu;
-      r.rows.push_back(row);
-      progress(o, world, printf_string("sp, %d GPUs, %s: %.1f ms/step", n, core.c_str(), step.ms));
+    for (const int g : group_sizes(n)) {
+      const int64_t all_seq = o.per_gpu ? g * o.sp_seq : o.sp_seq;
+      const int64_t pieces = placement == SequencePlacement::Zigzag ? 2 * int64_t{g} : g;
+      LN_CHECK(all_seq % pieces == 0, "bench dist: ", all_seq, " tokens do not split into ", pieces,
+               " equal chunks for ", core, " on ", g, " ranks");
+      const int64_t local = all_seq / g;
+      const std::shared_ptr<dist::Communicator> group = group_of(world, g);
+      {
+        TrainingJob job(bench_config(o, core, checkpoint), device, 3000 + static_cast<uint64_t>(world.rank()));
+        job.set_layout({local, sequence_positions(group->rank(), g, local, placement), group.get(), group.get(),
+                        placement});
+        const StepStats step = measure(world, device, warmup, reps, job,
+                                       printf_string("the %s step on %lld tokens per GPU", core.c_str(),
+                                                     static_cast<long long>(local)).c_str());
+        const double flops = training_step_flops(single_config, job.parameters(), 1, all_seq);
+        ScalingRow row = scaling_row(core, g, all_seq, local, step, static_cast<double>(all_seq), flops);
+        row.efficiency = row.tflops_per_gpu / r.rows[baselines[single]].tflops_per_gpu;
+        r.rows.push_back(row);
+        progress(o, world, printf_string("sp, %d GPUs, %s: %.1f ms/step", g, core.c_str(), step.ms));
+      }
+      dist_bench::release_cached_memory(device);
     }
-    dist_bench::release_cached_memory(device);
   }
   return r;
 }
@@ -340,7 +364,8 @@ std::string format_scaling(const ScalingResult& r) {
         "Attention: the preset's (%s), batch 1 per rank, activation checkpointing %s. One step: loss forward and "
         "backward, gradients averaged over the ranks by the GradientReducer (25 MiB buckets all-reduced during "
         "backward), AdamW step. 1 GPU: every rank trains alone at the same time (no gradient averaging), so that the "
-        "baseline runs under the node's full load like the N-GPU run. %s Efficiency: tokens/s on N GPUs / (N x "
+        "baseline runs under the node's full load like the N-GPU run; likewise, a count below the node's runs as groups of "
+        "that many ranks training at the same time. %s Efficiency: tokens/s on N GPUs / (N x "
         "tokens/s on 1).\n\n",
         m.schedule.c_str(), m.checkpoint ? "on" : "off", timing_text(m).c_str());
   } else {
@@ -351,7 +376,8 @@ std::string format_scaling(const ScalingResult& r) {
         "Each sequence-parallel core against one GPU running its single-process core on %s: dilated_parallel "
         "(and head_parallel) against dilated (%s), ring (and head_parallel_dense) against dense causal attention. "
         "Ring places chunks %s. Batch 1, activation checkpointing %s; a step as in data parallelism (gradients "
-        "averaged over all ranks, AdamW). 1 GPU: every rank runs the single-process core alone at the same time. %s "
+        "averaged over all ranks, AdamW). 1 GPU: every rank runs the single-process core alone at the same time; a "
+        "count below the node's runs as groups of that many ranks at the same time. %s "
         "Model FLOPs: 6 x parameters x tokens plus the attention pairs the core computes (forward 4 D per pair, "
         "backward 2.5x; checkpointing's recomputation not counted). Efficiency: model FLOP/s per GPU on N GPUs "
         "against one%s.\n\n",
