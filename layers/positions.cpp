@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "framework/ops/copy.h"
-#include "framework/ops/elementwise.h"
 #include "framework/ops/factory.h"
+#include "framework/ops/rotary.h"
 #include "framework/ops/shape_ops.h"
 
 namespace longnet {
@@ -74,7 +74,7 @@ RotaryEmbedding::Tables RotaryEmbedding::tables(int64_t n, int64_t offset, bool 
     }
   }
   const auto make = [&](const std::vector<double>& v) {
-    return cast(from_vector(v, {n, 1, half}, Device::cpu()), dtype).to(device);
+    return cast(from_vector(v, {n, half}, Device::cpu()), dtype).to(device);
   };
   if (cache.size() == kCached) cache.erase(cache.begin());
   cache.push_back(Tables{n, offset, dtype, device, make(cos_v), make(sin_v)});
@@ -97,15 +97,10 @@ Tensor RotaryEmbedding::apply(const Tensor& x, const Positions& positions, bool 
 
 Tensor RotaryEmbedding::apply_run(const Tensor& x, int64_t offset, bool is_key) const {
   LN_CHECK(offset >= 0, "[positions] position offset must be non-negative, got ", offset);
-  const DType dt = is_reduced_float(x.dtype()) ? DType::F32 : x.dtype();
-  const int64_t b = x.size(0), n = x.size(1), h = x.size(2), half = config_.head_dim / 2;
-  const Tables t = tables(n, offset, is_key, dt, x.device());
-  // Pairs as a last dim of 2: (B, N, H, D/2, 2); the tables broadcast as (N, 1, D/2).
-  const Tensor pairs = cast(x, dt).reshape({b, n, h, half, 2});
-  const Tensor even = pairs.narrow(4, 0, 1).squeeze(4), odd = pairs.narrow(4, 1, 1).squeeze(4);
-  const Tensor out_even = sub(mul(even, t.cos), mul(odd, t.sin));
-  const Tensor out_odd = add(mul(odd, t.cos), mul(even, t.sin));
-  return cast(stack({out_even, out_odd}, 4).reshape(x.shape()), x.dtype());
+  // The fused op computes 16-bit and f32 inputs in f32 with f32 tables, f64 in f64.
+  const DType dt = x.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  const Tables t = tables(x.size(1), offset, is_key, dt, x.device());
+  return rotate_pairs(x, t.cos, t.sin);
 }
 
 }  // namespace longnet

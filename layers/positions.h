@@ -79,7 +79,7 @@ class RotaryEmbedding {
     int64_t n = -1, offset = 0;
     DType dtype = DType::F32;
     Device device;
-    Tensor cos, sin;  // (N, 1, D/2): cos and sin of the angle, times the scale
+    Tensor cos, sin;  // (N, D/2): cos and sin of the angle, times the scale
   };
   Tables tables(int64_t n, int64_t offset, bool is_key, DType dtype, Device device) const;
   /// One run: x's rows at offset, offset + 1, ...

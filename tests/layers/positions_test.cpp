@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "framework/autograd/node.h"
 #include "framework/ops/ops.h"
 #include "layers/positions.h"
 #include "tests/support/gradcheck.h"
@@ -194,6 +195,24 @@ TEST(Rotary, BlockCentresCancelWithinABlockAndStayFiniteFarFromZero) {
   }
   // Across blocks they are not (no block-local core pairs such positions).
   EXPECT_GT(std::abs(score(b, 33, 30) - score(a, 33, 30)), 1e-6);
+}
+
+TEST(Rotary, BackwardKeepsOnlyTheCachedTables) {
+  // The fused rotation saves no activation: its node holds the (N, D/2) f32 tables, which the
+  // next call at the same positions reuses.
+  const RotaryEmbedding rot(config("xpos", 16));
+  const Tensor x = cast(leaf({2, 10, 3, 16}, 11), DType::BF16).detach().requires_grad_();
+  const Tensor y = rot.apply(x, 4, true);
+  ASSERT_NE(y.grad_fn(), nullptr);
+  EXPECT_EQ(y.grad_fn()->name(), "RotatePairsBackward");
+  const std::vector<Tensor> saved = y.grad_fn()->saved_tensors();
+  ASSERT_EQ(saved.size(), 2u);
+  const std::vector<Tensor> again = rot.apply(x, 4, true).grad_fn()->saved_tensors();
+  for (size_t i = 0; i < saved.size(); ++i) {
+    EXPECT_EQ(saved[i].shape(), (Shape{10, 8}));
+    EXPECT_EQ(saved[i].dtype(), DType::F32);
+    EXPECT_EQ(again[i].storage(), saved[i].storage());
+  }
 }
 
 TEST(Rotary, RejectsBadInputs) {
