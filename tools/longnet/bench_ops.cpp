@@ -31,6 +31,7 @@
 #include "framework/ops/loss.h"
 #include "framework/ops/norm.h"
 #include "framework/ops/optim_update.h"
+#include "framework/ops/rotary.h"
 #include "framework/ops/softmax.h"
 #endif
 
@@ -225,6 +226,37 @@ Case cross_entropy_case(const Shape& shape, const Tensor& block) {
   return c;
 }
 
+// The XPOS / RoPE rotation of q or k (B, N, H, D) with (N, D/2) f32 tables, forward or the
+// recorded node's backward (the inverse rotation of dy).
+Case rotary_case(const Shape& shape, const Tensor& block, bool backward) {
+  const double tables = 2.0 * 4.0 * static_cast<double>(shape[1] * shape[3] / 2);
+  Case c{backward ? "rotate_pairs backward" : "rotate_pairs forward", shape, "bf16, f32 tables",
+         2.0 * 2.0 * elements(shape) + tables, "XPOS rotation; tables (N, D/2) read once", true, nullptr};
+  c.make = [shape, block, backward](int sets) -> Run {
+    std::vector<Tensor> x, cos, sin, dy;
+    std::vector<std::shared_ptr<autograd::Node>> nodes;
+    for (int s = 0; s < sets; ++s) {
+      x.push_back(random_on_gpu(shape, DType::BF16, block));
+      cos.push_back(random_on_gpu({shape[1], shape[3] / 2}, DType::F32, block));
+      sin.push_back(random_on_gpu({shape[1], shape[3] / 2}, DType::F32, block));
+      if (backward) {
+        nodes.push_back(rotate_pairs(x.back().requires_grad_(), cos.back(), sin.back()).grad_fn());
+        dy.push_back(random_on_gpu(shape, DType::BF16, block));
+      }
+    }
+    return [x, cos, sin, dy, nodes, backward](int s) {
+      NoGradGuard no_grad;  // as the engine runs backward
+      const auto i = static_cast<size_t>(s);
+      if (backward) {
+        nodes[i]->apply(std::vector<Tensor>{dy[i]});
+      } else {
+        rotate_pairs(x[i], cos[i], sin[i]);
+      }
+    };
+  };
+  return c;
+}
+
 Case adamw_case(int64_t n, DType grad_dtype, const Tensor& block) {
   // param, exp_avg, exp_avg_sq read and written (f32); grad read.
   const double bytes = static_cast<double>(n) * (3.0 * 2.0 * 4.0 + static_cast<double>(dtype_size(grad_dtype)));
@@ -272,6 +304,10 @@ std::vector<Case> make_cases(bool quick, const Tensor& block) {
   }
   for (const Shape& s : pick({8192, 50257}, {1024, 50257}, {2048, 50257}, {256, 50257})) {
     cases.push_back(cross_entropy_case(s, block));
+  }
+  // The 125M model's q at N = 32K (12 heads of 64), and a quarter of it.
+  for (const Shape& s : pick({1, 32768, 12, 64}, {1, 8192, 12, 64}, {1, 8192, 12, 64}, {1, 2048, 12, 64})) {
+    for (bool backward : {false, true}) cases.push_back(rotary_case(s, block, backward));
   }
   for (DType g : {DType::F32, DType::BF16}) {
     for (const Shape& s : pick({125000000}, {4194304}, {16777216}, {1048576})) {
@@ -341,7 +377,8 @@ int run_ops_bench(const OpsBenchOptions&) {
 void register_bench_ops(CLI::App& bench) {
   auto opt = std::make_shared<OpsBenchOptions>();
   CLI::App* ops = bench.add_subcommand(
-      "ops", "CUDA memory-bound ops (add, gelu, layer_norm, softmax, cross_entropy, AdamW) vs a device copy");
+      "ops",
+      "CUDA memory-bound ops (add, gelu, layer_norm, softmax, cross_entropy, rotate_pairs, AdamW) vs a device copy");
   ops->add_option("--reps", opt->reps, "Timed runs per case (median; at least 20)")->check(CLI::Range(20, 100000));
   ops->add_flag("--quick", opt->quick, "Smaller shapes (smoke test)");
   on_run(ops, [opt] { return run_ops_bench(*opt); });
