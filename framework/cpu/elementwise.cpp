@@ -21,6 +21,17 @@ void dispatch_numeric(DType t, const char* op, F&& f) {
   }
 }
 
+// True when `strides` walk `shape` in plain row-major order (size-1 dims may have any stride).
+bool is_dense(const Shape& shape, const int64_t* strides) {
+  int64_t expected = 1;
+  for (size_t d = shape.size(); d-- > 0;) {
+    if (shape[d] == 1) continue;
+    if (strides[d] != expected) return false;
+    expected *= shape[d];
+  }
+  return true;
+}
+
 }  // namespace
 
 void unary(UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand out, StridedOperand x) {
@@ -37,18 +48,24 @@ void unary(UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand out, S
 }
 
 void unary_backward(UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand dx,
-                    StridedOperand x, StridedOperand y, StridedOperand dy) {
-  dispatch_float(x.dtype, "unary_backward", [&]<class T>() {
+                    StridedOperand saved, StridedOperand dy) {
+  const bool dense = is_dense(shape, dx.strides) && is_dense(shape, saved.strides) && is_dense(shape, dy.strides);
+  dispatch_float(dy.dtype, "unary_backward", [&]<class T>() {
     T* pdx = static_cast<T*>(dx.data);
-    const T* px = static_cast<const T*>(x.data);
-    const T* py = static_cast<const T*>(y.data);
+    const T* ps = static_cast<const T*>(saved.data);
     const T* pdy = static_cast<const T*>(dy.data);
     const T a = static_cast<T>(s.a), b = static_cast<T>(s.b);
     math::with_unary(op, [&]<UnaryOp OP>() {
-      for_each_strided<4>(shape, {dx.strides, x.strides, y.strides, dy.strides},
-                          [&](const std::array<int64_t, 4>& i) {
-                            pdx[i[0]] = pdy[i[3]] * math::derivative<OP, T>(px[i[1]], py[i[2]], a, b);
-                          });
+      constexpr bool kReads = math::derivative_reads_saved(OP);
+      if (dense) {
+        parallel_for(numel_of(shape), [&](int64_t i) {
+          pdx[i] = math::unary_grad<OP, T>(pdy[i], kReads ? ps[i] : T(0), a, b);
+        });
+        return;
+      }
+      for_each_strided<3>(shape, {dx.strides, saved.strides, dy.strides}, [&](const std::array<int64_t, 3>& i) {
+        pdx[i[0]] = math::unary_grad<OP, T>(pdy[i[2]], kReads ? ps[i[1]] : T(0), a, b);
+      });
     });
   });
 }

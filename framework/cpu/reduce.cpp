@@ -1,5 +1,6 @@
 #include "framework/cpu/reduce.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -56,6 +57,38 @@ void reduce_rows(RowReduce op, const RowReduceParams& p) {
           }
         },
         std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, p.len)));
+  };
+  switch (p.dtype) {
+    case DType::F32: return run.template operator()<float, double>();
+    case DType::F64: return run.template operator()<double, double>();
+    case DType::I32: return run.template operator()<int32_t, int64_t>();
+    case DType::I64: return run.template operator()<int64_t, int64_t>();
+    default: LN_FAIL("[reduce] unsupported dtype ", dtype_name(p.dtype));
+  }
+}
+
+void sum_columns(const ColumnSumParams& p) {
+  // Each task sums one block of up to kCols columns of one outer slice, row after row, into a
+  // local accumulator, so every row segment it reads is contiguous.
+  constexpr int64_t kCols = 256;
+  const int64_t col_blocks = (p.inner + kCols - 1) / kCols;
+  auto run = [&]<class T, class Acc>() {
+    const T* in = static_cast<const T*>(p.in);
+    T* out = static_cast<T*>(p.out);
+    parallel_for(
+        p.outer * col_blocks,
+        [&](int64_t task) {
+          const int64_t o = task / col_blocks, c0 = task % col_blocks * kCols;
+          const int64_t cols = std::min(kCols, p.inner - c0);
+          Acc acc[kCols] = {};
+          const T* base = in + o * p.len * p.inner + c0;
+          for (int64_t j = 0; j < p.len; ++j) {
+            const T* row = base + j * p.inner;
+            for (int64_t c = 0; c < cols; ++c) acc[c] += static_cast<Acc>(row[c]);
+          }
+          for (int64_t c = 0; c < cols; ++c) out[o * p.inner + c0 + c] = static_cast<T>(acc[c]);
+        },
+        std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, p.len * std::min(kCols, p.inner))));
   };
   switch (p.dtype) {
     case DType::F32: return run.template operator()<float, double>();

@@ -22,4 +22,18 @@ struct RowReduceParams {
 /// out[r] = reduce(in[r, :]).
 void reduce_rows(RowReduce op, const RowReduceParams& p);
 
+/// Parameters of a sum over the middle axis of a contiguous (outer, len, inner) block: `out` is
+/// (outer, inner) contiguous in the input dtype.
+struct ColumnSumParams {
+  const void* in = nullptr;
+  void* out = nullptr;
+  DType dtype = DType::F32;
+  int64_t outer = 0;
+  int64_t len = 0;
+  int64_t inner = 0;
+};
+
+/// out[o, i] = sum_j in[o, j, i], reading `in` once in memory order (no transposed copy).
+void sum_columns(const ColumnSumParams& p);
+
 }  // namespace longnet::cpu

@@ -35,13 +35,28 @@ struct UnaryFn {
   }
 };
 
+// Loads the saved operand only where the derivative reads it, so ops that keep nothing move
+// just dy and dx.
 template <UnaryOp OP, class T>
 struct UnaryBackwardFn {
+  static constexpr bool kReads = math::derivative_reads_saved(OP);
   T* dx;
-  const T *x, *y, *dy;
+  const T *saved, *dy;
   acc_t<T> a, b;
-  __device__ void operator()(const int64_t (&o)[4]) const {
-    dx[o[0]] = store<T>(load(dy[o[3]]) * math::derivative<OP>(load(x[o[1]]), load(y[o[2]]), a, b));
+  __device__ acc_t<T> grad(T g, T v) const {
+    return math::unary_grad<OP>(load(g), kReads ? load(v) : acc_t<T>(0), a, b);
+  }
+  __device__ void operator()(const int64_t (&o)[3]) const {
+    dx[o[0]] = store<T>(grad(dy[o[2]], kReads ? saved[o[1]] : T{}));
+  }
+  __device__ void one(int64_t i) const { dx[i] = store<T>(grad(dy[i], kReads ? saved[i] : T{})); }
+  __device__ void pack(int64_t i) const {
+    const Pack<T> g = reinterpret_cast<const Pack<T>*>(dy)[i];
+    Pack<T> v{}, r;
+    if constexpr (kReads) v = reinterpret_cast<const Pack<T>*>(saved)[i];
+#pragma unroll
+    for (int k = 0; k < Pack<T>::kSize; ++k) r.v[k] = store<T>(grad(g.v[k], v.v[k]));
+    reinterpret_cast<Pack<T>*>(dx)[i] = r;
   }
 };
 
@@ -114,14 +129,18 @@ void unary(int device, UnaryOp op, UnaryScalars s, const Shape& shape, StridedOp
 }
 
 void unary_backward(int device, UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand dx,
-                    StridedOperand x, StridedOperand y, StridedOperand dy) {
-  const Geometry<4> g = make_geometry<4>(shape, {dx.strides, x.strides, y.strides, dy.strides});
-  dispatch_float_types(x.dtype, "unary_backward", [&]<class T>() {
+                    StridedOperand saved, StridedOperand dy) {
+  const Geometry<3> g = make_geometry<3>(shape, {dx.strides, saved.strides, dy.strides});
+  dispatch_float_types(dy.dtype, "unary_backward", [&]<class T>() {
     math::with_unary(op, [&]<UnaryOp OP>() {
-      launch(device, g,
-             UnaryBackwardFn<OP, T>{static_cast<T*>(dx.data), static_cast<const T*>(x.data),
-                                    static_cast<const T*>(y.data), static_cast<const T*>(dy.data),
-                                    static_cast<acc_t<T>>(s.a), static_cast<acc_t<T>>(s.b)});
+      const UnaryBackwardFn<OP, T> fn{static_cast<T*>(dx.data), static_cast<const T*>(saved.data),
+                                      static_cast<const T*>(dy.data), static_cast<acc_t<T>>(s.a),
+                                      static_cast<acc_t<T>>(s.b)};
+      if (is_flat(g) && aligned16(dx.data) && aligned16(dy.data) && (!fn.kReads || aligned16(saved.data))) {
+        launch_packed<T>(device, g.numel, fn);
+      } else {
+        launch(device, g, fn);
+      }
     });
   });
 }

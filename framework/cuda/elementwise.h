@@ -11,8 +11,10 @@ using cpu::UnaryScalars;
 
 void unary(int device, UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand out,
            StridedOperand x);
+/// dx = dy * f'(saved) as cpu::unary_backward; contiguous 16-byte-aligned operands take one
+/// vectorised pass (16-byte loads of dy and of saved where the derivative reads it).
 void unary_backward(int device, UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand dx,
-                    StridedOperand x, StridedOperand y, StridedOperand dy);
+                    StridedOperand saved, StridedOperand dy);
 void binary(int device, BinaryOp op, const Shape& shape, StridedOperand out, StridedOperand a,
             StridedOperand b);
 void compare(int device, CompareOp op, const Shape& shape, StridedOperand out, StridedOperand a,

@@ -1,11 +1,13 @@
 #include "framework/cuda/reduce.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
 #include "framework/cuda/device/loops.cuh"
 #include "framework/cuda/device/reduce.cuh"
+#include "framework/cuda/scoped_buffer.h"
 
 namespace longnet::cuda {
 namespace {
@@ -90,7 +92,125 @@ __global__ void reduce_rows_kernel(cpu::RowReduce op, const T* in, void* out, in
   }
 }
 
+// Column sums: a block of kColLanes x kRowLanes threads covers kColLanes * VEC adjacent columns
+// of one chunk of rows; each thread adds every kRowLanes-th row of the chunk (VEC columns per
+// load), then the block adds its row lanes through shared memory. Writes, per (outer, chunk),
+// the chunk's sums: the final result when there is one chunk, partials otherwise.
+constexpr int kColLanes = 32, kRowLanes = 8;
+
+template <class Tin, class Tout, class A, int VEC>
+__global__ void __launch_bounds__(kColLanes* kRowLanes)
+    sum_columns_kernel(const Tin* in, Tout* out, int64_t outer, int64_t len, int64_t inner, int64_t chunk_rows) {
+  __shared__ A partial[kRowLanes][kColLanes * VEC];
+  const int64_t c0 = (int64_t(blockIdx.x) * kColLanes + threadIdx.x) * VEC;
+  const int64_t chunks = gridDim.y;
+  const int64_t j0 = int64_t(blockIdx.y) * chunk_rows;
+  const int64_t j1 = j0 + chunk_rows < len ? j0 + chunk_rows : len;
+  for (int64_t o = blockIdx.z; o < outer; o += gridDim.z) {
+    A acc[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[k] = A(0);
+    if (c0 < inner) {
+      const Tin* base = in + o * len * inner + c0;
+#pragma unroll 4
+      for (int64_t j = j0 + threadIdx.y; j < j1; j += kRowLanes) {
+        if constexpr (VEC == 1) {
+          acc[0] += static_cast<A>(load(base[j * inner]));
+        } else {
+          const Pack<Tin> v = *reinterpret_cast<const Pack<Tin>*>(base + j * inner);
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) acc[k] += static_cast<A>(load(v.v[k]));
+        }
+      }
+    }
+    __syncthreads();  // the previous outer slice's partials have been read
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) partial[threadIdx.y][threadIdx.x * VEC + k] = acc[k];
+    __syncthreads();
+    for (int t = threadIdx.y * kColLanes + threadIdx.x; t < kColLanes * VEC; t += kColLanes * kRowLanes) {
+      const int64_t c = int64_t(blockIdx.x) * kColLanes * VEC + t;
+      if (c >= inner) continue;
+      A sum = partial[0][t];
+#pragma unroll
+      for (int r = 1; r < kRowLanes; ++r) sum += partial[r][t];
+      out[(o * chunks + blockIdx.y) * inner + c] = store<Tout>(sum);
+    }
+  }
+}
+
+// Columns one thread loads at once: a 16-byte pack when every row starts 16-byte aligned.
+template <class T>
+int column_vec(const T* in, int64_t inner) {
+  constexpr int kVec = Pack<T>::kSize;
+  return kVec > 1 && inner % kVec == 0 && aligned16(in) ? kVec : 1;
+}
+
+// Column blocks of a pass over `inner` columns loading `vec` columns per thread.
+int64_t column_blocks(int64_t inner, int vec) {
+  const int64_t cols = int64_t(kColLanes) * vec;
+  return (inner + cols - 1) / cols;
+}
+
+// One pass of sum_columns_kernel over (outer, len, inner) with `chunks` chunks of rows.
+template <class Tin, class Tout, class A>
+void launch_sum_columns(int device, const Tin* in, Tout* out, int64_t outer, int64_t len, int64_t inner,
+                        int64_t chunks) {
+  const int vec = column_vec(in, inner);
+  const dim3 grid(static_cast<unsigned>(column_blocks(inner, vec)), static_cast<unsigned>(chunks),
+                  static_cast<unsigned>(std::min<int64_t>(outer, 65535)));
+  const dim3 block(kColLanes, kRowLanes);
+  const int64_t chunk_rows = (len + chunks - 1) / chunks;
+  if (vec > 1) {
+    sum_columns_kernel<Tin, Tout, A, Pack<Tin>::kSize>
+        <<<grid, block, 0, stream(device)>>>(in, out, outer, len, inner, chunk_rows);
+  } else {
+    sum_columns_kernel<Tin, Tout, A, 1><<<grid, block, 0, stream(device)>>>(in, out, outer, len, inner, chunk_rows);
+  }
+  LN_CUDA_CHECK_LAUNCH();
+}
+
+// Chunks of rows per column: enough blocks to fill the GPU about once, each thread still adding
+// at least 16 rows (fewer chunks also keep the second pass short); no chunk is left empty.
+int64_t column_chunks(int device, int64_t outer, int64_t len, int64_t col_blocks) {
+  constexpr int64_t kMinChunkRows = 16 * kRowLanes, kMaxChunks = 256;
+  const int64_t target = 8 * int64_t(properties(device).multiProcessorCount);
+  const int64_t have = col_blocks * std::min<int64_t>(outer, 65535);
+  const int64_t chunks = std::min((target + have - 1) / have, std::min(kMaxChunks, len / kMinChunkRows));
+  if (chunks <= 1) return 1;
+  const int64_t chunk_rows = (len + chunks - 1) / chunks;
+  return (len + chunk_rows - 1) / chunk_rows;
+}
+
 }  // namespace
+
+void sum_columns(int device, const cpu::ColumnSumParams& p) {
+  if (p.outer == 0 || p.inner == 0) return;
+  DeviceGuard guard(device);
+  auto run = [&]<class T, class A>() {
+    const T* in = static_cast<const T*>(p.in);
+    T* out = static_cast<T*>(p.out);
+    const int64_t chunks =
+        column_chunks(device, p.outer, p.len, column_blocks(p.inner, column_vec(in, p.inner)));
+    if (chunks == 1) {
+      launch_sum_columns<T, T, A>(device, in, out, p.outer, p.len, p.inner, 1);
+      return;
+    }
+    // Partials (outer, chunks, inner) in the accumulation type, then their column sums.
+    const ScopedBuffer partials(static_cast<size_t>(p.outer * chunks * p.inner) * sizeof(A), stream(device));
+    A* ws = static_cast<A*>(partials.get());
+    launch_sum_columns<T, A, A>(device, in, ws, p.outer, p.len, p.inner, chunks);
+    launch_sum_columns<A, T, A>(device, ws, out, p.outer, chunks, p.inner, 1);
+  };
+  switch (p.dtype) {
+    case DType::F32: return run.template operator()<float, float>();
+    case DType::F64: return run.template operator()<double, double>();
+    case DType::BF16: return run.template operator()<BFloat16, float>();
+    case DType::F16: return run.template operator()<Half, float>();
+    case DType::I32: return run.template operator()<int32_t, int64_t>();
+    case DType::I64: return run.template operator()<int64_t, int64_t>();
+    default: LN_FAIL("[reduce] unsupported dtype ", dtype_name(p.dtype));
+  }
+}
 
 void reduce_rows(int device, cpu::RowReduce op, const cpu::RowReduceParams& p) {
   if (p.rows == 0) return;

@@ -40,37 +40,34 @@ Tensor unary_forward(UnaryOp op, cpu::UnaryScalars s, const Tensor& x) {
   return out.dtype() == x.dtype() ? out : cast(out, x.dtype());
 }
 
-// Keeps only what the op's derivative reads (GELU its input, exp its output, add-scalar nothing).
+// Keeps only what the op's derivative reads (GELU its input, exp its output, add-scalar nothing)
+// and computes dx = dy * f'(saved) in one pass over dy and the saved tensor.
 class UnaryBackward final : public autograd::Node {
  public:
   UnaryBackward(UnaryOp op, cpu::UnaryScalars s, const Tensor& x, const Tensor& y)
-      : op_(op), s_(s), dtype_(x.dtype()), x_(math::derivative_reads_x(op) ? x : Tensor()),
-        y_(math::derivative_reads_y(op) ? y : Tensor()) {}
+      : op_(op), s_(s), dtype_(x.dtype()),
+        saved_(math::derivative_reads_x(op) ? x : (math::derivative_reads_y(op) ? y : Tensor())) {}
   std::string name() const override { return std::string(unary_name(op_)) + "Backward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    const Tensor dy = ops::kernel_input(g[0]);
-    // The kernel takes both x and y but the derivative reads only the kept one, so any tensor of
-    // the same geometry stands in for the other.
-    const Tensor& kept = x_.defined() ? x_ : (y_.defined() ? y_ : g[0]);
-    const Tensor x = ops::kernel_input(x_.defined() ? x_ : kept), y = ops::kernel_input(y_.defined() ? y_ : kept);
+    const Tensor saved = saved_.defined() ? ops::kernel_input(saved_) : Tensor();
+    Tensor dy = ops::kernel_input(g[0]);
+    if (saved.defined() && dy.dtype() != saved.dtype()) dy = cast(dy, saved.dtype());
+    // Ops that keep nothing never read the saved operand; dy stands in for its geometry.
+    const Tensor& read = saved.defined() ? saved : dy;
     const Device dev = dy.device();
     Tensor dx = Tensor::empty(dy.shape(), dy.dtype(), dev);
-    LN_ON_DEVICE(dev, cpu::unary_backward(op_, s_, dy.shape(), operand(dx), operand(x), operand(y), operand(dy)),
-                 cuda::unary_backward(dev.index, op_, s_, dy.shape(), operand(dx), operand(x), operand(y),
-                                      operand(dy)));
+    LN_ON_DEVICE(dev, cpu::unary_backward(op_, s_, dy.shape(), operand(dx), operand(read), operand(dy)),
+                 cuda::unary_backward(dev.index, op_, s_, dy.shape(), operand(dx), operand(read), operand(dy)));
     return {cast(dx, dtype_)};
   }
-  std::vector<Tensor> saved_tensors() const override { return {x_, y_}; }
-  void release_saved() override {
-    x_ = Tensor();
-    y_ = Tensor();
-  }
+  std::vector<Tensor> saved_tensors() const override { return {saved_}; }
+  void release_saved() override { saved_ = Tensor(); }
 
  private:
   UnaryOp op_;
   cpu::UnaryScalars s_;
-  DType dtype_;  // of x
-  Tensor x_, y_;
+  DType dtype_;   // of x
+  Tensor saved_;  // x or y = f(x), whichever the derivative reads; undefined when neither
 };
 
 Tensor unary_op(UnaryOp op, const Tensor& x, cpu::UnaryScalars s = {}) {

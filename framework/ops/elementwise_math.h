@@ -86,6 +86,19 @@ LN_HOST_DEVICE constexpr bool derivative_reads_y(UnaryOp op) {
          op == UnaryOp::Sigmoid;
 }
 
+/// Whether the backward of op keeps a saved tensor (x or y) at all.
+LN_HOST_DEVICE constexpr bool derivative_reads_saved(UnaryOp op) {
+  return derivative_reads_x(op) || derivative_reads_y(op);
+}
+
+/// dy * f'(x) from the one tensor the backward keeps: `saved` is x for ops whose derivative reads
+/// x, y = f(x) for those that read y, and ignored otherwise (no derivative reads both).
+template <UnaryOp OP, class T>
+LN_HOST_DEVICE T unary_grad(T dy, T saved, T a, T b) {
+  static_assert(!(derivative_reads_x(OP) && derivative_reads_y(OP)), "a derivative reads x or y, not both");
+  return dy * derivative<OP, T>(saved, saved, a, b);
+}
+
 /// a op b.
 template <BinaryOp OP, class T>
 LN_HOST_DEVICE T binary(T a, T b) {

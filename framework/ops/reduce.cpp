@@ -1,7 +1,9 @@
 #include "framework/ops/reduce.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <optional>
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
@@ -19,10 +21,14 @@
 namespace longnet {
 namespace {
 
-// The reduction as rows: x permuted so the reduced dims come last, made contiguous, viewed as
-// (rows, len); plus the result shape with and without kept dims.
-struct RowLayout {
-  Tensor rows;
+// The reduction over a contiguous tensor read as (outer, len, inner), len running over the
+// reduced elements. When the reduced dims (size-1 dims aside) are one run of consecutive dims of
+// a contiguous input, the input is read where it is (inner > 1 when kept dims follow the run,
+// which only sums support); otherwise it is permuted so the reduced dims come last and copied
+// (inner = 1). Also the result shape with and without kept dims.
+struct ReduceLayout {
+  Tensor data;
+  int64_t outer = 1, len = 1, inner = 1;
   Shape keep_shape;
   Shape out_shape;
 };
@@ -42,34 +48,71 @@ std::vector<int64_t> normalize_dims(const Tensor& x, const std::vector<int64_t>&
   return out;
 }
 
-RowLayout to_rows(const Tensor& x, const std::vector<int64_t>& dims, const char* op) {
+bool is_reduced(const std::vector<int64_t>& dims, int64_t d) {
+  return std::find(dims.begin(), dims.end(), d) != dims.end();
+}
+
+// Sizes (outer, len, inner) when the reduced dims of size > 1 are consecutive among the dims of
+// size > 1, else nullopt.
+std::optional<std::array<int64_t, 3>> reduced_run(const Shape& shape, const std::vector<int64_t>& dims) {
+  std::array<int64_t, 3> sizes{1, 1, 1};
+  int part = 0;  // 0 before the run, 1 inside it, 2 after it
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    const int p = is_reduced(dims, static_cast<int64_t>(d)) ? 1 : (part == 0 ? 0 : 2);
+    if (p < part) return std::nullopt;  // a reduced dim after kept dims that followed the run
+    part = p;
+    sizes[static_cast<size_t>(p)] *= shape[d];
+  }
+  return sizes;
+}
+
+ReduceLayout to_layout(const Tensor& x, const std::vector<int64_t>& dims, bool allow_inner) {
+  ReduceLayout l;
+  l.keep_shape = x.shape();
   std::vector<int64_t> order;
-  Shape keep = x.shape(), out;
-  int64_t len = 1;
   for (int64_t d = 0; d < x.dim(); ++d) {
-    if (std::find(dims.begin(), dims.end(), d) == dims.end()) {
+    if (!is_reduced(dims, d)) {
       order.push_back(d);
-      out.push_back(x.shape()[static_cast<size_t>(d)]);
+      l.out_shape.push_back(x.shape()[static_cast<size_t>(d)]);
     }
   }
   // A scalar has no dims to index: reducing over its dim 0 (or -1) reduces its one element.
+  int64_t len = 1;
   for (int64_t d : x.dim() ? dims : std::vector<int64_t>{}) {
     order.push_back(d);
     len *= x.shape()[static_cast<size_t>(d)];
-    keep[static_cast<size_t>(d)] = 1;
+    l.keep_shape[static_cast<size_t>(d)] = 1;
   }
   NoGradGuard no_grad;
-  Tensor rows = ops::kernel_input(x.dim() ? permute(x, order) : x).contiguous();
-  return {reshape(rows, {numel_of(out), len}), keep, out};
+  const Tensor in = ops::kernel_input(x);
+  const auto run = reduced_run(x.shape(), x.dim() ? dims : std::vector<int64_t>{});
+  if (in.is_contiguous() && run && ((*run)[2] == 1 || allow_inner)) {
+    l.data = in;
+    l.outer = (*run)[0];
+    l.len = (*run)[1];
+    l.inner = (*run)[2];
+    return l;
+  }
+  l.data = contiguous(x.dim() ? permute(in, order) : in);
+  l.outer = numel_of(l.out_shape);
+  l.len = len;
+  return l;
 }
 
-Tensor reduce(cpu::RowReduce op, const RowLayout& l, DType out_dtype, const char* name) {
+Tensor reduce(cpu::RowReduce op, const ReduceLayout& l, DType out_dtype, const char* name) {
   const ProfileScope scope(name);
-  const DType dt = op == cpu::RowReduce::ArgMax ? DType::I64 : l.rows.dtype();
-  Tensor out = Tensor::empty(l.out_shape, dt, l.rows.device());
-  const cpu::RowReduceParams p{l.rows.raw_data(), out.raw_data(), l.rows.dtype(), l.rows.size(0), l.rows.size(1)};
-  const Device dev = l.rows.device();
-  LN_ON_DEVICE(dev, cpu::reduce_rows(op, p), cuda::reduce_rows(dev.index, op, p));
+  const DType dt = op == cpu::RowReduce::ArgMax ? DType::I64 : l.data.dtype();
+  Tensor out = Tensor::empty(l.out_shape, dt, l.data.device());
+  const Device dev = l.data.device();
+  if (l.inner == 1) {
+    const cpu::RowReduceParams p{l.data.raw_data(), out.raw_data(), l.data.dtype(), l.outer, l.len};
+    LN_ON_DEVICE(dev, cpu::reduce_rows(op, p), cuda::reduce_rows(dev.index, op, p));
+  } else {
+    LN_CHECK(op == cpu::RowReduce::Sum, "[", name, "] only sums reduce dims that kept dims follow in place");
+    const cpu::ColumnSumParams p{l.data.raw_data(), out.raw_data(), l.data.dtype(), l.outer, l.len, l.inner};
+    LN_ON_DEVICE(dev, cpu::sum_columns(p), cuda::sum_columns(dev.index, p));
+  }
   return op == cpu::RowReduce::ArgMax ? out : cast(out, out_dtype);
 }
 
@@ -131,7 +174,7 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
   LN_CHECK(x.dtype() != DType::Bool && x.dtype() != DType::U8, "[sum] unsupported dtype ",
            dtype_name(x.dtype()));
   const auto dims = normalize_dims(x, dims_in, "sum");
-  const RowLayout l = to_rows(x, dims, "sum");
+  const ReduceLayout l = to_layout(x, dims, true);
   Tensor out = reduce(cpu::RowReduce::Sum, l, x.dtype(), "sum");
   if (keepdim) out = reshape(out, l.keep_shape);
   if (autograd::needs_grad({x})) {
@@ -143,13 +186,13 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
   ops::require_float("mean", x);
   const auto dims = normalize_dims(x, dims_in, "mean");
-  const RowLayout l = to_rows(x, dims, "mean");
-  const int64_t count = l.rows.size(1);
+  const ReduceLayout l = to_layout(x, dims, true);
+  const int64_t count = l.len;
   LN_CHECK(count > 0, "[mean] reducing over an empty dim of shape ", shape_str(x.shape()));
   Tensor out;
   {
     NoGradGuard no_grad;
-    out = cast(mul(reduce(cpu::RowReduce::Sum, l, l.rows.dtype(), "mean"), 1.0 / static_cast<double>(count)),
+    out = cast(mul(reduce(cpu::RowReduce::Sum, l, l.data.dtype(), "mean"), 1.0 / static_cast<double>(count)),
                x.dtype());
     if (keepdim) out = reshape(out, l.keep_shape);
   }
@@ -162,16 +205,16 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) 
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   dim = wrap_dim(dim, x.dim(), "argmax");
-  const RowLayout l = to_rows(x, {dim}, "argmax");
-  LN_CHECK(l.rows.size(1) > 0, "[argmax] empty dim ", dim, " of shape ", shape_str(x.shape()));
+  const ReduceLayout l = to_layout(x, {dim}, false);
+  LN_CHECK(l.len > 0, "[argmax] empty dim ", dim, " of shape ", shape_str(x.shape()));
   Tensor out = reduce(cpu::RowReduce::ArgMax, l, DType::I64, "argmax");
   return keepdim ? reshape(out, l.keep_shape) : out;
 }
 
 Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   dim = wrap_dim(dim, x.dim(), "max");
-  const RowLayout l = to_rows(x, {dim}, "max");
-  LN_CHECK(l.rows.size(1) > 0, "[max] empty dim ", dim, " of shape ", shape_str(x.shape()));
+  const ReduceLayout l = to_layout(x, {dim}, false);
+  LN_CHECK(l.len > 0, "[max] empty dim ", dim, " of shape ", shape_str(x.shape()));
   Tensor out = reduce(cpu::RowReduce::Max, l, x.dtype(), "max");
   if (keepdim) out = reshape(out, l.keep_shape);
   if (autograd::needs_grad({x})) {
@@ -184,7 +227,7 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims_in, bool keepdim) {
   ops::require_float("logsumexp", x);
   const auto dims = normalize_dims(x, dims_in, "logsumexp");
-  const RowLayout l = to_rows(x, dims, "logsumexp");
+  const ReduceLayout l = to_layout(x, dims, false);
   Tensor out = reduce(cpu::RowReduce::LogSumExp, l, x.dtype(), "logsumexp");
   Tensor out_keep = reshape(out, l.keep_shape);
   if (keepdim) out = out_keep;

@@ -1,11 +1,13 @@
 // Elementwise ops: unary math, broadcasting binary arithmetic, comparisons, selection, in-place
 // updates, 16-bit float and integer inputs; each against plain loops and central differences.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "framework/autograd/node.h"
 #include "framework/ops/ops.h"
 #include "tests/framework/reference.h"
 #include "tests/support/gradcheck.h"
@@ -128,6 +130,65 @@ TEST(ElementwiseUnary, GradcheckStridedSlice) {
     EXPECT_TRUE(gradcheck([&](const Fn& x) { return c.op(x[0].slice(1, 1, 8, 2)); },
                           {domain_leaf({3, 8}, 23, c.domain, c.kinks)}));
   }
+}
+
+// The upstream gradient arrives transposed (non-contiguous) while the saved tensor is contiguous.
+TEST(ElementwiseUnary, GradcheckNonContiguousUpstreamGradient) {
+  for (const UnaryCase& c : unary_cases()) {
+    SCOPED_TRACE(c.name);
+    EXPECT_TRUE(gradcheck([&](const Fn& x) { return c.op(x[0]).transpose(0, 1); },
+                          {domain_leaf({3, 5}, 24, c.domain, c.kinks)}));
+  }
+}
+
+// Large enough that the contiguous backward runs its parallel loop: dx = w * f'(x) with f'
+// written out here, in f32 and f64.
+TEST(ElementwiseUnary, LargeContiguousBackwardMatchesDerivativeFormulas) {
+  const double pi = std::acos(-1.0);
+  const std::vector<std::pair<std::string, std::function<double(double)>>> derivs = {
+      {"gelu_erf", [pi](double x) { return 0.5 * (1 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-x * x / 2) / std::sqrt(2 * pi); }},
+      {"silu", [](double x) { const double s = 1 / (1 + std::exp(-x)); return s + x * s * (1 - s); }},
+      {"tanh", [](double x) { return 1 / (std::cosh(x) * std::cosh(x)); }},
+      {"exp", [](double x) { return std::exp(x); }},
+      {"neg", [](double) { return -1.0; }},
+  };
+  const Shape shape = {300, 257};
+  const std::vector<double> xv = domain_values(numel_of(shape), 31, Domain::Any);
+  const std::vector<double> wv = domain_values(numel_of(shape), 32, Domain::Any);
+  const std::vector<UnaryCase> cases = unary_cases();
+  for (const auto& [name, deriv] : derivs) {
+    const auto c = std::find_if(cases.begin(), cases.end(), [&](const UnaryCase& u) { return u.name == name; });
+    ASSERT_NE(c, cases.end()) << name;
+    for (DType dt : {DType::F64, DType::F32}) {
+      SCOPED_TRACE(name + " " + dtype_name(dt));
+      Tensor x = from_vector<double>(xv, shape).to(dt).requires_grad_(true);
+      Tensor w = from_vector<double>(wv, shape).to(dt);
+      sum(mul(c->op(x), w)).backward();
+      std::vector<double> want(xv.size());
+      const std::vector<double> xr = x.to_vector<double>(), wr = w.to_vector<double>();
+      for (size_t i = 0; i < want.size(); ++i) want[i] = wr[i] * deriv(xr[i]);
+      const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+      EXPECT_TRUE(near_all(x.grad().to_vector<double>(), want, tol, tol));
+    }
+  }
+}
+
+// The backward keeps only the tensor its derivative reads: GELU its input, exp its output, neg none.
+TEST(ElementwiseUnary, BackwardKeepsOnlyWhatTheDerivativeReads) {
+  Tensor x = leaf({4, 5}, 33);
+  const auto defined = [](const Tensor& y) {
+    std::vector<Tensor> kept;
+    for (const Tensor& t : y.grad_fn()->saved_tensors()) {
+      if (t.defined()) kept.push_back(t);
+    }
+    return kept;
+  };
+  const Tensor g = gelu(x), e = exp(x), n = neg(x);
+  ASSERT_EQ(defined(g).size(), 1u);
+  EXPECT_EQ(defined(g)[0].storage(), x.storage());
+  ASSERT_EQ(defined(e).size(), 1u);
+  EXPECT_EQ(defined(e)[0].storage(), e.storage());
+  EXPECT_TRUE(defined(n).empty());
 }
 
 TEST(ElementwiseUnary, ClampAndReluGradientsAreZeroOutsideTheirRange) {

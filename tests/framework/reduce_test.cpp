@@ -99,6 +99,40 @@ TEST(ReduceSumMean, NonContiguousInputsAndOtherDtypes) {
   EXPECT_EQ(sum(i).to_vector<int64_t>(), (std::vector<int64_t>{(int64_t{1} << 53) + 4}));
 }
 
+// Dim sets whose reduced dims form one run (read in place, kept dims before and/or after the
+// run, size-1 dims anywhere) and ones that do not (permuted copy), in f64, f32 and i64; the inner
+// size exceeds one column block of the CPU kernel and the work its parallel grain.
+TEST(ReduceSumMean, InPlaceAndPermutedLayoutsMatchNaiveLoops) {
+  const Shape shape = {3, 1, 40, 260};
+  Tensor x = leaf(shape, 5).detach();
+  const auto xv = x.to_vector<double>();
+  for (const Dims& dims : std::vector<Dims>{{0}, {2}, {0, 2}, {1, 2}, {0, 1}, {3}, {2, 3}, {0, 3}, {1}}) {
+    SCOPED_TRACE(shape_str(dims));
+    const auto want = naive_reduce(xv, shape, dims, ref_sum);
+    EXPECT_TRUE(near_all(sum(x, dims).to_vector<double>(), want, 1e-12, 1e-12));
+    EXPECT_TRUE(near_all(sum(x.to(DType::F32), dims).to_vector<double>(), want, 1e-4, 1e-5));
+    EXPECT_TRUE(near_all(mean(x, dims, true).to_vector<double>(), naive_reduce(xv, shape, dims, ref_mean), 1e-12,
+                         1e-12));
+    Tensor xi = arange(0, static_cast<double>(numel_of(shape)), 1, DType::I64).reshape(shape);
+    Tensor si = sum(xi, dims);
+    EXPECT_EQ(si.dtype(), DType::I64);
+    EXPECT_TRUE(near_all(si.to_vector<double>(), naive_reduce(xi.to_vector<double>(), shape, dims, ref_sum), 0, 0));
+  }
+}
+
+// Summing a contiguous tensor over leading or middle dims allocates only the result (no
+// transposed copy of the input).
+TEST(ReduceSumMean, LeadingAndMiddleDimsAreReadWithoutACopy) {
+  Tensor x = leaf({64, 1, 8, 512}, 6).detach().to(DType::F32);
+  for (const Dims& dims : std::vector<Dims>{{0}, {0, 1, 2}, {2}}) {
+    SCOPED_TRACE(shape_str(dims));
+    const int64_t before = memory_stats(Device::cpu()).current_bytes;
+    reset_peak_memory(Device::cpu());
+    const Tensor s = sum(x, dims);
+    EXPECT_LE(memory_stats(Device::cpu()).peak_bytes - before, s.numel() * 4);
+  }
+}
+
 TEST(ReduceSumMean, ScalarAndSizeOneInputs) {
   Tensor s = scalar_tensor(2.5, DType::F64);
   EXPECT_EQ(sum(s).shape(), Shape{});

@@ -191,5 +191,36 @@ TEST(View, SumTo) {
   EXPECT_TRUE(gradcheck([](const Fn& x) { return sum_to(x[0], {3, 1}); }, {leaf({2, 3, 4}, 3)}));
 }
 
+// Every pattern of reduced dims: leading dims, middle dims kept as size 1, leading and middle
+// together, the first and last dims (not one run), size-1 dims of the gradient, and a scalar.
+TEST(View, SumToGradcheckEveryReducedDimPattern) {
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{2, 3, 4}, {4}},       {{2, 3, 4}, {3, 4}},    {{1, 5, 4}, {4}},     {{2, 3, 4}, {2, 1, 4}},
+      {{2, 3, 4}, {1, 1, 4}}, {{2, 3, 1, 4}, {3, 1, 1}}, {{2, 3, 4}, {1, 3, 1}}, {{2, 3, 4}, {}},
+      {{3, 1, 4}, {1, 1}}};
+  for (const auto& [from, to] : cases) {
+    SCOPED_TRACE(shape_str(from) + " -> " + shape_str(to));
+    EXPECT_TRUE(gradcheck([&to](const Fn& x) { return sum_to(x[0], to); }, {leaf(from, 4)}));
+  }
+}
+
+// A bias gradient's shape: (1, N, D) summed to (D) against a loop, without copying the gradient.
+TEST(View, SumToOverLeadingDimsMatchesLoopsWithoutACopy) {
+  const int64_t n = 1000, d = 300;
+  Generator gen(5);
+  const Tensor g = randn({1, n, d}, DType::F32, Device::cpu(), &gen);
+  const std::vector<float> gv = g.to_vector<float>();
+  std::vector<double> want(static_cast<size_t>(d), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) want[static_cast<size_t>(j)] += gv[static_cast<size_t>(i * d + j)];
+  }
+  const int64_t before = memory_stats(Device::cpu()).current_bytes;
+  reset_peak_memory(Device::cpu());
+  const Tensor s = sum_to(g, {d});
+  EXPECT_LE(memory_stats(Device::cpu()).peak_bytes - before, d * 4);
+  EXPECT_EQ(s.shape(), (Shape{d}));
+  EXPECT_TRUE(testing::near_all(s.to_vector<double>(), want, 1e-4, 1e-5));
+}
+
 }  // namespace
 }  // namespace longnet
