@@ -419,9 +419,11 @@ void gemm(const GemmParams& p) {
   if (p.m == 0 || (p.n == 0 && p.epilogue != GemmEpilogue::BGradA)) return;
   DeviceGuard guard(p.device);
   if (p.n > 0 && p.k > 0) {
-    Plan& fused = plan_for(p, p.epilogue);
-    if (!fused.algos.empty()) return run_chosen(fused, p);
-    Plan& plain = p.epilogue == GemmEpilogue::None ? fused : plan_for(p, GemmEpilogue::None);
+    if (p.epilogue == GemmEpilogue::None || p.fuse_epilogue) {
+      Plan& fused = plan_for(p, p.epilogue);
+      if (!fused.algos.empty()) return run_chosen(fused, p);
+    }
+    Plan& plain = plan_for(p, GemmEpilogue::None);
     LN_CHECK(!plain.algos.empty(), "[gemm] cuBLASLt has no algorithm for ", gemm_str(p));
     run_chosen(plain, p);
   } else {

@@ -45,6 +45,7 @@ struct GemmParams {
   void* aux = nullptr;         // (M, N), row stride ld_aux: written by BiasGelu, read by DGeluBGrad
   int64_t ld_aux = 0;
   void* bias_grad = nullptr;   // (N) for DGeluBGrad, (M) for BGradA
+  bool fuse_epilogue = true;   // false: the plain product and the separate epilogue kernel (tests)
 };
 
 /// Queues the product on the device's stream. The cuBLASLt descriptors and the algorithm are

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <vector>
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
@@ -14,6 +15,7 @@
 #include "framework/ops/copy.h"
 #include "framework/ops/elementwise.h"
 #include "framework/ops/factory.h"
+#include "framework/ops/reduce.h"
 #include "framework/ops/view.h"
 
 namespace longnet {
@@ -93,9 +95,9 @@ std::vector<int64_t> batch_offsets(const Tensor& t, const Shape& batch) {
 }
 
 #ifdef LONGNET_WITH_CUDA
-// The same products on a GPU: one strided-batched cuBLASLt call when the batch offsets are evenly
-// spaced (always so for contiguous and broadcast operands), else one call per product.
-void gpu_gemm(const cpu::GemmParams& p, int device) {
+// The product `p` describes, as cuBLASLt parameters for a single product at the operands' starts
+// (batch and offsets are the caller's).
+cuda::GemmParams cuda_params(const cpu::GemmParams& p, int device) {
   cuda::GemmParams g;
   g.device = device;
   g.dtype = p.dtype;
@@ -110,6 +112,13 @@ void gpu_gemm(const cpu::GemmParams& p, int device) {
   g.trans_b = p.b.trans;
   g.c = p.c;
   g.ldc = p.ldc;
+  return g;
+}
+
+// The same products on a GPU: one strided-batched cuBLASLt call when the batch offsets are evenly
+// spaced (always so for contiguous and broadcast operands), else one call per product.
+void gpu_gemm(const cpu::GemmParams& p, int device) {
+  cuda::GemmParams g = cuda_params(p, device);
   if (p.batch == 1) {
     const auto at = [](const int64_t* off) { return off ? off[0] : 0; };
     const size_t es = dtype_size(p.dtype);
@@ -273,6 +282,108 @@ Tensor product(const Tensor& a, const Tensor& b, const char* op) {
   return out;
 }
 
+#ifdef LONGNET_WITH_CUDA
+// Runs the single product p with `bias` (N, contiguous) added in the GEMM's epilogue or, when
+// `a_row_sums` and no bias, the sums over K of op(A)'s rows written by it; returns those sums.
+Tensor gpu_gemm_epilogue(const cpu::GemmParams& p, int device, const Tensor& bias, bool a_row_sums) {
+  cuda::GemmParams g = cuda_params(p, device);
+  Tensor sums;
+  if (bias.defined()) {
+    g.epilogue = cuda::GemmEpilogue::Bias;
+    g.bias = bias.raw_data();
+  } else if (a_row_sums) {
+    sums = Tensor::empty({p.m}, p.dtype, Device::cuda(device));
+    g.epilogue = cuda::GemmEpilogue::BGradA;
+    g.bias_grad = sums.raw_data();
+  }
+  cuda::gemm(g);
+  return sums;
+}
+#endif
+
+// One GEMM of a linear layer and what comes with it.
+struct LinearProduct {
+  Tensor c;           // (M, N)
+  Tensor a_row_sums;  // (M), when asked for
+};
+
+// a (M, K) @ b (K, N) as one GEMM in a's dtype, plus either `bias` (N) added to every row or, when
+// `a_row_sums`, the sums of a's rows (the bias gradient when a is dy^T). On a GPU both happen in
+// the GEMM's epilogue; on the CPU, and for empty products, as separate ops. Operands are read in
+// place where BLAS or cuBLASLt can, else copied. Not recorded.
+LinearProduct linear_product(Tensor a, Tensor b, const Tensor& bias, bool a_row_sums) {
+  NoGradGuard no_grad;
+  const DType dtype = a.dtype();
+  a = ops::kernel_input(a);
+  b = ops::kernel_input(b);
+  const Tensor bias_k = bias.defined() ? ops::kernel_input(bias).contiguous() : bias;
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  const Device dev = a.device();
+  const bool empty = m == 0 || n == 0 || k == 0;
+  const bool fused = dev.is_cuda() && !empty;
+  LinearProduct r;
+  r.c = empty ? zeros({m, n}, a.dtype(), dev) : Tensor::empty({m, n}, a.dtype(), dev);
+  if (!empty) {
+    cpu::GemmParams p;
+    p.dtype = a.dtype();
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.a = matrix_operand(a);
+    p.b = matrix_operand(b);
+    p.c = r.c.raw_data();
+    p.ldc = n;
+    LN_ON_DEVICE(dev, cpu::gemm(p), r.a_row_sums = gpu_gemm_epilogue(p, dev.index, bias_k, a_row_sums));
+  }
+  if (!fused) {
+    if (bias_k.defined()) add_(r.c, bias_k);
+    // As column sums of a^T (dy in its own layout), the form reductions over leading dims take.
+    if (a_row_sums) r.a_row_sums = sum(transpose(a, 0, 1), {0});
+  }
+  if (r.c.dtype() != dtype) {
+    r.c = cast(r.c, dtype);
+    if (r.a_row_sums.defined()) r.a_row_sums = cast(r.a_row_sums, dtype);
+  }
+  return r;
+}
+
+// Rows of x (..., in) as one (rows, in) matrix: a view where the layout allows, else a copy.
+Tensor as_rows(const Tensor& x) {
+  return reshape(x, {numel_of(Shape(x.shape().begin(), x.shape().end() - 1)), x.size(-1)});
+}
+
+// dx = dy @ W, dW = dy^T @ x and db = sum_rows(dy), each only when its input needs it. dW and db
+// come from one GEMM (on a GPU, db in its epilogue); db alone is a column sum.
+class LinearBackward final : public autograd::Node {
+ public:
+  LinearBackward(Tensor x, Tensor weight) : x_(std::move(x)), weight_(std::move(weight)) {}
+  std::string name() const override { return "LinearBackward"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
+    const Tensor g = as_rows(grads[0]);
+    const bool bias_grad = next_edges.size() > 2 && next_edges[2].fn;
+    Tensor gx, gw, gb;
+    if (next_edges[0].fn) gx = reshape(linear_product(g, weight_, Tensor(), false).c, x_.shape());
+    if (next_edges[1].fn) {
+      LinearProduct w = linear_product(transpose(g, 0, 1), as_rows(x_), Tensor(), bias_grad);
+      gw = std::move(w.c);
+      gb = std::move(w.a_row_sums);
+    } else if (bias_grad) {
+      gb = sum(g, {0});
+    }
+    std::vector<Tensor> out{gx, gw};
+    if (next_edges.size() > 2) out.push_back(gb);
+    return out;
+  }
+  std::vector<Tensor> saved_tensors() const override { return {x_, weight_}; }
+  void release_saved() override {
+    x_ = Tensor();
+    weight_ = Tensor();
+  }
+
+ private:
+  Tensor x_, weight_;
+};
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) { return product(a, b, "matmul"); }
@@ -291,12 +402,24 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
            shape_str(x.shape()), " vs weight ", shape_str(weight.shape()));
   LN_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
            "[linear] bias must be (", weight.size(0), "), got ", shape_str(bias.shape()));
-  // All rows of x as one (rows, in) matrix, so the forward is a single GEMM whatever x's layout.
+  ops::common_device("linear", {x, weight, bias});
+  ops::require_float("linear", x);
+  ops::require_same_dtype("linear", x, weight);
+  if (bias.defined()) ops::require_same_dtype("linear", x, bias);
+  const ProfileScope scope("linear");
   Shape out_shape = x.shape();
   out_shape.back() = weight.size(0);
-  const Tensor rows = reshape(x, {numel_of(Shape(x.shape().begin(), x.shape().end() - 1)), x.size(-1)});
-  Tensor y = reshape(matmul(rows, transpose(weight, 0, 1)), out_shape);
-  return bias.defined() ? add(y, bias) : y;
+  Tensor y;
+  {
+    NoGradGuard no_grad;
+    y = reshape(linear_product(as_rows(x), transpose(weight, 0, 1), bias, false).c, out_shape);
+  }
+  std::vector<Tensor> inputs{x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  if (autograd::needs_grad(inputs)) {
+    autograd::record(std::make_shared<LinearBackward>(x.detach(), weight.detach()), inputs, {y});
+  }
+  return y;
 }
 
 }  // namespace longnet

@@ -9,7 +9,9 @@ namespace longnet {
 Tensor matmul(const Tensor& a, const Tensor& b);
 /// Batched product without broadcasting: (B, M, K) @ (B, K, N) -> (B, M, N).
 Tensor bmm(const Tensor& a, const Tensor& b);
-/// x @ weight^T + bias: x (..., in), weight (out, in), bias (out) or undefined.
+/// x @ weight^T + bias: x (..., in), weight (out, in), bias (out) or undefined; all one float dtype.
+/// One GEMM over all rows of x (GPU: the bias added in its epilogue); its backward is one GEMM for
+/// dx and one for dW, which also yields the bias gradient (GPU: in its epilogue). Saves x and weight.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 }  // namespace longnet

@@ -83,6 +83,7 @@ struct Problem {
   bool tf32 = false;
   GemmEpilogue epilogue = GemmEpilogue::None;
   bool aux = true, bias_grad = true;  // whether the optional epilogue buffers are passed
+  bool fuse = true;                   // false: the epilogue always runs as a separate kernel
 };
 
 // Relative errors of each output against the reference (0 for outputs the epilogue lacks), and the
@@ -125,6 +126,7 @@ Errors run_problem(const Problem& pr, uint32_t seed) {
   p.aux = pr.aux ? daux.raw_data() : nullptr;
   p.ld_aux = ld_aux;
   p.bias_grad = pr.bias_grad ? dbg.raw_data() : nullptr;
+  p.fuse_epilogue = pr.fuse;
   SCOPED_TRACE(cuda::gemm_str(p));
   cuda::gemm(p);
 
@@ -341,6 +343,34 @@ TEST(GemmCuda, BGradAEpilogue) {
   // dW (out, in) = dy^T @ x with db = sum_rows(dy): dy (rows, out), x (rows, in).
   expect_matches({.dtype = DType::BF16, .m = 128, .n = 256, .k = 512, .trans_a = true,
                   .epilogue = GemmEpilogue::BGradA},
+                 seed += 10);
+}
+
+TEST(GemmCuda, UnfusedEpiloguesMatchReference) {
+  LN_REQUIRE_GPU();
+  // The separate epilogue kernels, which run wherever cuBLASLt cannot fuse, on shapes it could.
+  uint32_t seed = 850;
+  for (DType dtype : kDTypes) {
+    for (const Size3& s : kSizes) {
+      for (bool trans : {true, false}) {
+        expect_matches({.dtype = dtype, .m = s.m, .n = s.n, .k = s.k, .trans_b = trans, .epilogue = GemmEpilogue::Bias,
+                        .fuse = false},
+                       seed += 10);
+        expect_matches({.dtype = dtype, .m = s.m, .n = s.n, .k = s.k, .trans_a = trans,
+                        .epilogue = GemmEpilogue::BGradA, .fuse = false},
+                       seed += 10);
+        expect_matches({.dtype = dtype, .m = s.m, .n = s.n, .k = s.k, .trans_b = trans,
+                        .epilogue = GemmEpilogue::BiasGelu, .fuse = false},
+                       seed += 10);
+        expect_matches({.dtype = dtype, .m = s.m, .n = s.n, .k = s.k, .epilogue = GemmEpilogue::DGeluBGrad,
+                        .fuse = false},
+                       seed += 10);
+      }
+    }
+  }
+  // A linear layer's dW with its bias gradient: K (rows) much longer than the output.
+  expect_matches({.dtype = DType::BF16, .m = 96, .n = 64, .k = 4096, .trans_a = true,
+                  .epilogue = GemmEpilogue::BGradA, .fuse = false},
                  seed += 10);
 }
 

@@ -1,8 +1,11 @@
 // Matrix products: matmul, bmm, linear.
+#include <algorithm>
 #include <random>
 
 #include <gtest/gtest.h>
 
+#include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/ops/matmul.h"
 #include "framework/ops/ops.h"
 #include "tests/support/gradcheck.h"
@@ -206,15 +209,137 @@ TEST(Linear, MatchesNaiveLoop) {
   EXPECT_TRUE(all_close(y.to(DType::F64), from_vector<double>(expected, {2, 7, out}), 1e-5, 1e-5));
 }
 
+// The op written as its definition: matmul against the transposed weight, then the broadcast add.
+Tensor linear_by_definition(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const Tensor y = matmul(x, transpose(w, 0, 1));
+  return b.defined() ? add(y, b) : y;
+}
+
+TEST(Linear, MatchesMatmulPlusAdd) {
+  uint32_t seed = 40;
+  for (const Shape& xs : {Shape{6}, Shape{7, 6}, Shape{2, 7, 6}, Shape{2, 3, 5, 6}}) {
+    const Tensor x = from_vector<double>(random_values(numel_of(xs), seed++), xs);
+    const Tensor w = from_vector<double>(random_values(4 * 6, seed++), {4, 6});
+    const Tensor b = from_vector<double>(random_values(4, seed++), {4});
+    for (const Tensor& bias : {b, Tensor()}) {
+      EXPECT_TRUE(all_close(linear(x, w, bias), linear_by_definition(x, w, bias), 1e-12, 1e-12))
+          << shape_str(xs) << (bias.defined() ? " with bias" : " without bias");
+    }
+  }
+  // Rows that do not fold into one strided matrix (batch dims swapped) are copied first.
+  const Tensor x = from_vector<double>(random_values(3 * 4 * 5, 50), {3, 4, 5}).transpose(0, 1);
+  const Tensor w = from_vector<double>(random_values(2 * 5, 51), {2, 5}), b = from_vector<double>(random_values(2, 52), {2});
+  EXPECT_TRUE(all_close(linear(x, w, b), linear_by_definition(x, w, b), 1e-12, 1e-12));
+  // A transposed weight view and a strided bias view are read as they are.
+  const Tensor wt = from_vector<double>(random_values(5 * 2, 53), {5, 2}).transpose(0, 1);
+  const Tensor bs = from_vector<double>(random_values(4, 54), {4}).slice(0, 0, 4, 2);
+  EXPECT_TRUE(all_close(linear(x, wt, bs), linear_by_definition(x, wt, bs), 1e-12, 1e-12));
+}
+
+TEST(Linear, Bf16ComputesInF32AndRoundsOnce) {
+  const auto x = random_values(9 * 40, 60), w = random_values(3 * 40, 61), b = random_values(3, 62);
+  const Tensor xb = as_f32(x, {9, 40}).to(DType::BF16), wb = as_f32(w, {3, 40}).to(DType::BF16);
+  const Tensor bb = as_f32(b, {3}).to(DType::BF16);
+  const Tensor y = linear(xb, wb, bb);
+  EXPECT_EQ(y.dtype(), DType::BF16);
+  // Reference in f64 from the rounded inputs: only the final rounding to bf16 (2^-8 relative) differs.
+  const Tensor ref = linear_by_definition(xb.to(DType::F64), wb.to(DType::F64), bb.to(DType::F64));
+  EXPECT_TRUE(all_close(y.to(DType::F64), ref, 1e-2, 8e-3));
+}
+
 TEST(Linear, Gradients) {
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); },
-                        {leaf({2, 3, 4}, 1), leaf({5, 4}, 2), leaf({5}, 3)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1]); },
-                        {leaf({3, 4}, 4), leaf({5, 4}, 5)}));
+  const auto lin = [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); };
+  const auto lin_nb = [](const std::vector<Tensor>& x) { return linear(x[0], x[1]); };
+  EXPECT_TRUE(gradcheck(lin, {leaf({3, 4}, 1), leaf({5, 4}, 2), leaf({5}, 3)}));
+  EXPECT_TRUE(gradcheck(lin, {leaf({2, 3, 4}, 4), leaf({5, 4}, 5), leaf({5}, 6)}));
+  EXPECT_TRUE(gradcheck(lin_nb, {leaf({3, 4}, 7), leaf({5, 4}, 8)}));
+  EXPECT_TRUE(gradcheck(lin_nb, {leaf({2, 3, 4}, 9), leaf({5, 4}, 10)}));
+  EXPECT_TRUE(gradcheck(lin_nb, {leaf({4}, 11), leaf({3, 4}, 12)}));
+  // Non-foldable rows (copied) and a transposed weight view.
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& x) { return linear(x[0].transpose(0, 1), x[1], x[2]); },
-                        {leaf({4, 2, 3}, 6), leaf({2, 3}, 7), leaf({2}, 8)}));
-  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1]); },
-                        {leaf({4}, 9), leaf({3, 4}, 10)}));
+                        {leaf({4, 2, 3}, 13), leaf({2, 3}, 14), leaf({2}, 15)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& x) { return linear(x[0], x[1].transpose(0, 1), x[2]); },
+                        {leaf({2, 3, 4}, 16), leaf({4, 5}, 17), leaf({5}, 18)}));
+}
+
+TEST(Linear, GradientsOfOnlyTheInputsThatNeedThem) {
+  const auto lin = [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); };
+  const auto lin_nb = [](const std::vector<Tensor>& x) { return linear(x[0], x[1]); };
+  // Every subset of {x, weight, bias}: the others are constants (detached).
+  for (int mask = 1; mask < 8; ++mask) {
+    const auto pick = [&](const Tensor& t, int bit) { return (mask & bit) ? t : t.detach(); };
+    const std::vector<Tensor> in = {pick(leaf({2, 3, 4}, 20 + mask), 1), pick(leaf({5, 4}, 30 + mask), 2),
+                                    pick(leaf({5}, 40 + mask), 4)};
+    EXPECT_TRUE(gradcheck(lin, in)) << "mask " << mask;
+    if (mask < 4) {
+      EXPECT_TRUE(gradcheck(lin_nb, {in[0], in[1]})) << "mask " << mask;
+    }
+  }
+  // The bias alone: its gradient is the column sum of the upstream gradient.
+  const Tensor b = leaf({2}, 52);
+  linear(leaf({3, 4}, 50).detach(), leaf({2, 4}, 51).detach(), b)
+      .backward(from_vector<double>({1, 2, 3, 4, 5, 6}, {3, 2}));
+  ASSERT_TRUE(b.grad().defined());
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{9.0, 12.0}));
+}
+
+TEST(Linear, GradientsMatchTheirFormulas) {
+  // dx = g @ W, dW = g^T @ x, db = column sums of g, against loops.
+  const int64_t rows = 6, in = 5, out = 3;
+  const auto xv = random_values(rows * in, 70), wv = random_values(out * in, 71), gv = random_values(rows * out, 72);
+  const Tensor x = from_vector<double>(xv, {2, 3, in}).requires_grad_();
+  const Tensor w = from_vector<double>(wv, {out, in}).requires_grad_();
+  const Tensor b = zeros({out}, DType::F64).requires_grad_();
+  linear(x, w, b).backward(from_vector<double>(gv, {2, 3, out}));
+  EXPECT_TRUE(all_close(x.grad(), from_vector<double>(naive_matmul(gv, wv, 1, rows, out, in), {2, 3, in}), 1e-12));
+  EXPECT_TRUE(all_close(w.grad(), from_vector<double>(naive_matmul(transposed(gv, rows, out), xv, 1, out, rows, in),
+                                                      {out, in}), 1e-12));
+  std::vector<double> db(out, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < out; ++j) db[static_cast<size_t>(j)] += gv[static_cast<size_t>(r * out + j)];
+  }
+  EXPECT_TRUE(all_close(b.grad(), from_vector<double>(db, {out}), 1e-12));
+}
+
+TEST(Linear, EmptyRowsAndFeatures) {
+  // No rows: an empty output, zero weight and bias gradients.
+  const Tensor x0 = zeros({0, 4}).requires_grad_(), w0 = ones({3, 4}).requires_grad_(), b0 = ones({3}).requires_grad_();
+  const Tensor y0 = linear(x0, w0, b0);
+  EXPECT_EQ(y0.shape(), (Shape{0, 3}));
+  y0.backward(zeros({0, 3}));
+  EXPECT_EQ(w0.grad().to_vector<float>(), std::vector<float>(12, 0.0f));
+  EXPECT_EQ(b0.grad().to_vector<float>(), std::vector<float>(3, 0.0f));
+  // No input features: the output is the bias on every row.
+  const Tensor b = from_vector<double>({1.0, -2.0}, {2}).requires_grad_();
+  const Tensor y = linear(zeros({3, 0}, DType::F64), zeros({2, 0}, DType::F64), b);
+  EXPECT_EQ(y.to_vector<double>(), (std::vector<double>{1.0, -2.0, 1.0, -2.0, 1.0, -2.0}));
+  y.backward(from_vector<double>({1, 2, 3, 4, 5, 6}, {3, 2}));
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{9.0, 12.0}));
+}
+
+TEST(Linear, SavesInputAndWeightOnly) {
+  const Tensor x = leaf({2, 3, 4}, 80), w = leaf({5, 4}, 81), b = leaf({5}, 82);
+  const Tensor y = linear(x, w, b);
+  ASSERT_TRUE(y.grad_fn());
+  EXPECT_EQ(y.grad_fn()->name(), "LinearBackward");
+  const std::vector<Tensor> saved = y.grad_fn()->saved_tensors();
+  ASSERT_EQ(saved.size(), 2u);
+  EXPECT_EQ(saved[0].storage(), x.storage());
+  EXPECT_EQ(saved[1].storage(), w.storage());
+  y.backward(ones({2, 3, 5}, DType::F64));
+  for (const Tensor& t : y.grad_fn()->saved_tensors()) EXPECT_FALSE(t.defined());
+}
+
+TEST(Linear, ProfilesForwardAndBackwardUnderTheirNames) {
+  const Tensor x = leaf({8, 4}, 90), w = leaf({3, 4}, 91), b = leaf({3}, 92);
+  Profiler profiler(Device::cpu());
+  linear(x, w, b).backward(ones({8, 3}, DType::F64));
+  const auto entries = profiler.finish();
+  const auto has = [&](const std::string& name) {
+    return std::any_of(entries.begin(), entries.end(), [&](const ProfileEntry& e) { return e.name == name; });
+  };
+  EXPECT_TRUE(has("linear"));
+  EXPECT_TRUE(has("LinearBackward"));
 }
 
 TEST(Matmul, ErrorsNameTheOpAndShapes) {
@@ -235,6 +360,10 @@ TEST(Matmul, ErrorsNameTheOpAndShapes) {
   EXPECT_NE(lin.find("[linear]"), std::string::npos) << lin;
   EXPECT_NE(lin.find("(4, 5)"), std::string::npos) << lin;
   EXPECT_THROW(linear(zeros({2, 5}), zeros({4, 5}), zeros({5})), Error);
+  const std::string ldt = testing::error_message([] { linear(zeros({2, 5}), zeros({4, 5}), zeros({4}, DType::F64)); });
+  EXPECT_NE(ldt.find("[linear] dtype mismatch"), std::string::npos) << ldt;
+  const std::string lint = testing::error_message([] { linear(zeros({2, 5}, DType::I64), zeros({4, 5}, DType::I64)); });
+  EXPECT_NE(lint.find("[linear]"), std::string::npos) << lint;
 }
 
 }  // namespace
