@@ -3,6 +3,7 @@
 // block size.
 #include <gtest/gtest.h>
 
+#include "framework/autograd/node.h"
 #include "framework/ops/ops.h"
 #include "tests/support/gpu.h"
 #include "tests/support/parity.h"
@@ -66,6 +67,75 @@ TEST(CudaParity, LargeContiguousUnaryTakesPackedPath) {
     EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return gelu(a[0]); }, {x}, dt))
         << dtype_name(dt);
   }
+}
+
+// The fused backward on the packed path (sizes with a tail that is not a whole 16-byte pack) and
+// on the strided path for a view that starts off 16-byte alignment; ops whose derivative reads
+// x, y = f(x) or nothing.
+TEST(CudaParity, UnaryBackwardPackedTailsAndUnalignedViews) {
+  LN_REQUIRE_GPU();
+  const int64_t n = int64_t{1} << 16 | 5;
+  for (const UnaryCase& c : unary_cases()) {
+    const Tensor x = input({n}, 13, c.lo, c.hi);
+    for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+      EXPECT_TRUE(cpu_cuda_parity([&](const std::vector<Tensor>& a) { return c.fn(a[0]); }, {x}, dt))
+          << c.name << " " << dtype_name(dt);
+      EXPECT_TRUE(cpu_cuda_parity([&](const std::vector<Tensor>& a) { return c.fn(a[0].narrow(0, 1, n - 1)); },
+                                  {x}, dt))
+          << c.name << " " << dtype_name(dt) << " unaligned";
+    }
+  }
+}
+
+// The 125M model's FFN activation: GELU's backward on (32768, 3072) on the GPU, rows compared with
+// the CPU backward of the same rows.
+TEST(CudaParity, LargeGeluBackwardMatchesCpuRows) {
+  LN_REQUIRE_GPU();
+  const Shape shape = {32768, 3072};
+  for (DType dt : {DType::BF16, DType::F32}) {
+    Generator g(14);
+    const Tensor x = randn(shape, DType::F32, Device::cuda(0), &g).to(dt).requires_grad_(true);
+    const Tensor dy = randn(shape, DType::F32, Device::cuda(0), &g).to(dt);
+    const Tensor y = gelu(x);
+    Tensor dx;
+    {
+      NoGradGuard no_grad;
+      dx = y.grad_fn()->apply(std::vector<Tensor>{dy})[0];
+    }
+    ASSERT_EQ(dx.dtype(), dt);
+    for (int64_t row : {int64_t{0}, int64_t{1}, int64_t{12345}, shape[0] - 1}) {
+      const Tensor xr = x.detach().narrow(0, row, 1).to(Device::cpu()).requires_grad_(true);
+      const Tensor dyr = dy.narrow(0, row, 1).to(Device::cpu());
+      NoGradGuard no_grad;
+      const Tensor want = gelu(xr).grad_fn()->apply(std::vector<Tensor>{dyr})[0];
+      const testing::ParityTolerance tol = testing::parity_tolerance(dt);
+      EXPECT_TRUE(testing::all_close(dx.narrow(0, row, 1).to(Device::cpu()).to(DType::F64), want.to(DType::F64),
+                                     tol.atol, tol.rtol))
+          << dtype_name(dt) << " row " << row;
+    }
+  }
+}
+
+// sum_to over every pattern the kernels distinguish: leading dims (vectorised rows, odd widths,
+// chunked columns), middle dims, more outer slices than one grid dimension holds, dims that are no
+// single run (permuted copy), a scalar; then the 125M model's bias-gradient shape.
+TEST(CudaParity, SumToEveryLayout) {
+  LN_REQUIRE_GPU();
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{1, 4099, 771}, {771}}, {{2, 4096, 768}, {768}}, {{5, 33, 129}, {5, 1, 129}}, {{70000, 3, 4}, {70000, 1, 4}},
+      {{3, 7, 1, 5}, {7, 1, 1}}, {{3, 1, 7}, {}},       {{1, 32768, 768}, {768}}};
+  for (const auto& [from, to] : cases) {
+    const Tensor x = input(from, 15);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      EXPECT_TRUE(cpu_cuda_parity([&to](const std::vector<Tensor>& a) { return sum_to(a[0], to); }, {x}, dt))
+          << shape_str(from) << " -> " << shape_str(to) << " " << dtype_name(dt);
+    }
+  }
+  // Integers sum exactly, through the two-pass path (i64 partials) as well.
+  const Tensor xi = arange(0, 300 * 1000, 1, DType::I64).reshape({300, 1000});
+  EXPECT_EQ(sum(xi.to(Device::cuda(0)), {0}).to(Device::cpu()).to_vector<int64_t>(), sum(xi, {0}).to_vector<int64_t>());
+  const Tensor x32 = arange(0, 4000 * 24, 1, DType::I32).reshape({4000, 24});
+  EXPECT_EQ(sum(x32.to(Device::cuda(0)), {0}).to(Device::cpu()).to_vector<int32_t>(), sum(x32, {0}).to_vector<int32_t>());
 }
 
 TEST(CudaParity, BinaryOpsWithBroadcasting) {

@@ -33,6 +33,7 @@
 #include "framework/ops/optim_update.h"
 #include "framework/ops/rotary.h"
 #include "framework/ops/softmax.h"
+#include "framework/ops/view.h"
 #endif
 
 namespace longnet::tools {
@@ -130,6 +131,41 @@ Case gelu_case(const Shape& shape, const Tensor& block) {
     return [x](int s) {
       NoGradGuard no_grad;
       gelu(x[static_cast<size_t>(s)]);
+    };
+  };
+  return c;
+}
+
+Case gelu_backward_case(const Shape& shape, const Tensor& block) {
+  // dy and x in, dx out.
+  Case c{"gelu backward", shape, "bf16", 3.0 * 2.0 * elements(shape),
+         "erf form; the recorded node's backward as the engine calls it", true, nullptr};
+  c.make = [shape, block](int sets) -> Run {
+    std::vector<std::shared_ptr<autograd::Node>> nodes;
+    std::vector<Tensor> dy;
+    for (int s = 0; s < sets; ++s) {
+      nodes.push_back(gelu(random_on_gpu(shape, DType::BF16, block).requires_grad_()).grad_fn());
+      dy.push_back(random_on_gpu(shape, DType::BF16, block));
+    }
+    return [nodes, dy](int s) {
+      NoGradGuard no_grad;  // as the engine runs backward
+      nodes[static_cast<size_t>(s)]->apply(std::vector<Tensor>{dy[static_cast<size_t>(s)]});
+    };
+  };
+  return c;
+}
+
+Case sum_to_case(const Shape& shape, const Tensor& block) {
+  // The gradient in, one row of sums out: a bias gradient (broadcast over every leading dim).
+  const Shape to = {shape.back()};
+  Case c{"sum_to", shape, "bf16", 2.0 * (elements(shape) + elements(to)),
+         "to " + shape_str(to) + ": leading dims summed, f32 accumulation", true, nullptr};
+  c.make = [shape, to, block](int sets) -> Run {
+    std::vector<Tensor> g;
+    for (int s = 0; s < sets; ++s) g.push_back(random_on_gpu(shape, DType::BF16, block));
+    return [g, to](int s) {
+      NoGradGuard no_grad;
+      sum_to(g[static_cast<size_t>(s)], to);
     };
   };
   return c;
@@ -293,6 +329,12 @@ std::vector<Case> make_cases(bool quick, const Tensor& block) {
   for (const Shape& s : pick({32768, 3072}, {4096, 3072}, {8192, 3072}, {1024, 3072})) {
     cases.push_back(gelu_case(s, block));
   }
+  for (const Shape& s : pick({32768, 3072}, {4096, 3072}, {8192, 3072}, {1024, 3072})) {
+    cases.push_back(gelu_backward_case(s, block));
+  }
+  for (const Shape& s : pick({1, 32768, 768}, {1, 4096, 768}, {1, 8192, 768}, {1, 1024, 768})) {
+    cases.push_back(sum_to_case(s, block));
+  }
   for (const Shape& s : pick({65536, 1024}, {16384, 768}, {16384, 1024}, {4096, 768})) {
     cases.push_back(layer_norm_forward_case(s, block));
   }
@@ -378,7 +420,8 @@ void register_bench_ops(CLI::App& bench) {
   auto opt = std::make_shared<OpsBenchOptions>();
   CLI::App* ops = bench.add_subcommand(
       "ops",
-      "CUDA memory-bound ops (add, gelu, layer_norm, softmax, cross_entropy, rotate_pairs, AdamW) vs a device copy");
+      "CUDA memory-bound ops (add, gelu and its backward, sum_to, layer_norm, softmax, cross_entropy, rotate_pairs, "
+      "AdamW) vs a device copy");
   ops->add_option("--reps", opt->reps, "Timed runs per case (median; at least 20)")->check(CLI::Range(20, 100000));
   ops->add_flag("--quick", opt->quick, "Smaller shapes (smoke test)");
   on_run(ops, [opt] { return run_ops_bench(*opt); });
