@@ -292,6 +292,25 @@ TEST(ElementwiseBinary, GradcheckNonContiguousAndExpandedInputs) {
   }
 }
 
+// Add's backward hands the upstream gradient itself to operands of the output's shape (no copy);
+// a broadcast operand gets the column sums.
+TEST(ElementwiseBinary, AddBackwardPassesTheGradientThroughUncopied) {
+  const Tensor a = leaf({6, 5}, 49), b = leaf({6, 5}, 50), bias = leaf({5}, 51);
+  const Tensor y = add(a, b), z = add(a, bias);
+  const Tensor g = leaf({6, 5}, 52).detach();
+  NoGradGuard no_grad;
+  const std::vector<Tensor> same = y.grad_fn()->apply(std::vector<Tensor>{g});
+  const std::vector<Tensor> bcast = z.grad_fn()->apply(std::vector<Tensor>{g});
+  ASSERT_EQ(same.size(), 2u);
+  EXPECT_EQ(same[0].impl(), g.impl());
+  EXPECT_EQ(same[1].impl(), g.impl());
+  EXPECT_EQ(bcast[0].impl(), g.impl());
+  const std::vector<double> gv = g.to_vector<double>();
+  std::vector<double> col(5, 0.0);
+  for (size_t i = 0; i < gv.size(); ++i) col[i % 5] += gv[i];
+  EXPECT_TRUE(near_all(bcast[1].to_vector<double>(), col, 1e-12, 1e-12));
+}
+
 TEST(ElementwiseBinary, GradientOnlyForInputsThatRequireIt) {
   for (const BinaryCase& c : binary_cases()) {
     SCOPED_TRACE(c.name);
