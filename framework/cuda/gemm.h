@@ -45,12 +45,13 @@ struct GemmParams {
   void* aux = nullptr;         // (M, N), row stride ld_aux: written by BiasGelu, read by DGeluBGrad
   int64_t ld_aux = 0;
   void* bias_grad = nullptr;   // (N) for DGeluBGrad, (M) for BGradA
-  bool fuse_epilogue = true;   // false: the plain product and the separate epilogue kernel (tests)
+  bool fuse_epilogue = true;   // false: always the plain product, then the separate epilogue kernel
 };
 
 /// Queues the product on the device's stream. The cuBLASLt descriptors and the algorithm are
 /// cached per (shape, layout, alignment, dtype, epilogue). An epilogue cuBLASLt cannot fuse for
-/// these operands (odd leading dims, f32/f64 GELU) runs as the plain product and a separate kernel.
+/// these operands (odd leading dims, f32/f64 GELU), or any when !fuse_epilogue, runs as the plain
+/// product and a separate kernel (sums in f32 for 16-bit types).
 /// Throws longnet::Error ("[gemm] ...") on invalid or unsupported parameters.
 ///
 /// Algorithm choice: the first call of a key that may be run repeatedly (beta == 0, so C is
