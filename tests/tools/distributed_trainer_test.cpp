@@ -336,6 +336,27 @@ TEST(DistributedTrainer, OnlyRankZeroWritesAndPrints) {
   std::fclose(console[1]);
 }
 
+TEST(DistributedTrainer, AValidationSetTooSmallForTheReplicasStopsTheRunBeforeItTrains) {
+  const OneKernelThread one_thread;
+  ScratchDir dir("dtrain-small-valid");
+  const std::string store = write_pattern_store(dir.path() / "train.h5");
+  RunConfig c = exact_config(store, dir.path() / "run", 4);
+  c.data.valid = write_pattern_store(dir.path() / "valid.h5", 1, 17);  // one window of seq_len + 1
+  c.training.eval_every = 2;
+  std::vector<std::string> errors(2);
+  dist::run_in_process(2, [&](dist::Communicator& world) {
+    TrainOptions o = quiet();
+    o.world = &world;
+    errors[static_cast<size_t>(world.rank())] = longnet::testing::error_message([&] { train(c, o); });
+  });
+  for (const std::string& e : errors) {
+    EXPECT_NE(e.find("data.valid holds 1 validation examples of this task, fewer than parallelism.data_parallel = 2"),
+              std::string::npos)
+        << e;
+  }
+  EXPECT_FALSE(fs::exists(dir.path() / "run" / "metrics.jsonl"));  // no step ran
+}
+
 TEST(DistributedTrainer, BadDegreesAreNamed) {
   const RunConfig base = tiny_run_config("unused.h5", "unused-run", 2);
   const auto error = [&](int world, const std::function<void(RunConfig&)>& change) {

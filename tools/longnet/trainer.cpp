@@ -224,13 +224,21 @@ Tensor rank_objective(const TrainModel& model, const data::Batch& global, const 
 
 // Mean cross-entropy over the first `batches` global batches of the validation set (the same
 // batches at every evaluation and at every world size), without recording and without dropout.
+// The validation batch: the training batch size, cut to the examples there are and to a multiple
+// of the data-parallel replicas. Checked before the first step too, so that a validation set too
+// small for the replicas stops the run before it trains rather than at its first evaluation.
+int64_t validation_batch_size(const data::Dataset& valid, int64_t batch_size, int64_t dp) {
+  const int64_t b = std::min(batch_size, valid.size()) / dp * dp;
+  LN_CHECK(b >= 1, "[train] data.valid holds ", valid.size(),
+           " validation examples of this task, fewer than parallelism.data_parallel = ", dp,
+           " (give a larger data.valid, or training.eval_every = 0 to train without evaluations)");
+  return b;
+}
+
 double validation_loss(const TrainModel& model, const std::shared_ptr<const data::Dataset>& valid, int64_t batch_size,
                        int64_t batches, const RankContext& ctx, Device device) {
-  const int64_t dp = ctx.layout().dp;
   data::LoaderOptions lo;
-  lo.batch_size = std::min(batch_size, valid->size()) / dp * dp;
-  LN_CHECK(lo.batch_size >= 1, "[train] data.valid holds ", valid->size(),
-           " validation examples of this task, fewer than parallelism.data_parallel = ", dp);
+  lo.batch_size = validation_batch_size(*valid, batch_size, ctx.layout().dp);
   lo.shuffle = false;
   lo.prefetch = 0;
   lo.device = ctx.distributed() ? Device::cpu() : device;
@@ -404,6 +412,7 @@ TrainResult train(const RunConfig& config, const TrainOptions& options) {
   data::Loader loader(data.train, lo);
   LN_CHECK(loader.batches_per_epoch() >= 1, "[train] data.train has ", data.train->size(),
            " windows of training.seq_len + 1 tokens, fewer than one batch of training.batch_size = ", t.batch_size);
+  if (data.valid) validation_batch_size(*data.valid, t.batch_size, ctx.layout().dp);
 
   TrainerState state;
   state.tokenizer_hash = data.tokenizer_hash;
