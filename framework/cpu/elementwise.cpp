@@ -50,24 +50,34 @@ void unary(UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand out, S
 void unary_backward(UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand dx,
                     StridedOperand saved, StridedOperand dy) {
   const bool dense = is_dense(shape, dx.strides) && is_dense(shape, saved.strides) && is_dense(shape, dy.strides);
-  dispatch_float(dy.dtype, "unary_backward", [&]<class T>() {
-    T* pdx = static_cast<T*>(dx.data);
-    const T* ps = static_cast<const T*>(saved.data);
-    const T* pdy = static_cast<const T*>(dy.data);
-    const T a = static_cast<T>(s.a), b = static_cast<T>(s.b);
+  // Storage type S, arithmetic in C: 16-bit floats are read and written as they are (computed in
+  // f32 and rounded once), so their backward needs no f32 copies of its operands.
+  auto run = [&]<class S, class C>() {
+    S* pdx = static_cast<S*>(dx.data);
+    const S* ps = static_cast<const S*>(saved.data);
+    const S* pdy = static_cast<const S*>(dy.data);
+    const C a = static_cast<C>(s.a), b = static_cast<C>(s.b);
     math::with_unary(op, [&]<UnaryOp OP>() {
       constexpr bool kReads = math::derivative_reads_saved(OP);
+      const auto grad = [&](int64_t out, int64_t in, int64_t g) {
+        const C v = kReads ? static_cast<C>(ps[in]) : C(0);
+        pdx[out] = static_cast<S>(math::unary_grad<OP, C>(static_cast<C>(pdy[g]), v, a, b));
+      };
       if (dense) {
-        parallel_for(numel_of(shape), [&](int64_t i) {
-          pdx[i] = math::unary_grad<OP, T>(pdy[i], kReads ? ps[i] : T(0), a, b);
-        });
-        return;
+        parallel_for(numel_of(shape), [&](int64_t i) { grad(i, i, i); });
+      } else {
+        for_each_strided<3>(shape, {dx.strides, saved.strides, dy.strides},
+                            [&](const std::array<int64_t, 3>& i) { grad(i[0], i[1], i[2]); });
       }
-      for_each_strided<3>(shape, {dx.strides, saved.strides, dy.strides}, [&](const std::array<int64_t, 3>& i) {
-        pdx[i[0]] = math::unary_grad<OP, T>(pdy[i[2]], kReads ? ps[i[1]] : T(0), a, b);
-      });
     });
-  });
+  };
+  switch (dy.dtype) {
+    case DType::F32: return run.template operator()<float, float>();
+    case DType::F64: return run.template operator()<double, double>();
+    case DType::BF16: return run.template operator()<BFloat16, float>();
+    case DType::F16: return run.template operator()<Half, float>();
+    default: LN_FAIL("[unary_backward] expected a float tensor, got ", dtype_name(dy.dtype));
+  }
 }
 
 void binary(BinaryOp op, const Shape& shape, StridedOperand out, StridedOperand a, StridedOperand b) {

@@ -14,9 +14,9 @@ struct UnaryScalars {
 
 /// out = f(x) over `shape` (x and out share dtype f32 or f64).
 void unary(UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand out, StridedOperand x);
-/// dx = dy * f'(x) over `shape`. `saved` is what the derivative reads (x, or y = f(x); see
-/// math::unary_grad); ops whose derivative reads neither never load it. Contiguous operands take a
-/// plain loop.
+/// dx = dy * f'(x) over `shape`, all three of one float dtype (bf16 and f16 included, computed in
+/// f32). `saved` is what the derivative reads (x, or y = f(x); see math::unary_grad); ops whose
+/// derivative reads neither never load it. Contiguous operands take a plain loop.
 void unary_backward(UnaryOp op, UnaryScalars s, const Shape& shape, StridedOperand dx,
                     StridedOperand saved, StridedOperand dy);
 /// out = a op b over `shape` (one numeric dtype for all three).

@@ -49,11 +49,11 @@ class UnaryBackward final : public autograd::Node {
         saved_(math::derivative_reads_x(op) ? x : (math::derivative_reads_y(op) ? y : Tensor())) {}
   std::string name() const override { return std::string(unary_name(op_)) + "Backward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
-    const Tensor saved = saved_.defined() ? ops::kernel_input(saved_) : Tensor();
-    Tensor dy = ops::kernel_input(g[0]);
-    if (saved.defined() && dy.dtype() != saved.dtype()) dy = cast(dy, saved.dtype());
+    // Both devices' kernels take every float dtype as it is (no f32 copies on the CPU either).
+    Tensor dy = g[0];
+    if (saved_.defined() && dy.dtype() != saved_.dtype()) dy = cast(dy, saved_.dtype());
     // Ops that keep nothing never read the saved operand; dy stands in for its geometry.
-    const Tensor& read = saved.defined() ? saved : dy;
+    const Tensor& read = saved_.defined() ? saved_ : dy;
     const Device dev = dy.device();
     Tensor dx = Tensor::empty(dy.shape(), dy.dtype(), dev);
     LN_ON_DEVICE(dev, cpu::unary_backward(op_, s_, dy.shape(), operand(dx), operand(read), operand(dy)),

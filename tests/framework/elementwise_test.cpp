@@ -533,6 +533,28 @@ TEST(ElementwiseReducedFloat, BinaryOpsKeepDtypeAndMatchReference) {
   }
 }
 
+// A 16-bit backward computes in f32 and rounds once, like the f32 backward rounded afterwards,
+// and allocates only its result (no f32 copies of dy, x or dx).
+TEST(ElementwiseReducedFloat, UnaryBackwardRoundsOnceWithoutF32Copies) {
+  for (DType dt : {DType::BF16, DType::F16}) {
+    for (bool tanh_form : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (tanh_form ? " tanh" : " erf"));
+      const Tensor x = leaf({64, 513}, 81).detach().to(dt).requires_grad_(true);
+      const Tensor x32 = x.detach().to(DType::F32).requires_grad_(true);
+      const Tensor g = leaf({64, 513}, 82).detach().to(dt);
+      const Tensor y = gelu(x, tanh_form), y32 = gelu(x32, tanh_form);
+      NoGradGuard no_grad;
+      const int64_t before = memory_stats(Device::cpu()).current_bytes;
+      reset_peak_memory(Device::cpu());
+      const Tensor dx = y.grad_fn()->apply(std::vector<Tensor>{g})[0];
+      EXPECT_LE(memory_stats(Device::cpu()).peak_bytes - before, x.numel() * 2);
+      EXPECT_EQ(dx.dtype(), dt);
+      const Tensor want = y32.grad_fn()->apply(std::vector<Tensor>{g.to(DType::F32)})[0].to(dt);
+      EXPECT_EQ(dx.to_vector<double>(), want.to_vector<double>());
+    }
+  }
+}
+
 TEST(ElementwiseReducedFloat, GradientsFlowInTheLeafDtype) {
   Tensor x = from_vector<float>({-1.0f, 0.5f, 2.0f}, {3}).to(DType::BF16).requires_grad_(true);
   sum(mul(exp(x), x).to(DType::F32)).backward();
