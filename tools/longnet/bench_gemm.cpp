@@ -60,8 +60,21 @@ void fill_tiled(const Tensor& t, const Tensor& block) {
   }
 }
 
+/// The three products of a linear layer y (M, N) = x (M, K) @ W^T in training.
+enum class Product { Forward, InputGrad, WeightGrad };
+
+const char* product_name(Product p) {
+  switch (p) {
+    case Product::Forward: return "y = x W^T";
+    case Product::InputGrad: return "dx = dy W";
+    case Product::WeightGrad: return "dW = dy^T x";
+  }
+  return "";
+}
+
 struct Case {
   int64_t m, k, n;
+  Product product = Product::Forward;
 };
 
 struct BufferSet {
@@ -73,23 +86,44 @@ BufferSet make_buffers(const Case& s, const Tensor& block) {
   BufferSet b{Tensor::empty({s.m, s.k}, DType::BF16, dev), Tensor::empty({s.n, s.k}, DType::BF16, dev),
               Tensor::empty({s.m, s.n}, DType::BF16, dev), Tensor::empty({s.n}, DType::BF16, dev),
               Tensor::empty({s.m, s.n}, DType::BF16, dev)};
-  for (const Tensor* t : {&b.x, &b.w, &b.bias}) fill_tiled(*t, block);
+  for (const Tensor* t : {&b.x, &b.w, &b.y, &b.bias}) fill_tiled(*t, block);
   return b;
 }
 
-// y = x @ w^T, or with the bias+GELU epilogue also writing the pre-activation (as training does).
-cuda::GemmParams linear(const Case& s, const BufferSet& b, bool bias_gelu) {
+// The case's product, or with its epilogue as training runs it: the forward with bias+GELU
+// (writing the pre-activation too), dW with the bias gradient. dx has no epilogue.
+cuda::GemmParams linear(const Case& s, const BufferSet& b, bool epilogue) {
   cuda::GemmParams p;
   p.device = kDevice;
   p.dtype = DType::BF16;
-  p.m = s.m, p.n = s.n, p.k = s.k;
-  p.a = b.x.raw_data(), p.lda = s.k;
-  p.b = b.w.raw_data(), p.ldb = s.k, p.trans_b = true;
-  p.c = b.y.raw_data(), p.ldc = s.n;
-  if (bias_gelu) {
-    p.epilogue = cuda::GemmEpilogue::BiasGelu;
-    p.bias = b.bias.raw_data();
-    p.aux = b.pre.raw_data(), p.ld_aux = s.n;
+  switch (s.product) {
+    case Product::Forward:  // (M, K) @ (N, K)^T -> (M, N)
+      p.m = s.m, p.n = s.n, p.k = s.k;
+      p.a = b.x.raw_data(), p.lda = s.k;
+      p.b = b.w.raw_data(), p.ldb = s.k, p.trans_b = true;
+      p.c = b.y.raw_data(), p.ldc = s.n;
+      if (epilogue) {
+        p.epilogue = cuda::GemmEpilogue::BiasGelu;
+        p.bias = b.bias.raw_data();
+        p.aux = b.pre.raw_data(), p.ld_aux = s.n;
+      }
+      break;
+    case Product::InputGrad:  // dy (M, N) @ W (N, K) -> dx (M, K), into x's buffer
+      p.m = s.m, p.n = s.k, p.k = s.n;
+      p.a = b.y.raw_data(), p.lda = s.n;
+      p.b = b.w.raw_data(), p.ldb = s.k;
+      p.c = b.x.raw_data(), p.ldc = s.k;
+      break;
+    case Product::WeightGrad:  // dy (M, N)^T @ x (M, K) -> dW (N, K), into W's buffer; bias grad (N)
+      p.m = s.n, p.n = s.k, p.k = s.m;
+      p.a = b.y.raw_data(), p.lda = s.n, p.trans_a = true;
+      p.b = b.x.raw_data(), p.ldb = s.k;
+      p.c = b.w.raw_data(), p.ldc = s.k;
+      if (epilogue) {
+        p.epilogue = cuda::GemmEpilogue::BGradA;
+        p.bias_grad = b.bias.raw_data();
+      }
+      break;
   }
   return p;
 }
@@ -139,15 +173,21 @@ double bench_case(const Case& s, int reps, const Tensor& block) {
       best_index = a;
     }
   }
-  const double epi = median_ms([&](int i) { cuda::gemm(fused[static_cast<size_t>(i)]); }, reps);
-  const bool epi_fused = cuda::gemm_algorithm_count(fused[0]) > 0;
+  std::string epilogue = "| - | - | - |";
+  if (s.product != Product::InputGrad) {
+    const double epi = median_ms([&](int i) { cuda::gemm(fused[static_cast<size_t>(i)]); }, reps);
+    const bool epi_fused = cuda::gemm_algorithm_count(fused[0]) > 0;
+    char cells[128];
+    std::snprintf(cells, sizeof(cells), "| %.3f | %.1f | %+.1f%% (%s) |", epi, tflop / epi * 1e3,
+                  (epi / ours - 1.0) * 100.0, epi_fused ? "fused" : "unfused");
+    epilogue = cells;
+  }
   const double ratio = best / ours;
-  std::printf("| %lld | %lld | %lld | %.3f | %.1f | %.1f | %d | %d of %d%s | %.1f%%%s | %.3f | %.1f | %+.1f%% (%s) |\n",
+  std::printf("| %s | %lld | %lld | %lld | %.3f | %.1f | %.1f | %d | %d of %d%s | %.1f%%%s %s\n", product_name(s.product),
               static_cast<long long>(s.m), static_cast<long long>(s.k), static_cast<long long>(s.n), ours,
               tflop / ours * 1e3, tflop / best * 1e3, chosen, best_index, count,
               failed ? (" (" + std::to_string(failed) + " failed)").c_str() : "", ratio * 100.0,
-              ratio < kTarget ? " **below target**" : "", epi, tflop / epi * 1e3, (epi / ours - 1.0) * 100.0,
-              epi_fused ? "fused" : "unfused");
+              ratio < kTarget ? " **below target**" : "", epilogue.c_str());
   std::fflush(stdout);
   return ratio;
 }
@@ -167,20 +207,28 @@ int run_gemm_bench(const GemmBenchOptions& opt) {
       }
     }
     cases.push_back({8192, 8192, 8192});
+    // A training step's backward products of the 125M model's layers at 32K tokens.
+    for (const Product p : {Product::InputGrad, Product::WeightGrad}) {
+      for (const auto& [k, n] : {std::pair<int64_t, int64_t>{768, 768}, {768, 3072}, {3072, 768}}) {
+        cases.push_back({32768, k, n, p});
+      }
+    }
   }
   const Tensor block = randn({kRandomBlock}, DType::BF16, Device::cuda(kDevice));
-  std::printf("## bf16 GEMM on %s: y (M, N) = x (M, K) @ W^T, W (N, K)\n\n", cuda::properties(kDevice).name);
+  std::printf("## bf16 GEMM on %s: a linear layer's products, y (M, N) = x (M, K) @ W^T, W (N, K)\n\n",
+              cuda::properties(kDevice).name);
   std::printf("Median of %d CUDA-event timed runs after %d warm-up runs, rotating among %d buffer sets; "
               "ours and every proposal are timed in turns over %d rounds and keep their fastest round. "
               "*ours*: cuda::gemm after a first, untimed call, which chose its algorithm by timing the "
               "cuBLASLt heuristic's proposals (LONGNET_GEMM_AUTOTUNE=0: the heuristic's first choice); "
               "*ours algo*: the index it runs; *best*: fastest of the proposals timed here (index of count). "
-              "Target ours/best >= %.0f%%. *bias+GELU*: the same product with "
-              "the bias+GELU epilogue writing the pre-activation too; overhead vs ours.\n\n",
+              "Target ours/best >= %.0f%%. The backward's products: dx = dy (M, N) @ W and dW = dy^T @ x "
+              "(the sum runs over the M tokens). *epilogue*: the same product with the epilogue training uses: "
+              "bias+GELU writing the pre-activation too (forward), the bias gradient (dW); overhead vs ours.\n\n",
               opt.reps, kWarmup, kSets, kRounds, kTarget * 100.0);
-  std::printf("| M | K | N | ours ms | ours TFLOP/s | best TFLOP/s | ours algo | best algo | ours/best | "
-              "bias+GELU ms | bias+GELU TFLOP/s | epilogue overhead |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n");
+  std::printf("| product | M | K | N | ours ms | ours TFLOP/s | best TFLOP/s | ours algo | best algo | ours/best | "
+              "epilogue ms | epilogue TFLOP/s | epilogue overhead |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n");
   double worst = std::numeric_limits<double>::infinity();
   int below = 0;
   for (const Case& c : cases) {
