@@ -212,6 +212,7 @@ void visit(ModelConfig& c, V&& v) {
   v("encoder_attention", c.encoder_attention);
   v("cross_attention", c.cross_attention);
   v("checkpoint_activations", c.checkpoint_activations);
+  v("checkpoint_layers", c.checkpoint_layers);
   v("ignore_index", c.ignore_index);
   v("seed", c.seed);
   v("compute_dtype", c.compute_dtype);
@@ -311,6 +312,9 @@ void validate(const ModelConfig& c, Device device) {
   need(c.vocab_size > 0, "vocab_size must be positive, got " + std::to_string(c.vocab_size));
   need(c.dim > 0, "dim must be positive, got " + std::to_string(c.dim));
   need(c.layers > 0, "layers must be positive, got " + std::to_string(c.layers));
+  need(c.checkpoint_layers >= 0 && c.checkpoint_layers <= std::max(c.layers, c.encoder_layers),
+       "checkpoint_layers must be between 0 (all layers) and the number of layers, got " +
+           std::to_string(c.checkpoint_layers));
   need(!enc_dec || c.encoder_layers > 0, "an encoder_decoder needs encoder_layers > 0, got " + std::to_string(c.encoder_layers));
   need(c.heads > 0, "heads must be positive, got " + std::to_string(c.heads));
   need(c.heads <= 0 || c.dim % c.heads == 0,

@@ -61,6 +61,9 @@ struct ModelConfig {
   AttentionConfig cross_attention_config;
   /// Recompute each layer's activations in backward.
   bool checkpoint_activations = false;
+  /// With checkpoint_activations: how many layers recompute (the first ones; the others keep
+  /// their activations, trading memory for the recomputation's time); 0: all of them.
+  int64_t checkpoint_layers = 0;
   /// Target id that the loss ignores.
   int64_t ignore_index = -100;
   /// Seed of the initial weights.

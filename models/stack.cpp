@@ -44,8 +44,13 @@ TransformerLayerConfig layer_config(const ModelConfig& c, bool encoder) {
   l.cross_attention = !encoder && c.kind == "encoder_decoder";
   l.cross_attention_core = c.cross_attention;
   l.cross_attention_config = c.cross_attention_config;
-  l.checkpoint = c.checkpoint_activations;
   return l;
+}
+
+// Whether layer i recomputes its forward in backward: the first checkpoint_layers of them (all
+// when 0) under checkpoint_activations.
+bool checkpoints_layer(const ModelConfig& c, int64_t i) {
+  return c.checkpoint_activations && (c.checkpoint_layers == 0 || i < c.checkpoint_layers);
 }
 
 int64_t xpos_center_period(const std::string& core, const AttentionConfig& a) {
@@ -86,10 +91,12 @@ TransformerStack::TransformerStack(const ModelConfig& config, Initializer& init,
   const std::shared_ptr<const RotaryEmbedding> positions = make_positions(c, encoder);
   layers_ = register_module("layers", std::make_shared<ModuleList<TransformerLayer>>());
   for (int64_t i = 0; i < (encoder ? c.encoder_layers : c.layers); ++i) {
+    TransformerLayerConfig li = lc;
+    li.checkpoint = checkpoints_layer(c, i);
     if (encoder) {
-      layers_->push_back(std::make_shared<EncoderLayer>(lc, init, positions));
+      layers_->push_back(std::make_shared<EncoderLayer>(li, init, positions));
     } else {
-      layers_->push_back(std::make_shared<DecoderLayer>(lc, init, positions));
+      layers_->push_back(std::make_shared<DecoderLayer>(li, init, positions));
     }
   }
   layer_norm_ = register_module("layer_norm", make_norm(c.norm_kind, c.dim, init, c.norm_eps));
@@ -121,7 +128,9 @@ StackOutput TransformerStack::run(const Tensor& x, const LayerContext& context) 
 
 void TransformerStack::set_checkpoint(bool on) {
   config_.checkpoint_activations = on;
-  for (const auto& layer : *layers_) layer->set_checkpoint(on);
+  for (size_t i = 0; i < layers_->size(); ++i) {
+    (*layers_)[i].set_checkpoint(checkpoints_layer(config_, static_cast<int64_t>(i)));
+  }
 }
 
 LongNetEncoder::LongNetEncoder(const ModelConfig& config, Initializer& init)

@@ -189,15 +189,19 @@ TEST(LongNetLM, XposStaysFiniteFarFromItsCentreWithDilatedAttention) {
 TEST(LongNetLM, CheckpointingGivesTheSameLossAndGradients) {
   ModelConfig c = model_preset("tiny");
   c.dropout = 0.1;
-  LongNetLM model(c);
   const Tensor tokens = tokens_of(2, 16, c.vocab_size, 7), targets = tokens_of(2, 16, c.vocab_size, 8);
   std::vector<std::vector<double>> grads;
   std::vector<double> losses;
-  for (bool on : {false, true}) {
-    model.set_checkpoint(on);
-    model.zero_grad();
+  std::vector<int64_t> kept;  // bytes the forward leaves for the backward
+  // Off, the first of the two layers only, every layer: the same weights (the config's seed).
+  for (const auto& [on, layers] : {std::pair<bool, int64_t>{false, 0}, {true, 1}, {true, 0}}) {
+    c.checkpoint_activations = on;
+    c.checkpoint_layers = layers;
+    LongNetLM model(c);
     manual_seed(3);
+    const int64_t before = memory_stats(Device::cpu()).current_bytes;
     const Tensor loss = model.loss(tokens, targets).loss;
+    kept.push_back(memory_stats(Device::cpu()).current_bytes - before);
     loss.backward();
     losses.push_back(loss.item());
     std::vector<double> g;
@@ -207,9 +211,23 @@ TEST(LongNetLM, CheckpointingGivesTheSameLossAndGradients) {
     }
     grads.push_back(g);
   }
-  EXPECT_EQ(losses[0], losses[1]);
-  ASSERT_EQ(grads[0].size(), grads[1].size());
-  for (size_t i = 0; i < grads[0].size(); ++i) ASSERT_NEAR(grads[1][i], grads[0][i], 1e-6 + 1e-5 * std::abs(grads[0][i])) << i;
+  for (size_t run = 1; run < 3; ++run) {
+    EXPECT_EQ(losses[run], losses[0]);
+    ASSERT_EQ(grads[run].size(), grads[0].size());
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      ASSERT_NEAR(grads[run][i], grads[0][i], 1e-6 + 1e-5 * std::abs(grads[0][i])) << "run " << run << ", " << i;
+    }
+  }
+  // Each recomputed layer keeps less for the backward.
+  EXPECT_GT(kept[0], kept[1]);
+  EXPECT_GT(kept[1], kept[2]);
+}
+
+TEST(LongNetLM, CheckpointLayersIsValidated) {
+  ModelConfig c = model_preset("tiny");
+  c.checkpoint_layers = c.layers + 1;
+  EXPECT_NE(testing::error_message([&] { LongNetLM m(c); }).find("checkpoint_layers must be between 0"),
+            std::string::npos);
 }
 
 TEST(LongNetLM, Bf16ActivationsTrackF32) {

@@ -282,7 +282,7 @@ TEST(BenchTrain, ProfileAccountsForTheStep) {
       rows[c[0]] = c;
     }
   }
-  for (const char* name : {"gemm", "MatmulBackward", "gemm in MatmulBackward", "layer_norm", "LayerNormBackward",
+  for (const char* name : {"linear", "LinearBackward", "layer_norm", "LayerNormBackward",
                            "cross_entropy", "adamw_update_", "total"}) {
     EXPECT_TRUE(rows.count(name)) << name << " missing:\n" << out;
   }

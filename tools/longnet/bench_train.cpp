@@ -53,6 +53,7 @@ ModelConfig config_at(const TrainBenchOptions& o, int64_t n) {
   ModelConfig c = model_preset(o.preset);
   c.compute_dtype = dtype_from_name(o.dtype);
   c.checkpoint_activations = train_bench_checkpointing(o.checkpoint, n);
+  c.checkpoint_layers = o.checkpoint_layers;
   return c;
 }
 
@@ -240,7 +241,12 @@ void print_timing(const TrainBenchOptions& o, Device device, bool torch, const T
     const std::string memory = ok(ours) && ok(ref) && ref.peak_bytes && ours.peak_bytes && *ours.peak_bytes > 0
                                    ? printf_string("%.2f", *ref.peak_bytes / *ours.peak_bytes)
                                    : "-";
-    std::printf("| %lld | %s | %s | %s | %s | %s |\n", static_cast<long long>(n), c.checkpoint_activations ? "on" : "off",
+    const std::string checkpointing =
+        !c.checkpoint_activations ? "off"
+        : c.checkpoint_layers > 0 ? printf_string("ours %lld of %lld layers, PyTorch all", static_cast<long long>(c.checkpoint_layers),
+                                                  static_cast<long long>(c.layers))
+                                  : "on";
+    std::printf("| %lld | %s | %s | %s | %s | %s |\n", static_cast<long long>(n), checkpointing.c_str(),
                 side_cells(ours, n, flops).c_str(), torch ? side_cells(ref, n, flops).c_str() : "- | - | - | -",
                 speed.c_str(), memory.c_str());
     std::fflush(stdout);
@@ -347,6 +353,10 @@ void register_bench_train(CLI::App& bench) {
   sub->add_option("--device", o->device, "cuda, cuda:N or cpu");
   sub->add_option("--dtype", o->dtype, "Compute dtype: bf16, f16 or f32 (master weights stay f32)");
   sub->add_option("--checkpoint", o->checkpoint, "Activation checkpointing, both sides: auto (above 32768 tokens), on, off");
+  sub->add_option("--checkpoint-layers", o->checkpoint_layers,
+                  "Ours, where checkpointing is on: how many layers recompute (the first ones; 0: all); PyTorch "
+                  "recomputes every layer")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--steps", o->steps, "Timed steps per length (median)")->check(CLI::Range(1, 100000));
   sub->add_option("--warmup", o->warmup, "Untimed steps before them")->check(CLI::Range(0, 100000));
   sub->add_flag("--no-torch", o->no_torch, "Skip the PyTorch reference");

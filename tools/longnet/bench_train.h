@@ -20,6 +20,9 @@ struct TrainBenchOptions {
   std::string dtype = "bf16";
   /// Activation checkpointing on both sides: on, off, or auto (on above kCheckpointAbove tokens).
   std::string checkpoint = "auto";
+  /// Ours only, where checkpointing is on: how many layers recompute (the first ones); 0: all.
+  /// PyTorch's reference checkpoints every layer.
+  int64_t checkpoint_layers = 0;
   int steps = 5;   // timed steps (median)
   int warmup = 2;  // untimed steps before them
   bool no_torch = false;

@@ -60,6 +60,7 @@ std::vector<ConfigKey> make_schema() {
       plain(LN_KEY(model.tie_weights), "Share the token embedding with the output projection"),
       ranged(LN_KEY(model.dropout), "Dropout probability", 0.0, 1.0),
       plain(LN_KEY(model.checkpoint_activations), "Recompute each block's forward in backward (saves memory)"),
+      ranged(LN_KEY(model.checkpoint_layers), "With checkpoint_activations: how many layers (the first ones) recompute; 0: all", 0),
       // [attention]
       choice(LN_KEY(attention.kind), "Attention core", {"dense", "dilated", "block_sparse", "adaptive"}),
       ranged(LN_KEY(attention.segment_lengths), "dilated: segment lengths w_i, paired with dilation_rates", 1),

@@ -36,6 +36,7 @@ struct ModelConfig {
   bool tie_weights = true;
   double dropout = 0.0;
   bool checkpoint_activations = false;
+  int64_t checkpoint_layers = 0;
 
   bool operator==(const ModelConfig&) const = default;
 };

@@ -64,6 +64,7 @@ longnet::ModelConfig model_config_from_run(const RunConfig& c, Device device) {
   m.tie_weights = c.model.tie_weights;
   m.dropout = c.model.dropout;
   m.checkpoint_activations = c.model.checkpoint_activations;
+  m.checkpoint_layers = c.model.checkpoint_layers;
   // XPOS centres its factors at max_positions / 2; keep the centre inside the trained range.
   m.max_positions = std::max(m.max_positions, c.training.seq_len);
 
