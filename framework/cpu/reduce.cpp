@@ -8,6 +8,22 @@
 
 namespace longnet::cpu {
 
+namespace {
+
+// Calls run.template operator()<T, Acc>() for the element type of `dtype` and its accumulator.
+template <class Run>
+void with_sum_types(DType dtype, Run&& run) {
+  switch (dtype) {
+    case DType::F32: return run.template operator()<float, double>();
+    case DType::F64: return run.template operator()<double, double>();
+    case DType::I32: return run.template operator()<int32_t, int64_t>();
+    case DType::I64: return run.template operator()<int64_t, int64_t>();
+    default: LN_FAIL("[reduce] unsupported dtype ", dtype_name(dtype));
+  }
+}
+
+}  // namespace
+
 void reduce_rows(RowReduce op, const RowReduceParams& p) {
   auto run = [&]<class T, class Acc>() {
     const T* in = static_cast<const T*>(p.in);
@@ -58,13 +74,7 @@ void reduce_rows(RowReduce op, const RowReduceParams& p) {
         },
         std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, p.len)));
   };
-  switch (p.dtype) {
-    case DType::F32: return run.template operator()<float, double>();
-    case DType::F64: return run.template operator()<double, double>();
-    case DType::I32: return run.template operator()<int32_t, int64_t>();
-    case DType::I64: return run.template operator()<int64_t, int64_t>();
-    default: LN_FAIL("[reduce] unsupported dtype ", dtype_name(p.dtype));
-  }
+  with_sum_types(p.dtype, run);
 }
 
 void sum_columns(const ColumnSumParams& p) {
@@ -90,13 +100,7 @@ void sum_columns(const ColumnSumParams& p) {
         },
         std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, p.len * std::min(kCols, p.inner))));
   };
-  switch (p.dtype) {
-    case DType::F32: return run.template operator()<float, double>();
-    case DType::F64: return run.template operator()<double, double>();
-    case DType::I32: return run.template operator()<int32_t, int64_t>();
-    case DType::I64: return run.template operator()<int64_t, int64_t>();
-    default: LN_FAIL("[reduce] unsupported dtype ", dtype_name(p.dtype));
-  }
+  with_sum_types(p.dtype, run);
 }
 
 }  // namespace longnet::cpu

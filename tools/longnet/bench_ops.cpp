@@ -107,6 +107,24 @@ double copy_ms(double moved, int sets, int reps) {
 
 double elements(const Shape& shape) { return static_cast<double>(numel_of(shape)); }
 
+// Runs, on set s, the backward of the node make_node() recorded, with a random upstream gradient
+// of `shape` in bf16, as the engine calls it.
+std::function<Run(int sets)> node_backward(const Shape& shape, const Tensor& block,
+                                           std::function<std::shared_ptr<autograd::Node>()> make_node) {
+  return [shape, block, make_node](int sets) -> Run {
+    std::vector<std::shared_ptr<autograd::Node>> nodes;
+    std::vector<Tensor> dy;
+    for (int s = 0; s < sets; ++s) {
+      nodes.push_back(make_node());
+      dy.push_back(random_on_gpu(shape, DType::BF16, block));
+    }
+    return [nodes, dy](int s) {
+      NoGradGuard no_grad;  // as the engine runs backward
+      nodes[static_cast<size_t>(s)]->apply(std::vector<Tensor>{dy[static_cast<size_t>(s)]});
+    };
+  };
+}
+
 Case add_case(const Shape& shape, const Tensor& block) {
   Case c{"add", shape, "bf16", 3.0 * 2.0 * elements(shape), "a + b: two inputs, one output", true, nullptr};
   c.make = [shape, block](int sets) -> Run {
@@ -140,18 +158,8 @@ Case gelu_backward_case(const Shape& shape, const Tensor& block) {
   // dy and x in, dx out.
   Case c{"gelu backward", shape, "bf16", 3.0 * 2.0 * elements(shape),
          "erf form; the recorded node's backward as the engine calls it", true, nullptr};
-  c.make = [shape, block](int sets) -> Run {
-    std::vector<std::shared_ptr<autograd::Node>> nodes;
-    std::vector<Tensor> dy;
-    for (int s = 0; s < sets; ++s) {
-      nodes.push_back(gelu(random_on_gpu(shape, DType::BF16, block).requires_grad_()).grad_fn());
-      dy.push_back(random_on_gpu(shape, DType::BF16, block));
-    }
-    return [nodes, dy](int s) {
-      NoGradGuard no_grad;  // as the engine runs backward
-      nodes[static_cast<size_t>(s)]->apply(std::vector<Tensor>{dy[static_cast<size_t>(s)]});
-    };
-  };
+  c.make = node_backward(shape, block,
+                         [shape, block] { return gelu(random_on_gpu(shape, DType::BF16, block).requires_grad_()).grad_fn(); });
   return c;
 }
 
@@ -209,19 +217,10 @@ Case layer_norm_backward_case(const Shape& shape, const Tensor& block) {
   // x, dy in, dx out; weight in, dweight and dbias out; mean and rstd (f32) in.
   Case c{"layer_norm backward", shape, "bf16", 3.0 * 2.0 * rows * d + 3.0 * 2.0 * d + 2.0 * 4.0 * rows,
          "the recorded node's backward (dx, dweight, dbias) as the engine calls it", true, nullptr};
-  c.make = [shape, block](int sets) -> Run {
-    std::vector<std::shared_ptr<autograd::Node>> nodes;
-    std::vector<Tensor> dy;
-    for (int s = 0; s < sets; ++s) {
-      const NormSet n = norm_set(shape, block, true);
-      nodes.push_back(layer_norm(n.x, n.w, n.b).grad_fn());
-      dy.push_back(random_on_gpu(shape, DType::BF16, block));
-    }
-    return [nodes, dy](int s) {
-      NoGradGuard no_grad;  // as the engine runs backward
-      nodes[static_cast<size_t>(s)]->apply(std::vector<Tensor>{dy[static_cast<size_t>(s)]});
-    };
-  };
+  c.make = node_backward(shape, block, [shape, block] {
+    const NormSet n = norm_set(shape, block, true);
+    return layer_norm(n.x, n.w, n.b).grad_fn();
+  });
   return c;
 }
 
@@ -268,26 +267,25 @@ Case rotary_case(const Shape& shape, const Tensor& block, bool backward) {
   const double tables = 2.0 * 4.0 * static_cast<double>(shape[1] * shape[3] / 2);
   Case c{backward ? "rotate_pairs backward" : "rotate_pairs forward", shape, "bf16, f32 tables",
          2.0 * 2.0 * elements(shape) + tables, "XPOS rotation; tables (N, D/2) read once", true, nullptr};
-  c.make = [shape, block, backward](int sets) -> Run {
-    std::vector<Tensor> x, cos, sin, dy;
-    std::vector<std::shared_ptr<autograd::Node>> nodes;
+  const Shape table = {shape[1], shape[3] / 2};
+  if (backward) {
+    c.make = node_backward(shape, block, [shape, table, block] {
+      return rotate_pairs(random_on_gpu(shape, DType::BF16, block).requires_grad_(),
+                          random_on_gpu(table, DType::F32, block), random_on_gpu(table, DType::F32, block))
+          .grad_fn();
+    });
+    return c;
+  }
+  c.make = [shape, table, block](int sets) -> Run {
+    std::vector<Tensor> x, cos, sin;
     for (int s = 0; s < sets; ++s) {
       x.push_back(random_on_gpu(shape, DType::BF16, block));
-      cos.push_back(random_on_gpu({shape[1], shape[3] / 2}, DType::F32, block));
-      sin.push_back(random_on_gpu({shape[1], shape[3] / 2}, DType::F32, block));
-      if (backward) {
-        nodes.push_back(rotate_pairs(x.back().requires_grad_(), cos.back(), sin.back()).grad_fn());
-        dy.push_back(random_on_gpu(shape, DType::BF16, block));
-      }
+      cos.push_back(random_on_gpu(table, DType::F32, block));
+      sin.push_back(random_on_gpu(table, DType::F32, block));
     }
-    return [x, cos, sin, dy, nodes, backward](int s) {
-      NoGradGuard no_grad;  // as the engine runs backward
+    return [x, cos, sin](int s) {
       const auto i = static_cast<size_t>(s);
-      if (backward) {
-        nodes[i]->apply(std::vector<Tensor>{dy[i]});
-      } else {
-        rotate_pairs(x[i], cos[i], sin[i]);
-      }
+      rotate_pairs(x[i], cos[i], sin[i]);
     };
   };
   return c;
