@@ -19,6 +19,11 @@ struct LossOutput {
 /// Mean cross-entropy of logits (..., V) against targets (...), ignoring `ignore_index`, plus
 /// `aux_loss` when defined.
 LossOutput language_model_loss(const Tensor& logits, const Tensor& targets, const Tensor& aux_loss, int64_t ignore_index);
+/// The same for the final hidden states (..., dim) of `decoder` (after its final norm): its head
+/// and the cross-entropy computed together in row chunks (linear_cross_entropy), so that the
+/// logits (..., vocab) never exist whole, in the forward or the backward.
+LossOutput decoder_loss(const LongNetDecoder& decoder, const Tensor& hidden, const Tensor& targets,
+                        const Tensor& aux_loss, int64_t ignore_index);
 
 /// Decoder-only LongNet LM. Parameters: decoder.embed_tokens.weight, decoder.layers.N...,
 /// decoder.layer_norm.*, decoder.output_projection.weight (untied only).
@@ -36,7 +41,8 @@ class LongNetLM : public Module {
   /// tokens (B, N) i64 at `positions` (offset, offset + 1, ... for an offset) -> logits (B, N, vocab) in the
   /// compute dtype. The attention cores' auxiliary loss, if any, is in `aux_loss` when given.
   Tensor forward(const Tensor& tokens, const Positions& positions = 0, Tensor* aux_loss = nullptr) const;
-  /// The training objective for tokens (B, N) and next-token targets (B, N).
+  /// The training objective for tokens (B, N) and next-token targets (B, N), through decoder_loss
+  /// (equal to language_model_loss of forward()'s logits, without holding them).
   LossOutput loss(const Tensor& tokens, const Tensor& targets, const Positions& positions = 0) const;
 
   LongNetDecoder& decoder() const { return *decoder_; }
@@ -45,6 +51,9 @@ class LongNetLM : public Module {
   void set_checkpoint(bool on) { decoder_->set_checkpoint(on); }
 
  private:
+  // The final hidden states (B, N, dim), before the head.
+  Tensor hidden(const Tensor& tokens, const Positions& positions, Tensor* aux_loss) const;
+
   ModelConfig config_;
   std::shared_ptr<LongNetDecoder> decoder_;
 };

@@ -147,7 +147,11 @@ LongNetDecoder::LongNetDecoder(const ModelConfig& config, Initializer& init, std
 
 Tensor LongNetDecoder::project(const Tensor& hidden) const {
   if (output_projection_) return output_projection_->forward(hidden);
-  return linear(hidden, in_dtype_of(embed_tokens().weight(), hidden));
+  return linear(hidden, project_weight(hidden));
+}
+
+Tensor LongNetDecoder::project_weight(const Tensor& hidden) const {
+  return in_dtype_of(output_projection_ ? output_projection_->weight() : embed_tokens().weight(), hidden);
 }
 
 }  // namespace longnet

@@ -81,6 +81,9 @@ class LongNetDecoder final : public TransformerStack {
   std::string type_name() const override { return "LongNetDecoder"; }
   /// Final hidden states (B, N, dim), after the final norm -> logits (B, N, vocab) in their dtype.
   Tensor project(const Tensor& hidden) const;
+  /// The head's weight (vocab, dim) in the dtype of `hidden`, as project() multiplies by it (the
+  /// tied embedding or output_projection's): for ops that apply the head themselves.
+  Tensor project_weight(const Tensor& hidden) const;
 
  private:
   std::shared_ptr<Linear> output_projection_;

@@ -217,28 +217,42 @@ unsigned blocks_for(int64_t rows) { return static_cast<unsigned>(std::clamp<int6
 
 }  // namespace
 
-void cross_entropy_forward(int device, const cpu::CrossEntropyParams& p, const CrossEntropyOutputs& out) {
+void cross_entropy_rows(int device, const cpu::CrossEntropyParams& p, void* row_loss) {
+  if (p.rows == 0) return;
   DeviceGuard guard(device);
   dispatch_float_types(p.dtype, "cross_entropy", [&]<class T>() {
     dispatch_index(p.target_dtype, "cross_entropy", [&]<class I>() {
       using A = acc_t<T>;
-      const auto* logits = static_cast<const T*>(p.logits);
-      const auto* targets = static_cast<const I*>(p.targets);
-      // Per-row losses, freed in stream order once the finishing kernel is queued.
-      const Storage row_loss(static_cast<size_t>(std::max<int64_t>(p.rows, 1)) * sizeof(A), Device::cuda(device));
-      auto* losses = static_cast<A*>(row_loss.data());
-      if (p.rows > 0) {
-        // Any alignment works: each row finds its own aligned middle.
-        constexpr int V = rowwise::kVecWidth<T>;
-        cross_entropy_forward_kernel<T, I, V><<<blocks_for(p.rows), threads_for(p.classes, V), 0, stream(device)>>>(
-            logits, targets, static_cast<A*>(p.lse), losses, p.rows, p.classes, p.ignore_index);
-        LN_CUDA_CHECK_LAUNCH();
-      }
-      cross_entropy_finish_kernel<T, I><<<1, kFinalThreads, 0, stream(device)>>>(
-          targets, losses, p.rows, p.classes, p.ignore_index, static_cast<A*>(out.loss), out.count, out.bad);
+      // Any alignment works: each row finds its own aligned middle.
+      constexpr int V = rowwise::kVecWidth<T>;
+      cross_entropy_forward_kernel<T, I, V><<<blocks_for(p.rows), threads_for(p.classes, V), 0, stream(device)>>>(
+          static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), static_cast<A*>(p.lse),
+          static_cast<A*>(row_loss), p.rows, p.classes, p.ignore_index);
       LN_CUDA_CHECK_LAUNCH();
     });
   });
+}
+
+void cross_entropy_finish(int device, const cpu::CrossEntropyParams& p, const void* row_loss,
+                          const CrossEntropyOutputs& out) {
+  DeviceGuard guard(device);
+  dispatch_float_types(p.dtype, "cross_entropy", [&]<class T>() {
+    dispatch_index(p.target_dtype, "cross_entropy", [&]<class I>() {
+      using A = acc_t<T>;
+      cross_entropy_finish_kernel<T, I><<<1, kFinalThreads, 0, stream(device)>>>(
+          static_cast<const I*>(p.targets), static_cast<const A*>(row_loss), p.rows, p.classes, p.ignore_index,
+          static_cast<A*>(out.loss), out.count, out.bad);
+      LN_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+void cross_entropy_forward(int device, const cpu::CrossEntropyParams& p, const CrossEntropyOutputs& out) {
+  // Per-row losses, freed in stream order once the finishing kernel is queued.
+  const size_t loss_size = p.dtype == DType::F64 ? sizeof(double) : sizeof(float);
+  const Storage row_loss(static_cast<size_t>(std::max<int64_t>(p.rows, 1)) * loss_size, Device::cuda(device));
+  cross_entropy_rows(device, p, row_loss.data());
+  cross_entropy_finish(device, p, row_loss.data(), out);
 }
 
 void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p, const void* grad,

@@ -21,6 +21,14 @@ struct CrossEntropyOutputs {
 /// order, counts them, and finds the first bad target (whose row is not counted). Nothing is read
 /// back to the host.
 void cross_entropy_forward(int device, const cpu::CrossEntropyParams& p, const CrossEntropyOutputs& out);
+/// The forward's first pass alone, for logits that come in row chunks: per row of p, the
+/// log-sum-exp into p.lse and the row's loss (lse - logit[target]; NaN for a bad target, 0 for an
+/// ignored row) into row_loss (p.rows, f32; f64 for f64 logits).
+void cross_entropy_rows(int device, const cpu::CrossEntropyParams& p, void* row_loss);
+/// The forward's last pass over the row losses of all rows (p.rows of them, with p's targets;
+/// p.logits and p.lse are not read): the mean, the count and the first bad target into `out`.
+void cross_entropy_finish(int device, const cpu::CrossEntropyParams& p, const void* row_loss,
+                          const CrossEntropyOutputs& out);
 /// dlogits = (exp(logits - lse) - onehot(target)) * grad / count in one pass, 0 on ignored rows,
 /// NaN on rows with a bad target.
 /// p.scale is not used: `grad` (() f32, f64 for f64 logits) and `count` are read on the device.

@@ -1,5 +1,6 @@
 #include "framework/ops/loss.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string_view>
 
@@ -12,7 +13,9 @@
 #endif
 #include "framework/ops/common.h"
 #include "framework/ops/copy.h"
+#include "framework/ops/elementwise.h"
 #include "framework/ops/factory.h"
+#include "framework/ops/matmul.h"
 #include "framework/ops/view.h"
 
 namespace longnet {
@@ -30,9 +33,10 @@ struct Saved {
 // f32, or f64 for f64 logits: the dtype of the loss and of the saved log-sum-exps.
 DType loss_dtype(DType logits) { return logits == DType::F64 ? DType::F64 : DType::F32; }
 
-void check_target(int64_t bad_row, int64_t bad_value, const Tensor& logits, int64_t ignore_index) {
-  LN_CHECK(bad_row < 0, "[cross_entropy] target id ", bad_value, " at flat position ", bad_row, " is outside [0, ",
-           logits.size(-1), ") for logits ", shape_str(logits.shape()), " (ignore_index ", ignore_index, ")");
+// `logits` is the shape of the logits, computed or not.
+void check_target(const char* op, int64_t bad_row, int64_t bad_value, const Shape& logits, int64_t ignore_index) {
+  LN_CHECK(bad_row < 0, "[", op, "] target id ", bad_value, " at flat position ", bad_row, " is outside [0, ",
+           logits.back(), ") for logits ", shape_str(logits), " (ignore_index ", ignore_index, ")");
 }
 
 Saved forward_cpu(const Tensor& logits, const Tensor& targets, int64_t rows, int64_t classes, int64_t ignore_index) {
@@ -41,7 +45,7 @@ Saved forward_cpu(const Tensor& logits, const Tensor& targets, int64_t rows, int
   s.t = reshape(targets.contiguous(), {rows});
   int64_t bad_value = 0;
   const int64_t bad = cpu::find_bad_target(s.t.raw_data(), s.t.dtype(), rows, classes, ignore_index, &bad_value);
-  check_target(bad, bad_value, logits, ignore_index);
+  check_target("cross_entropy", bad, bad_value, logits.shape(), ignore_index);
   s.lse = Tensor::empty({rows}, s.x.dtype(), s.x.device());
   const cpu::CrossEntropySum total = cpu::cross_entropy_forward(
       {s.x.raw_data(), s.t.raw_data(), s.lse.raw_data(), s.x.dtype(), s.t.dtype(), rows, classes, ignore_index});
@@ -84,7 +88,7 @@ Saved forward_cuda(const Tensor& logits, const Tensor& targets, int64_t rows, in
       {s.loss.raw_data(), s.count.data<int64_t>(), bad.data<int64_t>()});
   if (check_targets_on_host()) {
     const std::vector<int64_t> verdict = bad.to_vector<int64_t>();
-    check_target(verdict[0], verdict[1], logits, ignore_index);
+    check_target("cross_entropy", verdict[0], verdict[1], logits.shape(), ignore_index);
   }
 #else
   LN_FAIL("[cross_entropy] has no kernel for ", device.str(), " tensors");
@@ -134,6 +138,154 @@ class CrossEntropyBackward final : public autograd::Node {
   int64_t ignore_index_;
 };
 
+
+// ---- linear_cross_entropy: the head's product and the loss over row chunks ----
+
+// Rows per chunk: `asked`, or when 0 about 2^27 logits a chunk in multiples of 64 rows; at most
+// all rows, at least one.
+int64_t rows_per_chunk(int64_t rows, int64_t classes, int64_t asked) {
+  int64_t r = asked;
+  if (r == 0) {
+    r = (int64_t{1} << 27) / std::max<int64_t>(classes, 1);
+    if (r >= 64) r = r / 64 * 64;
+  }
+  return std::max<int64_t>(1, std::min(r, rows));
+}
+
+// f(start, n) for consecutive chunks of at most `chunk` rows.
+template <class F>
+void for_chunks(int64_t rows, int64_t chunk, F&& f) {
+  for (int64_t start = 0; start < rows; start += chunk) f(start, std::min(chunk, rows - start));
+}
+
+// What the chunked head keeps for its backward, all on x's device: nothing of size (rows, V).
+struct HeadSaved {
+  Tensor x;       // (rows, D) in the compute dtype
+  Tensor weight;  // (V, D)
+  Tensor t;       // (rows), contiguous
+  Tensor lse;     // (rows) in the loss dtype
+  Tensor count;   // () i64: rows whose target is not ignored
+};
+
+// Logits of rows [start, start + n) as the composite computes them (linear(), compute dtype), in
+// the dtype the device's CE kernels take: a contiguous (n, V) block the caller owns.
+Tensor chunk_logits(const HeadSaved& s, int64_t start, int64_t n) {
+  NoGradGuard no_grad;
+  return ops::kernel_input(linear(narrow(s.x, 0, start, n), s.weight)).contiguous();
+}
+
+// The kernels' parameters for rows [start, start + n) of s, with `logits` their block.
+cpu::CrossEntropyParams chunk_params(const HeadSaved& s, const Tensor& logits, int64_t start, int64_t n,
+                                     int64_t ignore_index) {
+  return {logits.raw_data(), narrow(s.t, 0, start, n).raw_data(), narrow(s.lse, 0, start, n).raw_data(),
+          logits.dtype(), s.t.dtype(), n, logits.size(1), ignore_index};
+}
+
+// Fills s.lse and s.count; returns the loss.
+Tensor head_forward_cpu(HeadSaved& s, int64_t chunk, int64_t ignore_index, const Shape& logits_shape) {
+  const int64_t rows = s.x.size(0), classes = s.weight.size(0);
+  int64_t bad_value = 0;
+  const int64_t bad = cpu::find_bad_target(s.t.raw_data(), s.t.dtype(), rows, classes, ignore_index, &bad_value);
+  check_target("linear_cross_entropy", bad, bad_value, logits_shape, ignore_index);
+  const DType dt = loss_dtype(s.x.dtype());
+  s.lse = Tensor::empty({rows}, dt, Device::cpu());
+  double total = 0.0;
+  int64_t count = 0;
+  for_chunks(rows, chunk, [&](int64_t start, int64_t n) {
+    const Tensor logits = chunk_logits(s, start, n);
+    const cpu::CrossEntropySum part = cpu::cross_entropy_forward(chunk_params(s, logits, start, n, ignore_index));
+    total += part.loss;
+    count += part.count;
+  });
+  s.count = scalar_tensor(static_cast<double>(count), DType::I64, Device::cpu());
+  return scalar_tensor(count ? total / static_cast<double>(count) : 0.0, dt, Device::cpu());
+}
+
+// As head_forward_cpu; the row losses stay on the device until one pass over all rows sums them
+// and checks the targets, as cross_entropy's forward does (no host synchronisation by default).
+Tensor head_forward_cuda(HeadSaved& s, int64_t chunk, int64_t ignore_index, const Shape& logits_shape) {
+  const Device device = s.x.device();
+  const int64_t rows = s.x.size(0);
+  const DType dt = loss_dtype(s.x.dtype());
+  s.lse = Tensor::empty({rows}, dt, device);
+  s.count = Tensor::empty({}, DType::I64, device);
+  Tensor loss = Tensor::empty({}, dt, device);
+#ifdef LONGNET_WITH_CUDA
+  const Tensor row_loss = Tensor::empty({rows}, dt, device);
+  for_chunks(rows, chunk, [&](int64_t start, int64_t n) {
+    const Tensor logits = chunk_logits(s, start, n);
+    cuda::cross_entropy_rows(device.index, chunk_params(s, logits, start, n, ignore_index),
+                             narrow(row_loss, 0, start, n).raw_data());
+  });
+  cpu::CrossEntropyParams all{nullptr, s.t.raw_data(), nullptr, s.x.dtype(), s.t.dtype(),
+                              rows, s.weight.size(0), ignore_index};
+  const Tensor bad = Tensor::empty({2}, DType::I64, device);
+  cuda::cross_entropy_finish(device.index, all, row_loss.raw_data(),
+                             {loss.raw_data(), s.count.data<int64_t>(), bad.data<int64_t>()});
+  if (check_targets_on_host()) {
+    const std::vector<int64_t> verdict = bad.to_vector<int64_t>();
+    check_target("linear_cross_entropy", verdict[0], verdict[1], logits_shape, ignore_index);
+  }
+#else
+  (void)chunk;
+  (void)ignore_index;
+  (void)logits_shape;
+  LN_FAIL("[linear_cross_entropy] has no kernel for ", device.str(), " tensors");
+#endif
+  return loss;
+}
+
+// Per chunk: the logits again, dlogits written over them, dx's rows = dlogits @ W and
+// dW += dlogits^T @ x (each product in the compute dtype; dW summed in f32 for 16-bit dtypes
+// when there is more than one chunk).
+class LinearCrossEntropyBackward final : public autograd::Node {
+ public:
+  LinearCrossEntropyBackward(HeadSaved saved, Shape x_shape, int64_t chunk, int64_t ignore_index)
+      : s_(std::move(saved)), x_shape_(std::move(x_shape)), chunk_(chunk), ignore_index_(ignore_index) {}
+  std::string name() const override { return "LinearCrossEntropyBackward"; }
+  std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
+    NoGradGuard no_grad;
+    const bool want_x = next_edges[0].fn != nullptr, want_w = next_edges[1].fn != nullptr;
+    const int64_t rows = s_.x.size(0);
+    const DType dtype = s_.x.dtype(), acc = loss_dtype(dtype);
+    const bool widen = acc != dtype && rows > chunk_;
+    Tensor dx = want_x ? Tensor::empty(s_.x.shape(), dtype, s_.x.device()) : Tensor();
+    Tensor dw;
+    for_chunks(rows, chunk_, [&](int64_t start, int64_t n) {
+      const Tensor logits = chunk_logits(s_, start, n);
+      // The kernels read each logit right before writing its gradient in its place.
+      const cpu::CrossEntropyParams p = chunk_params(s_, logits, start, n, ignore_index_);
+      run_backward({p.logits, p.targets, p.lse, logits.raw_data(), p.dtype, p.target_dtype, n, p.classes,
+                    ignore_index_, 1.0},
+                   g[0], s_.count);
+      const Tensor dl = cast(logits, dtype);
+      if (want_x) copy_(narrow(dx, 0, start, n), matmul(dl, s_.weight));
+      if (want_w) {
+        const Tensor part = matmul(transpose(dl, 0, 1), narrow(s_.x, 0, start, n));
+        const Tensor wide = widen ? cast(part, acc) : part;
+        if (dw.defined()) {
+          add_(dw, wide);
+        } else {
+          dw = wide;
+        }
+      }
+    });
+    if (want_w) {
+      const Tensor& w = s_.weight;
+      dw = dw.defined() ? cast(dw, w.dtype()) : zeros(w.shape(), w.dtype(), w.device());
+    }
+    return {want_x ? reshape(dx, x_shape_) : Tensor(), dw, Tensor()};
+  }
+  std::vector<Tensor> saved_tensors() const override { return {s_.x, s_.weight, s_.t, s_.lse, s_.count}; }
+  void release_saved() override { s_ = HeadSaved(); }
+
+ private:
+  HeadSaved s_;
+  Shape x_shape_;
+  int64_t chunk_;
+  int64_t ignore_index_;
+};
+
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
@@ -163,6 +315,44 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     s.loss = Tensor();
     autograd::record(std::make_shared<CrossEntropyBackward>(std::move(s), logits.shape(), logits.dtype(), ignore_index),
                      {logits, targets}, {out});
+  }
+  return out;
+}
+
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t ignore_index,
+                            int64_t chunk_rows) {
+  const ProfileScope scope("linear_cross_entropy");
+  ops::common_device("linear_cross_entropy", {x, weight, targets});
+  ops::require_float("linear_cross_entropy", x);
+  ops::require_same_dtype("linear_cross_entropy", x, weight);
+  LN_CHECK(weight.dim() == 2, "[linear_cross_entropy] weight must be (V, D), got ", shape_str(weight.shape()));
+  LN_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "[linear_cross_entropy] x ", shape_str(x.shape()),
+           " needs its last dim equal to weight ", shape_str(weight.shape()), "'s D");
+  LN_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64,
+           "[linear_cross_entropy] targets must be i32 or i64, got ", dtype_name(targets.dtype()), " of shape ",
+           shape_str(targets.shape()));
+  const Shape lead(x.shape().begin(), x.shape().end() - 1);
+  LN_CHECK(targets.shape() == lead, "[linear_cross_entropy] x ", shape_str(x.shape()), " needs targets of shape ",
+           shape_str(lead), ", got ", shape_str(targets.shape()));
+  LN_CHECK(chunk_rows >= 0, "[linear_cross_entropy] chunk_rows must be >= 0 (0: automatic), got ", chunk_rows);
+  const int64_t rows = numel_of(lead), classes = weight.size(0);
+  LN_CHECK(classes > 0 || rows == 0, "[linear_cross_entropy] weight ", shape_str(weight.shape()), " has no classes");
+  Shape logits_shape = lead;
+  logits_shape.push_back(classes);
+  const int64_t chunk = rows_per_chunk(rows, classes, chunk_rows);
+  HeadSaved s;
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    s.x = reshape(x.detach(), {rows, x.size(-1)});
+    s.weight = weight.detach();
+    s.t = reshape(targets.detach().contiguous(), {rows});
+    out = x.device().is_cpu() ? head_forward_cpu(s, chunk, ignore_index, logits_shape)
+                              : head_forward_cuda(s, chunk, ignore_index, logits_shape);
+  }
+  if (autograd::needs_grad({x, weight})) {
+    autograd::record(std::make_shared<LinearCrossEntropyBackward>(std::move(s), x.shape(), chunk, ignore_index),
+                     {x, weight, targets}, {out});
   }
   return out;
 }

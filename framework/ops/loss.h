@@ -15,4 +15,16 @@ namespace longnet {
 /// check back and raise the CPU's error (a host synchronisation per call: for debugging).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
 
+/// The LM head and its loss in one op: cross_entropy(linear(x, weight), targets, ignore_index),
+/// computed over chunks of `chunk_rows` rows so that no (rows, V) tensor outlives its chunk, in
+/// the forward or in the backward (which recomputes each chunk's logits). x (..., D) in a float
+/// compute dtype, weight (V, D) in the same dtype, targets (...) i32/i64 with x's leading shape.
+/// Returns the same () loss as the composite (f32, f64 for f64 x; 0 when every target is
+/// ignored), with the same treatment of bad targets. Each chunk's logits are computed as linear()
+/// computes them, in the compute dtype; per-row log-sum-exps (f32, f64 for f64) are all that is
+/// kept of them. The weight gradient is accumulated over chunks in f32 for 16-bit dtypes.
+/// chunk_rows 0 picks chunks of about 2^27 logits (256 MiB in bf16), a multiple of 64 rows.
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t ignore_index = -100,
+                            int64_t chunk_rows = 0);
+
 }  // namespace longnet

@@ -2,7 +2,9 @@
 // model's own loss, and the allocator.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "framework/core/storage.h"
 #include "framework/ops/factory.h"
@@ -52,9 +54,16 @@ TEST(BenchMemory, TinyModelKeepsWhatTheBackwardNeedsOnce) {
   for (const NodeMemory& node : layer.nodes) sum += node.bytes;
   EXPECT_EQ(sum, layer.bytes);
   // The embedding keeps the token ids; the head the final norm's input, output and statistics,
-  // the logits, their log-sum-exps, the targets and the count of scored rows.
+  // the log-sum-exp of each row's logits (not the logits: the head and the loss run in row
+  // chunks), the targets and the count of scored rows.
   EXPECT_EQ(part(m, "embedding").bytes, tokens_bytes);
-  EXPECT_EQ(part(m, "head").bytes, b * n * (2 * c.dim + 2 + c.vocab_size + 1) * 4 + tokens_bytes + 8);
+  EXPECT_EQ(part(m, "head").bytes, b * n * (2 * c.dim + 2 + 1) * 4 + tokens_bytes + 8);
+  // The chunked head's node is charged with all but the norm's input and statistics.
+  const std::vector<NodeMemory>& head = part(m, "head").nodes;
+  const auto lce = std::find_if(head.begin(), head.end(),
+                                [](const NodeMemory& r) { return r.node == "LinearCrossEntropyBackward"; });
+  ASSERT_NE(lce, head.end());
+  EXPECT_EQ(lce->bytes, b * n * (c.dim + 1) * 4 + tokens_bytes + 8);
   // The allocator saw the same growth, less the ids and targets that existed before, plus the
   // loss value the graph does not keep.
   const int64_t graph = m.bytes - 2 * tokens_bytes;
@@ -88,9 +97,9 @@ TEST(BenchMemory, GpuGraphMatchesTheAllocator) {
   const auto [tokens, targets] = random_batch(c, b, n, Device::cuda(), 4);
   const GraphMemory m = graph_memory(model, tokens, targets);
   EXPECT_EQ(m.loss, model.loss(tokens, targets).loss.item());
-  // The GPU keeps 16-bit logits for the loss (the CPU widens them to f32).
-  EXPECT_GE(part(m, "head").bytes, b * n * c.vocab_size * 2);
-  EXPECT_LT(part(m, "head").bytes, b * n * c.vocab_size * 4);
+  // No logits: the final norm's bf16 input and output and its f32 statistics, the f32
+  // log-sum-exp of each row, the targets and the count.
+  EXPECT_EQ(part(m, "head").bytes, b * n * (2 * c.dim * 2 + 2 * 4 + 4) + tokens_bytes + 8);
   const int64_t graph = m.bytes + m.weight_bytes - 2 * tokens_bytes;
   EXPECT_GE(m.allocator_bytes, graph);
   EXPECT_LE(m.allocator_bytes, graph + 64);

@@ -283,7 +283,7 @@ TEST(BenchTrain, ProfileAccountsForTheStep) {
     }
   }
   for (const char* name : {"linear", "LinearBackward", "layer_norm", "LayerNormBackward",
-                           "cross_entropy", "adamw_update_", "total"}) {
+                           "linear_cross_entropy", "adamw_update_", "total"}) {
     EXPECT_TRUE(rows.count(name)) << name << " missing:\n" << out;
   }
   double sum_ms = 0.0, sum_share = 0.0;

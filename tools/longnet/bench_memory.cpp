@@ -118,7 +118,7 @@ GraphMemory graph_memory(const LongNetLM& model, const Tensor& tokens, const Ten
       m.parts.push_back(walker.collect("layer " + std::to_string(i), {h, aux}));
     }
     const LossOutput loss =
-        language_model_loss(decoder.project(decoder.layer_norm().forward(h)), targets, aux, model.config().ignore_index);
+        decoder_loss(decoder, decoder.layer_norm().forward(h), targets, aux, model.config().ignore_index);
     h = Tensor();
     m.parts.push_back(walker.collect("head", {loss.loss}));
     m.allocator_bytes = memory_stats(tokens.device()).current_bytes - before;

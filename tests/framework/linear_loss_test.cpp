@@ -1,0 +1,231 @@
+// linear_cross_entropy: the chunked head + loss against the composite cross_entropy(linear(x, w), t)
+// (values and gradients, every dtype), a gradient check, the memory it never takes, errors, and
+// the GPU against the CPU.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/core/storage.h"
+#include "framework/ops/loss.h"
+#include "framework/ops/ops.h"
+#include "tests/support/gpu.h"
+#include "tests/support/gradcheck.h"
+
+namespace longnet {
+namespace {
+
+using testing::all_close;
+using testing::gradcheck;
+using testing::leaf;
+
+using LossFn = std::function<Tensor(const Tensor& x, const Tensor& w)>;
+
+// A loss and the gradients of x and w it gives.
+struct LossAndGrads {
+  Tensor loss, dx, dw;
+};
+
+// Runs `f` on fresh leaves holding x's and w's values and back-propagates from its loss.
+LossAndGrads run(const LossFn& f, const Tensor& x, const Tensor& w) {
+  Tensor xl = x.detach().clone().requires_grad_(true), wl = w.detach().clone().requires_grad_(true);
+  LossAndGrads r;
+  r.loss = f(xl, wl);
+  r.loss.backward();
+  r.dx = xl.grad();
+  r.dw = wl.grad();
+  return r;
+}
+
+LossAndGrads composite(const Tensor& x, const Tensor& w, const Tensor& t, int64_t ignore = -100) {
+  return run([&](const Tensor& a, const Tensor& b) { return cross_entropy(linear(a, b), t, ignore); }, x, w);
+}
+
+LossAndGrads chunked(const Tensor& x, const Tensor& w, const Tensor& t, int64_t chunk, int64_t ignore = -100) {
+  return run([&](const Tensor& a, const Tensor& b) { return linear_cross_entropy(a, b, t, ignore, chunk); }, x, w);
+}
+
+// Targets below `classes` with every `ignore_every`-th one set to `ignore` (0: none ignored).
+Tensor targets_of(const Shape& shape, int64_t classes, int64_t ignore_every, int64_t ignore, uint64_t seed,
+                  Device device = Device::cpu()) {
+  Generator g(seed);
+  std::vector<int64_t> t = randint(0, classes, shape, DType::I64, Device::cpu(), &g).to_vector<int64_t>();
+  for (size_t i = 0; ignore_every > 0 && i < t.size(); i += static_cast<size_t>(ignore_every)) t[i] = ignore;
+  return from_vector(t, shape, device);
+}
+
+// max |t| over the elements, for tolerances relative to a tensor's scale.
+double max_abs(const Tensor& t) {
+  double m = 0.0;
+  for (double v : t.to_vector<double>()) m = std::max(m, std::abs(v));
+  return m;
+}
+
+struct F64Case {
+  Shape x;
+  int64_t classes, chunk, ignore_every;
+};
+
+TEST(LinearCrossEntropy, F64EqualsTheCompositeForAnyChunking) {
+  // Chunks that do not divide the rows, one row, all rows at once (0: the default), 2-D and 3-D x.
+  for (const F64Case& c : {F64Case{{7, 5}, 11, 3, 3}, F64Case{{7, 5}, 11, 1, 0}, F64Case{{2, 5, 4}, 9, 4, 4},
+                           F64Case{{3, 4, 6}, 13, 5, 2}, F64Case{{3, 4, 6}, 13, 0, 5}}) {
+    SCOPED_TRACE(shape_str(c.x) + " classes " + std::to_string(c.classes) + " chunk " + std::to_string(c.chunk));
+    Generator g(41);
+    const Tensor x = randn(c.x, DType::F64, Device::cpu(), &g);
+    const Tensor w = mul(randn({c.classes, c.x.back()}, DType::F64, Device::cpu(), &g), 0.7);
+    const Tensor t = targets_of(Shape(c.x.begin(), c.x.end() - 1), c.classes, c.ignore_every, -100, 42);
+    const LossAndGrads want = composite(x, w, t), got = chunked(x, w, t, c.chunk);
+    EXPECT_EQ(got.loss.dtype(), DType::F64);
+    EXPECT_EQ(got.loss.shape(), Shape{});
+    EXPECT_NEAR(got.loss.item(), want.loss.item(), 1e-12);
+    EXPECT_TRUE(all_close(got.dx, want.dx, 1e-12, 0.0));
+    EXPECT_TRUE(all_close(got.dw, want.dw, 1e-12, 0.0));
+  }
+}
+
+TEST(LinearCrossEntropy, I32TargetsCustomIgnoreIndexAndOneSidedGradients) {
+  Generator g(43);
+  const Tensor x = randn({2, 3, 4}, DType::F64, Device::cpu(), &g);
+  const Tensor w = randn({6, 4}, DType::F64, Device::cpu(), &g);
+  const Tensor t = from_vector<int32_t>({0, 5, 2, 3, 2, 1}, {2, 3});
+  const LossAndGrads want = composite(x, w, t, 2);
+  EXPECT_NEAR(chunked(x, w, t, 4, 2).loss.item(), want.loss.item(), 1e-12);
+  // Only x needs a gradient, then only w: the other is not computed.
+  const Tensor xl = x.clone().requires_grad_(true);
+  linear_cross_entropy(xl, w, t, 2, 4).backward();
+  EXPECT_TRUE(all_close(xl.grad(), want.dx, 1e-12, 0.0));
+  const Tensor wl = w.clone().requires_grad_(true);
+  linear_cross_entropy(x, wl, t, 2, 4).backward();
+  EXPECT_TRUE(all_close(wl.grad(), want.dw, 1e-12, 0.0));
+}
+
+TEST(LinearCrossEntropy, GradientCheck) {
+  const Tensor t = from_vector<int64_t>({1, -100, 4, 0, 2, 3}, {2, 3});
+  EXPECT_TRUE(gradcheck(
+      [&](const std::vector<Tensor>& in) { return linear_cross_entropy(in[0], in[1], t, -100, 2); },
+      {leaf({2, 3, 4}, 44), leaf({5, 4}, 45)}));
+  // A transposed weight and a sliced x: views the chunks read in place.
+  const Tensor t2 = from_vector<int64_t>({2, 0, 1}, {3});
+  EXPECT_TRUE(gradcheck(
+      [&](const std::vector<Tensor>& in) {
+        return linear_cross_entropy(in[0].slice(1, 0, 6, 2), in[1].transpose(0, 1), t2, -100, 2);
+      },
+      {leaf({3, 6}, 46), leaf({3, 3}, 47)}));
+}
+
+TEST(LinearCrossEntropy, AllIgnoredGivesZeroLossAndZeroGradients) {
+  const LossAndGrads r = chunked(leaf({4, 3}, 48), leaf({5, 3}, 49), full({4}, -100, DType::I64), 3);
+  EXPECT_EQ(r.loss.item(), 0.0);
+  for (double v : r.dx.to_vector<double>()) EXPECT_EQ(v, 0.0);
+  for (double v : r.dw.to_vector<double>()) EXPECT_EQ(v, 0.0);
+}
+
+TEST(LinearCrossEntropy, F32AndBf16TrackTheComposite) {
+  Generator g(50);
+  const Tensor x32 = randn({3, 40, 16}, DType::F32, Device::cpu(), &g);
+  const Tensor w32 = mul(randn({300, 16}, DType::F32, Device::cpu(), &g), 0.25);
+  const Tensor t = targets_of({3, 40}, 300, 7, -100, 51);
+  {
+    const LossAndGrads want = composite(x32, w32, t), got = chunked(x32, w32, t, 25);
+    EXPECT_EQ(got.loss.dtype(), DType::F32);
+    EXPECT_NEAR(got.loss.item(), want.loss.item(), 1e-6 * std::abs(want.loss.item()));
+    EXPECT_TRUE(all_close(got.dx, want.dx, 1e-6 * max_abs(want.dx), 0.0));
+    EXPECT_TRUE(all_close(got.dw, want.dw, 1e-6 * max_abs(want.dw), 0.0));
+  }
+  // bf16: the same bf16 logits and dlogits as the composite; dW sums bf16 chunk products in f32
+  // where the composite rounds one product, so it differs by a few bf16 roundings (2^-8 each).
+  const Tensor x = x32.to(DType::BF16), w = w32.to(DType::BF16);
+  const LossAndGrads want = composite(x, w, t), got = chunked(x, w, t, 25);
+  EXPECT_EQ(got.loss.dtype(), DType::F32);
+  EXPECT_EQ(got.dx.dtype(), DType::BF16);
+  EXPECT_EQ(got.dw.dtype(), DType::BF16);
+  EXPECT_NEAR(got.loss.item(), want.loss.item(), 1e-5 * std::abs(want.loss.item()));
+  EXPECT_TRUE(all_close(got.dx, want.dx, 1e-2 * max_abs(want.dx), 0.0));
+  EXPECT_TRUE(all_close(got.dw, want.dw, 2e-2 * max_abs(want.dw), 0.0));
+}
+
+// Peak bytes the allocator held above its starting point while `f` ran.
+int64_t peak_growth(Device device, const std::function<void()>& f) {
+  const int64_t before = memory_stats(device).current_bytes;
+  reset_peak_memory(device);
+  f();
+  return memory_stats(device).peak_bytes - before;
+}
+
+TEST(LinearCrossEntropy, NeverHoldsTheWholeLogits) {
+  // rows x V logits (8 MiB in f32) dwarf x (32 KiB) and W (256 KiB).
+  const int64_t rows = 512, dim = 16, classes = 4096;
+  Generator g(52);
+  const Tensor x = randn({rows, dim}, DType::F32, Device::cpu(), &g).requires_grad_(true);
+  const Tensor w = mul(randn({classes, dim}, DType::F32, Device::cpu(), &g), 0.25).requires_grad_(true);
+  const Tensor t = targets_of({rows}, classes, 0, -100, 53);
+  const int64_t logits_bytes = rows * classes * 4;
+  const int64_t chunked_peak = peak_growth(Device::cpu(), [&] { linear_cross_entropy(x, w, t, -100, 32).backward(); });
+  // One chunk's logits (512 KiB), W's gradient and its chunk product, x's gradient, small vectors.
+  EXPECT_LT(chunked_peak, logits_bytes / 4);
+  // The measurement can fail: the composite holds the logits, and in its backward their gradient.
+  const int64_t composite_peak = peak_growth(Device::cpu(), [&] { cross_entropy(linear(x, w), t).backward(); });
+  EXPECT_GE(composite_peak, logits_bytes);
+}
+
+TEST(LinearCrossEntropy, Errors) {
+  const Tensor x = zeros({3, 4}), w = zeros({5, 4});
+  const Tensor t = from_vector<int64_t>({0, 1, 2}, {3});
+  auto message_of = [](const std::function<void()>& f) { return testing::error_message(f); };
+  const std::string features = message_of([&] { linear_cross_entropy(x, zeros({5, 3}), t); });
+  EXPECT_NE(features.find("[linear_cross_entropy] x (3, 4) needs its last dim equal to weight (5, 3)'s D"),
+            std::string::npos)
+      << features;
+  const std::string weight_dim = message_of([&] { linear_cross_entropy(x, zeros({5, 4, 1}), t); });
+  EXPECT_NE(weight_dim.find("weight must be (V, D), got (5, 4, 1)"), std::string::npos) << weight_dim;
+  const std::string dtype = message_of([&] { linear_cross_entropy(x, zeros({5, 4}, DType::F64), t); });
+  EXPECT_NE(dtype.find("[linear_cross_entropy]"), std::string::npos) << dtype;
+  const std::string shape = message_of([&] { linear_cross_entropy(x, w, from_vector<int64_t>({0, 1}, {2})); });
+  EXPECT_NE(shape.find("x (3, 4) needs targets of shape (3), got (2)"), std::string::npos) << shape;
+  const std::string tdtype = message_of([&] { linear_cross_entropy(x, w, zeros({3})); });
+  EXPECT_NE(tdtype.find("targets must be i32 or i64, got f32"), std::string::npos) << tdtype;
+  const std::string range = message_of([&] { linear_cross_entropy(x, w, from_vector<int64_t>({0, 5, 1}, {3})); });
+  EXPECT_NE(range.find("[linear_cross_entropy] target id 5 at flat position 1 is outside [0, 5) for logits (3, 5)"),
+            std::string::npos)
+      << range;
+  const std::string chunk = message_of([&] { linear_cross_entropy(x, w, t, -100, -1); });
+  EXPECT_NE(chunk.find("chunk_rows must be >= 0"), std::string::npos) << chunk;
+}
+
+// The GPU against the CPU composite on the head of the 125M model at 8192 tokens: f32, and bf16
+// from the same bf16-rounded inputs. The default chunk (4160 rows for 32000 classes) makes two
+// chunks; with 1024 rows the step's peak stays below the size of the whole logits.
+TEST(LinearCrossEntropy, GpuMatchesTheCpu) {
+  LN_REQUIRE_GPU();
+  const int64_t rows = 8192, dim = 768, classes = 32000;
+  Generator g(54);
+  const Tensor x = randn({rows, dim}, DType::F32, Device::cpu(), &g);
+  const Tensor w = mul(randn({classes, dim}, DType::F32, Device::cpu(), &g), 1.0 / std::sqrt(768.0));
+  const Tensor t = targets_of({rows}, classes, 9, -100, 55);
+  const Device gpu = Device::cuda();
+  for (const DType dtype : {DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    const Tensor xc = x.to(dtype).to(DType::F32), wc = w.to(dtype).to(DType::F32);
+    const LossAndGrads want = composite(xc, wc, t);
+    const Tensor xg = x.to(dtype).to(gpu), wg = w.to(dtype).to(gpu), tg = t.to(gpu);
+    const double tol = dtype == DType::F32 ? 1e-4 : 2e-2;
+    for (const int64_t chunk : {int64_t{0}, int64_t{1024}}) {
+      SCOPED_TRACE(chunk);
+      LossAndGrads got;
+      const int64_t peak = peak_growth(gpu, [&] { got = chunked(xg, wg, tg, chunk); });
+      EXPECT_NEAR(got.loss.item(), want.loss.item(), (dtype == DType::F32 ? 1e-5 : 2e-3) * want.loss.item());
+      EXPECT_TRUE(all_close(got.dx.to(Device::cpu()).to(DType::F32), want.dx, tol * max_abs(want.dx), 0.0));
+      EXPECT_TRUE(all_close(got.dw.to(Device::cpu()).to(DType::F32), want.dw, tol * max_abs(want.dw), 0.0));
+      if (chunk != 0) {
+        EXPECT_LT(peak, rows * classes * static_cast<int64_t>(dtype_size(dtype)));
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longnet
