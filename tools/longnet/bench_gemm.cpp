@@ -213,6 +213,10 @@ int run_gemm_bench(const GemmBenchOptions& opt) {
         cases.push_back({32768, k, n, p});
       }
     }
+    // The LM head over a 32000-token vocabulary: whole and one chunk of the chunked loss's rows.
+    for (const Product p : {Product::Forward, Product::InputGrad, Product::WeightGrad}) {
+      for (const int64_t m : {int64_t{32768}, int64_t{4096}}) cases.push_back({m, 768, 32000, p});
+    }
   }
   const Tensor block = randn({kRandomBlock}, DType::BF16, Device::cuda(kDevice));
   std::printf("## bf16 GEMM on %s: a linear layer's products, y (M, N) = x (M, K) @ W^T, W (N, K)\n\n",
