@@ -213,9 +213,10 @@ int run_gemm_bench(const GemmBenchOptions& opt) {
         cases.push_back({32768, k, n, p});
       }
     }
-    // The LM head over a 32000-token vocabulary: whole and one chunk of the chunked loss's rows.
+    // The LM head of the presets (vocabulary 50257, an odd leading dimension for the logits and
+    // their gradient) on one chunk of the chunked loss's rows, and the same padded to 50304.
     for (const Product p : {Product::Forward, Product::InputGrad, Product::WeightGrad}) {
-      for (const int64_t m : {int64_t{32768}, int64_t{4096}}) cases.push_back({m, 768, 32000, p});
+      for (const int64_t v : {int64_t{50257}, int64_t{50304}}) cases.push_back({2560, 768, v, p});
     }
   }
   const Tensor block = randn({kRandomBlock}, DType::BF16, Device::cuda(kDevice));
