@@ -36,7 +36,7 @@ CrossEntropySum cross_entropy_forward(const CrossEntropyParams& p) {
       const T* logits = static_cast<const T*>(p.logits);
       const I* targets = static_cast<const I*>(p.targets);
       T* lse = static_cast<T*>(p.lse);
-      const int64_t classes = p.classes;
+      const int64_t classes = p.classes, ld = row_stride(p);
       std::vector<double> row_loss(static_cast<size_t>(p.rows), 0.0);
       parallel_for(
           p.rows,
@@ -46,7 +46,7 @@ CrossEntropySum cross_entropy_forward(const CrossEntropyParams& p) {
               lse[r] = T(0);
               return;
             }
-            const T* xr = logits + r * classes;
+            const T* xr = logits + r * ld;
             T m = -std::numeric_limits<T>::infinity();
             for (int64_t j = 0; j < classes; ++j) m = std::max(m, xr[j]);
             double sum = 0.0;
@@ -74,18 +74,18 @@ void cross_entropy_backward(const CrossEntropyBackwardParams& p) {
       const I* targets = static_cast<const I*>(p.targets);
       const T* lse = static_cast<const T*>(p.lse);
       T* dx = static_cast<T*>(p.dlogits);
-      const int64_t classes = p.classes;
+      const int64_t classes = p.classes, ld = row_stride(p);
       const T scale = static_cast<T>(p.scale);
       parallel_for(
           p.rows,
           [&](int64_t r) {
             const int64_t t = static_cast<int64_t>(targets[r]);
-            T* dr = dx + r * classes;
+            T* dr = dx + r * ld;
             if (t == p.ignore_index) {
               for (int64_t j = 0; j < classes; ++j) dr[j] = T(0);
               return;
             }
-            const T* xr = logits + r * classes;
+            const T* xr = logits + r * ld;
             for (int64_t j = 0; j < classes; ++j) dr[j] = std::exp(xr[j] - lse[r]) * scale;
             dr[t] -= scale;
           },

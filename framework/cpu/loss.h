@@ -3,12 +3,13 @@
 #include <cstdint>
 
 #include "framework/core/dtype.h"
+#include "framework/core/error.h"
 
 namespace longnet::cpu {
 
-/// Forward: logits (rows, classes) contiguous in `dtype` (f32 or f64); targets (rows) contiguous
-/// in `target_dtype` (i32 or i64). Writes lse (rows, `dtype`): the log-sum-exp of each row, 0 for
-/// ignored rows.
+/// Forward: logits (rows, classes) in `dtype` (f32 or f64), row r starting at logits + r * ld
+/// elements (ld 0: classes, the contiguous layout); targets (rows) contiguous in `target_dtype`
+/// (i32 or i64). Writes lse (rows, `dtype`): the log-sum-exp of each row, 0 for ignored rows.
 struct CrossEntropyParams {
   const void* logits = nullptr;
   const void* targets = nullptr;
@@ -18,6 +19,9 @@ struct CrossEntropyParams {
   int64_t rows = 0;
   int64_t classes = 0;
   int64_t ignore_index = -100;
+  // Row stride in elements, at least classes; a padded row (the chunked LM head's aligned block)
+  // leaves its columns past classes unread. Last, so that older aggregate initialisations hold.
+  int64_t ld = 0;
 };
 
 /// Sum of the per-row losses lse - logit[target] over non-ignored rows, and their count.
@@ -27,6 +31,8 @@ struct CrossEntropySum {
 };
 
 /// Backward: dlogits (rows, classes) = (softmax - onehot(target)) * scale, 0 on ignored rows.
+/// logits and dlogits share the row stride ld (0: classes); columns past classes are neither read
+/// nor written, so a padded block may take its gradient in place and keep its pad.
 struct CrossEntropyBackwardParams {
   const void* logits = nullptr;
   const void* targets = nullptr;
@@ -38,7 +44,16 @@ struct CrossEntropyBackwardParams {
   int64_t classes = 0;
   int64_t ignore_index = -100;
   double scale = 1.0;
+  int64_t ld = 0;  // row stride of logits and dlogits in elements (0: classes)
 };
+
+/// The row stride p describes: p.ld, or classes when 0. Throws when it is below classes.
+template <class P>
+int64_t row_stride(const P& p) {
+  const int64_t ld = p.ld == 0 ? p.classes : p.ld;
+  LN_CHECK(ld >= p.classes, "[cross_entropy] row stride ", ld, " is below the ", p.classes, " classes");
+  return ld;
+}
 
 /// Index of the first target outside [0, classes) that is not ignore_index, or -1 when all are
 /// valid; its value goes to *bad_value.

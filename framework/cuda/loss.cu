@@ -79,13 +79,13 @@ struct OnlineLse {
 // True when target t of a row that is not ignored names no class.
 __device__ __forceinline__ bool bad_target(int64_t t, int64_t classes) { return t < 0 || t >= classes; }
 
-// One block per row: lse = max + log(sum exp(x - max)) in a single read of the row, and the
-// row's loss lse - x[target] (NaN for a bad target). Ignored rows are not read and get 0 for
-// both.
+// One block per row: lse = max + log(sum exp(x - max)) in a single read of the row's first
+// `classes` elements (rows start `ld` elements apart), and the row's loss lse - x[target] (NaN for
+// a bad target). Ignored rows are not read and get 0 for both.
 template <class T, class I, int V>
 __global__ void __launch_bounds__(kMaxThreads)
     cross_entropy_forward_kernel(const T* logits, const I* targets, acc_t<T>* lse, acc_t<T>* row_loss, int64_t rows,
-                                 int64_t classes, int64_t ignore_index) {
+                                 int64_t classes, int64_t ld, int64_t ignore_index) {
   using A = acc_t<T>;
   __shared__ A scratch[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(kMaxThreads)
       if (threadIdx.x == 0) lse[r] = row_loss[r] = A(0);
       continue;
     }
-    const T* row = logits + r * classes;
+    const T* row = logits + r * ld;
     const Split<T, V> split(row, classes);
     OnlineLse<A> acc;
     for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) acc.add(load(row[j]));
@@ -156,12 +156,14 @@ __global__ void __launch_bounds__(kFinalThreads)
 // One block per row: dlogits = (exp(x - lse) - onehot) * grad / count, written as the row is
 // read; exp(x - lse) costs one FFMA and one MUFU.EX2, and the one-hot term touches only the pack
 // holding the target. Ignored rows are written as 0 and rows with a bad target as NaN, without
-// reading the logits. logits and dlogits share their offset modulo 16 bytes, so one split serves
-// both.
+// reading the logits. Rows start `ld` elements apart in both, and only their first `classes`
+// elements are touched. logits and dlogits share their offset modulo 16 bytes (checked at launch,
+// and kept from row to row by the common stride), so one split serves both.
 template <class T, class I, int V>
 __global__ void __launch_bounds__(kMaxThreads)
     cross_entropy_backward_kernel(const T* logits, const I* targets, const acc_t<T>* lse, T* dlogits, int64_t rows,
-                                  int64_t classes, int64_t ignore_index, const acc_t<T>* grad, const int64_t* count) {
+                                  int64_t classes, int64_t ld, int64_t ignore_index, const acc_t<T>* grad,
+                                  const int64_t* count) {
   using A = acc_t<T>;
   const int64_t n = *count;
   const A scale = n ? *grad / static_cast<A>(n) : A(0);
@@ -171,8 +173,8 @@ __global__ void __launch_bounds__(kMaxThreads)
     const bool live = !ignored && !bad_target(t, classes);
     const A fill = ignored ? A(0) : static_cast<A>(NAN);
     const rowwise::ExpMinus<A> ex(live ? lse[r] : A(0));
-    const T* in = logits + r * classes;
-    T* out = dlogits + r * classes;
+    const T* in = logits + r * ld;
+    T* out = dlogits + r * ld;
     auto grad_of = [&](int64_t j) {
       return live ? (ex(load(in[j])) - (j == t ? A(1) : A(0))) * scale : fill;
     };
@@ -219,6 +221,7 @@ unsigned blocks_for(int64_t rows) { return static_cast<unsigned>(std::clamp<int6
 
 void cross_entropy_rows(int device, const cpu::CrossEntropyParams& p, void* row_loss) {
   if (p.rows == 0) return;
+  const int64_t ld = cpu::row_stride(p);
   DeviceGuard guard(device);
   dispatch_float_types(p.dtype, "cross_entropy", [&]<class T>() {
     dispatch_index(p.target_dtype, "cross_entropy", [&]<class I>() {
@@ -227,7 +230,7 @@ void cross_entropy_rows(int device, const cpu::CrossEntropyParams& p, void* row_
       constexpr int V = rowwise::kVecWidth<T>;
       cross_entropy_forward_kernel<T, I, V><<<blocks_for(p.rows), threads_for(p.classes, V), 0, stream(device)>>>(
           static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), static_cast<A*>(p.lse),
-          static_cast<A*>(row_loss), p.rows, p.classes, p.ignore_index);
+          static_cast<A*>(row_loss), p.rows, p.classes, ld, p.ignore_index);
       LN_CUDA_CHECK_LAUNCH();
     });
   });
@@ -258,6 +261,7 @@ void cross_entropy_forward(int device, const cpu::CrossEntropyParams& p, const C
 void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p, const void* grad,
                             const int64_t* count) {
   if (p.rows == 0 || p.classes == 0) return;
+  const int64_t ld = cpu::row_stride(p);
   DeviceGuard guard(device);
   dispatch_float_types(p.dtype, "cross_entropy_backward", [&]<class T>() {
     dispatch_index(p.target_dtype, "cross_entropy_backward", [&]<class I>() {
@@ -265,7 +269,7 @@ void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p
       auto launch = [&]<int V>() {
         cross_entropy_backward_kernel<T, I, V><<<blocks_for(p.rows), threads_for(p.classes, V), 0, stream(device)>>>(
             static_cast<const T*>(p.logits), static_cast<const I*>(p.targets), static_cast<const A*>(p.lse),
-            static_cast<T*>(p.dlogits), p.rows, p.classes, p.ignore_index, static_cast<const A*>(grad), count);
+            static_cast<T*>(p.dlogits), p.rows, p.classes, ld, p.ignore_index, static_cast<const A*>(grad), count);
       };
       const auto offset = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16; };
       if (offset(p.logits) == offset(p.dlogits)) {

@@ -1,6 +1,7 @@
 #pragma once
-// CUDA cross-entropy over (rows, classes) logits in f32, f64, bf16 or f16; same contracts as
-// framework/cpu/loss.h except where noted: lse is always f32 (f64 for f64 logits), and the loss,
+// CUDA cross-entropy over (rows, classes) logits in f32, f64, bf16 or f16, rows p.ld elements
+// apart (any ld >= classes, any row alignment); same contracts as framework/cpu/loss.h except
+// where noted: lse is always f32 (f64 for f64 logits), and the loss,
 // the count of non-ignored rows and the target check stay on the device (no host synchronisation).
 // Bad targets (outside [0, classes), not ignored) make the loss NaN and their gradient rows NaN.
 #include "framework/cpu/loss.h"

@@ -16,6 +16,7 @@
 #include "framework/ops/elementwise.h"
 #include "framework/ops/factory.h"
 #include "framework/ops/matmul.h"
+#include "framework/ops/shape_ops.h"
 #include "framework/ops/view.h"
 
 namespace longnet {
@@ -140,13 +141,35 @@ class CrossEntropyBackward final : public autograd::Node {
 
 
 // ---- linear_cross_entropy: the head's product and the loss over row chunks ----
+//
+// The products run against the weight padded with zero rows to a multiple of 8 classes (ld): a
+// vocabulary such as 50257 gives logits rows, and dW's rows of dlogits^T, that are not 16-byte
+// aligned in bf16, which keeps cuBLASLt off its fast Hopper kernels (a profile on an H100 put
+// these products at 100-150 TFLOP/s against 600-730 for the model's other products). Each chunk's
+// logits are then a contiguous (n, ld) block whose pad columns are x . 0 = 0; the CE kernels read
+// its first V columns through the row stride, and the backward leaves the pad's zeros in place,
+// so the pad adds nothing to dx and only dW's rows past V, which are dropped.
 
-// Rows per chunk: `asked`, or when 0 about 2^27 logits a chunk in multiples of 64 rows; at most
-// all rows, at least one.
-int64_t rows_per_chunk(int64_t rows, int64_t classes, int64_t asked) {
+// Multiple of 8 the head pads its class count to.
+constexpr int64_t kClassAlign = 8;
+
+int64_t padded_classes(int64_t classes) { return (classes + kClassAlign - 1) / kClassAlign * kClassAlign; }
+
+// weight (V, D) with zero rows below it up to ld = padded_classes(V): (ld, D), or weight itself
+// when V is already a multiple.
+Tensor padded_weight(const Tensor& weight) {
+  const int64_t classes = weight.size(0), ld = padded_classes(classes);
+  if (ld == classes) return weight;
+  NoGradGuard no_grad;
+  return cat({weight, zeros({ld - classes, weight.size(1)}, weight.dtype(), weight.device())}, 0);
+}
+
+// Rows per chunk: `asked`, or when 0 about 2^27 logits (of `ld` a row) a chunk in multiples of 64
+// rows; at most all rows, at least one.
+int64_t rows_per_chunk(int64_t rows, int64_t ld, int64_t asked) {
   int64_t r = asked;
   if (r == 0) {
-    r = (int64_t{1} << 27) / std::max<int64_t>(classes, 1);
+    r = (int64_t{1} << 27) / std::max<int64_t>(ld, 1);
     if (r >= 64) r = r / 64 * 64;
   }
   return std::max<int64_t>(1, std::min(r, rows));
@@ -167,18 +190,22 @@ struct HeadSaved {
   Tensor count;   // () i64: rows whose target is not ignored
 };
 
-// Logits of rows [start, start + n) as the composite computes them (linear(), compute dtype), in
-// the dtype the device's CE kernels take: a contiguous (n, V) block the caller owns.
-Tensor chunk_logits(const HeadSaved& s, int64_t start, int64_t n) {
+// Logits of rows [start, start + n) as the composite computes them (linear(), compute dtype)
+// against the padded weight w_pad (ld, D), in the dtype the device's CE kernels take: an (n, ld)
+// block the caller owns, whose first V columns are the logits and the rest 0.
+Tensor chunk_logits(const HeadSaved& s, const Tensor& w_pad, int64_t start, int64_t n) {
   NoGradGuard no_grad;
-  return ops::kernel_input(linear(narrow(s.x, 0, start, n), s.weight)).contiguous();
+  return ops::kernel_input(linear(narrow(s.x, 0, start, n), w_pad)).contiguous();
 }
 
-// The kernels' parameters for rows [start, start + n) of s, with `logits` their block.
+// The kernels' parameters for rows [start, start + n) of s, with `logits` their block: V classes
+// read through the block's row stride.
 cpu::CrossEntropyParams chunk_params(const HeadSaved& s, const Tensor& logits, int64_t start, int64_t n,
                                      int64_t ignore_index) {
+  LN_CHECK(logits.stride(1) == 1, "[linear_cross_entropy] logits block ", shape_str(logits.shape()),
+           " needs unit column stride");
   return {logits.raw_data(), narrow(s.t, 0, start, n).raw_data(), narrow(s.lse, 0, start, n).raw_data(),
-          logits.dtype(), s.t.dtype(), n, logits.size(1), ignore_index};
+          logits.dtype(), s.t.dtype(), n, s.weight.size(0), ignore_index, logits.stride(0)};
 }
 
 // Fills s.lse and s.count; returns the loss.
@@ -189,10 +216,11 @@ Tensor head_forward_cpu(HeadSaved& s, int64_t chunk, int64_t ignore_index, const
   check_target("linear_cross_entropy", bad, bad_value, logits_shape, ignore_index);
   const DType dt = loss_dtype(s.x.dtype());
   s.lse = Tensor::empty({rows}, dt, Device::cpu());
+  const Tensor w_pad = padded_weight(s.weight);
   double total = 0.0;
   int64_t count = 0;
   for_chunks(rows, chunk, [&](int64_t start, int64_t n) {
-    const Tensor logits = chunk_logits(s, start, n);
+    const Tensor logits = chunk_logits(s, w_pad, start, n);
     const cpu::CrossEntropySum part = cpu::cross_entropy_forward(chunk_params(s, logits, start, n, ignore_index));
     total += part.loss;
     count += part.count;
@@ -212,8 +240,9 @@ Tensor head_forward_cuda(HeadSaved& s, int64_t chunk, int64_t ignore_index, cons
   Tensor loss = Tensor::empty({}, dt, device);
 #ifdef LONGNET_WITH_CUDA
   const Tensor row_loss = Tensor::empty({rows}, dt, device);
+  const Tensor w_pad = padded_weight(s.weight);
   for_chunks(rows, chunk, [&](int64_t start, int64_t n) {
-    const Tensor logits = chunk_logits(s, start, n);
+    const Tensor logits = chunk_logits(s, w_pad, start, n);
     cuda::cross_entropy_rows(device.index, chunk_params(s, logits, start, n, ignore_index),
                              narrow(row_loss, 0, start, n).raw_data());
   });
@@ -235,9 +264,10 @@ Tensor head_forward_cuda(HeadSaved& s, int64_t chunk, int64_t ignore_index, cons
   return loss;
 }
 
-// Per chunk: the logits again, dlogits written over them, dx's rows = dlogits @ W and
-// dW += dlogits^T @ x (each product in the compute dtype; dW summed in f32 for 16-bit dtypes
-// when there is more than one chunk).
+// Per chunk: the (n, ld) logits block again, dlogits written over its first V columns (the pad
+// keeps its zeros), dx's rows = dlogits @ W_pad and dW_pad += dlogits^T @ x, every product with
+// ld as its inner or leading dimension (each in the compute dtype; dW summed in f32 for 16-bit
+// dtypes when there is more than one chunk); dW is the first V rows of dW_pad.
 class LinearCrossEntropyBackward final : public autograd::Node {
  public:
   LinearCrossEntropyBackward(HeadSaved saved, Shape x_shape, int64_t chunk, int64_t ignore_index)
@@ -251,15 +281,16 @@ class LinearCrossEntropyBackward final : public autograd::Node {
     const bool widen = acc != dtype && rows > chunk_;
     Tensor dx = want_x ? Tensor::empty(s_.x.shape(), dtype, s_.x.device()) : Tensor();
     Tensor dw;
+    const Tensor w_pad = padded_weight(s_.weight);
     for_chunks(rows, chunk_, [&](int64_t start, int64_t n) {
-      const Tensor logits = chunk_logits(s_, start, n);
+      const Tensor logits = chunk_logits(s_, w_pad, start, n);
       // The kernels read each logit right before writing its gradient in its place.
       const cpu::CrossEntropyParams p = chunk_params(s_, logits, start, n, ignore_index_);
       run_backward({p.logits, p.targets, p.lse, logits.raw_data(), p.dtype, p.target_dtype, n, p.classes,
-                    ignore_index_, 1.0},
+                    ignore_index_, 1.0, p.ld},
                    g[0], s_.count);
       const Tensor dl = cast(logits, dtype);
-      if (want_x) copy_(narrow(dx, 0, start, n), matmul(dl, s_.weight));
+      if (want_x) copy_(narrow(dx, 0, start, n), matmul(dl, w_pad));
       if (want_w) {
         const Tensor part = matmul(transpose(dl, 0, 1), narrow(s_.x, 0, start, n));
         const Tensor wide = widen ? cast(part, acc) : part;
@@ -272,7 +303,7 @@ class LinearCrossEntropyBackward final : public autograd::Node {
     });
     if (want_w) {
       const Tensor& w = s_.weight;
-      dw = dw.defined() ? cast(dw, w.dtype()) : zeros(w.shape(), w.dtype(), w.device());
+      dw = dw.defined() ? cast(narrow(dw, 0, 0, w.size(0)), w.dtype()) : zeros(w.shape(), w.dtype(), w.device());
     }
     return {want_x ? reshape(dx, x_shape_) : Tensor(), dw, Tensor()};
   }
@@ -339,7 +370,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   LN_CHECK(classes > 0 || rows == 0, "[linear_cross_entropy] weight ", shape_str(weight.shape()), " has no classes");
   Shape logits_shape = lead;
   logits_shape.push_back(classes);
-  const int64_t chunk = rows_per_chunk(rows, classes, chunk_rows);
+  const int64_t chunk = rows_per_chunk(rows, padded_classes(classes), chunk_rows);
   HeadSaved s;
   Tensor out;
   {

@@ -23,6 +23,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 /// ignored), with the same treatment of bad targets. Each chunk's logits are computed as linear()
 /// computes them, in the compute dtype; per-row log-sum-exps (f32, f64 for f64) are all that is
 /// kept of them. The weight gradient is accumulated over chunks in f32 for 16-bit dtypes.
+/// The products use the weight padded with zero rows to V rounded up to a multiple of 8 (one
+/// (V', D) copy per forward and per backward when V is not such a multiple), so that rows of
+/// logits and of the weight gradient are 16-byte aligned for the GEMMs; the results are those of
+/// the unpadded maths, and each chunk's block is (rows, V') with its pad columns 0.
 /// chunk_rows 0 picks chunks of about 2^27 logits (256 MiB in bf16), a multiple of 64 rows.
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t ignore_index = -100,
                             int64_t chunk_rows = 0);

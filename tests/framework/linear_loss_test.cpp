@@ -1,6 +1,6 @@
 // linear_cross_entropy: the chunked head + loss against the composite cross_entropy(linear(x, w), t)
-// (values and gradients, every dtype), a gradient check, the memory it never takes, errors, and
-// the GPU against the CPU.
+// (values and gradients, every dtype, vocabularies that are and are not multiples of 8, which the
+// op pads), a gradient check, the memory it never takes, errors, and the GPU against the CPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -88,6 +88,26 @@ TEST(LinearCrossEntropy, F64EqualsTheCompositeForAnyChunking) {
   }
 }
 
+// Vocabularies the op pads to a multiple of 8 (97 to 104, 1001 to 1008; 1006 to 1008), and one it
+// does not (1000), each with chunks that do and do not divide the rows, one row, and the default.
+TEST(LinearCrossEntropy, OddVocabularyF64EqualsTheComposite) {
+  for (const int64_t classes : {int64_t{97}, int64_t{1001}, int64_t{1006}, int64_t{1000}}) {
+    Generator g(60);
+    const Tensor x = randn({3, 11, 12}, DType::F64, Device::cpu(), &g);
+    const Tensor w = mul(randn({classes, 12}, DType::F64, Device::cpu(), &g), 0.5);
+    const Tensor t = targets_of({3, 11}, classes, 4, -100, 61);
+    const LossAndGrads want = composite(x, w, t);
+    for (const int64_t chunk : {int64_t{1}, int64_t{8}, int64_t{11}, int64_t{0}}) {
+      SCOPED_TRACE("classes " + std::to_string(classes) + " chunk " + std::to_string(chunk));
+      const LossAndGrads got = chunked(x, w, t, chunk);
+      EXPECT_NEAR(got.loss.item(), want.loss.item(), 1e-12);
+      EXPECT_EQ(got.dw.shape(), w.shape());
+      EXPECT_TRUE(all_close(got.dx, want.dx, 1e-12, 0.0));
+      EXPECT_TRUE(all_close(got.dw, want.dw, 1e-12, 0.0));
+    }
+  }
+}
+
 TEST(LinearCrossEntropy, I32TargetsCustomIgnoreIndexAndOneSidedGradients) {
   Generator g(43);
   const Tensor x = randn({2, 3, 4}, DType::F64, Device::cpu(), &g);
@@ -125,11 +145,12 @@ TEST(LinearCrossEntropy, AllIgnoredGivesZeroLossAndZeroGradients) {
   for (double v : r.dw.to_vector<double>()) EXPECT_EQ(v, 0.0);
 }
 
-TEST(LinearCrossEntropy, F32AndBf16TrackTheComposite) {
+// The chunked op in f32 and in bf16 against the composite, with `classes` classes.
+void expect_f32_and_bf16_track_the_composite(int64_t classes) {
   Generator g(50);
   const Tensor x32 = randn({3, 40, 16}, DType::F32, Device::cpu(), &g);
-  const Tensor w32 = mul(randn({300, 16}, DType::F32, Device::cpu(), &g), 0.25);
-  const Tensor t = targets_of({3, 40}, 300, 7, -100, 51);
+  const Tensor w32 = mul(randn({classes, 16}, DType::F32, Device::cpu(), &g), 0.25);
+  const Tensor t = targets_of({3, 40}, classes, 7, -100, 51);
   {
     const LossAndGrads want = composite(x32, w32, t), got = chunked(x32, w32, t, 25);
     EXPECT_EQ(got.loss.dtype(), DType::F32);
@@ -144,9 +165,18 @@ TEST(LinearCrossEntropy, F32AndBf16TrackTheComposite) {
   EXPECT_EQ(got.loss.dtype(), DType::F32);
   EXPECT_EQ(got.dx.dtype(), DType::BF16);
   EXPECT_EQ(got.dw.dtype(), DType::BF16);
+  EXPECT_EQ(got.dw.shape(), w.shape());
   EXPECT_NEAR(got.loss.item(), want.loss.item(), 1e-5 * std::abs(want.loss.item()));
   EXPECT_TRUE(all_close(got.dx, want.dx, 1e-2 * max_abs(want.dx), 0.0));
   EXPECT_TRUE(all_close(got.dw, want.dw, 2e-2 * max_abs(want.dw), 0.0));
+}
+
+// A vocabulary that is a multiple of 8 and an odd one (padded from 301 to 304).
+TEST(LinearCrossEntropy, F32AndBf16TrackTheComposite) {
+  for (const int64_t classes : {int64_t{296}, int64_t{301}}) {
+    SCOPED_TRACE("classes " + std::to_string(classes));
+    expect_f32_and_bf16_track_the_composite(classes);
+  }
 }
 
 // Peak bytes the allocator held above its starting point while `f` ran.
@@ -197,35 +227,52 @@ TEST(LinearCrossEntropy, Errors) {
   EXPECT_NE(chunk.find("chunk_rows must be >= 0"), std::string::npos) << chunk;
 }
 
-// The GPU against the CPU composite on the head of the 125M model at 8192 tokens: f32, and bf16
-// from the same bf16-rounded inputs. The default chunk (4160 rows for 32000 classes) makes two
-// chunks; with 1024 rows the step's peak stays below the size of the whole logits.
-TEST(LinearCrossEntropy, GpuMatchesTheCpu) {
-  LN_REQUIRE_GPU();
-  const int64_t rows = 8192, dim = 768, classes = 32000;
+// The GPU (in each dtype, with chunks of `chunks` rows) against the CPU composite from the same
+// dtype-rounded inputs. `peak_below_logits`: with chunks other than the default, the step's peak
+// must stay below the size of the whole (rows, classes) logits.
+void expect_gpu_matches_the_cpu(int64_t rows, int64_t dim, int64_t classes, const std::vector<DType>& dtypes,
+                                const std::vector<int64_t>& chunks, bool peak_below_logits) {
   Generator g(54);
   const Tensor x = randn({rows, dim}, DType::F32, Device::cpu(), &g);
-  const Tensor w = mul(randn({classes, dim}, DType::F32, Device::cpu(), &g), 1.0 / std::sqrt(768.0));
+  const Tensor w = mul(randn({classes, dim}, DType::F32, Device::cpu(), &g), 1.0 / std::sqrt(static_cast<double>(dim)));
   const Tensor t = targets_of({rows}, classes, 9, -100, 55);
   const Device gpu = Device::cuda();
-  for (const DType dtype : {DType::F32, DType::BF16}) {
+  for (const DType dtype : dtypes) {
     SCOPED_TRACE(dtype_name(dtype));
     const Tensor xc = x.to(dtype).to(DType::F32), wc = w.to(dtype).to(DType::F32);
     const LossAndGrads want = composite(xc, wc, t);
     const Tensor xg = x.to(dtype).to(gpu), wg = w.to(dtype).to(gpu), tg = t.to(gpu);
     const double tol = dtype == DType::F32 ? 1e-4 : 2e-2;
-    for (const int64_t chunk : {int64_t{0}, int64_t{1024}}) {
+    for (const int64_t chunk : chunks) {
       SCOPED_TRACE(chunk);
       LossAndGrads got;
       const int64_t peak = peak_growth(gpu, [&] { got = chunked(xg, wg, tg, chunk); });
       EXPECT_NEAR(got.loss.item(), want.loss.item(), (dtype == DType::F32 ? 1e-5 : 2e-3) * want.loss.item());
+      EXPECT_EQ(got.dw.shape(), w.shape());
       EXPECT_TRUE(all_close(got.dx.to(Device::cpu()).to(DType::F32), want.dx, tol * max_abs(want.dx), 0.0));
       EXPECT_TRUE(all_close(got.dw.to(Device::cpu()).to(DType::F32), want.dw, tol * max_abs(want.dw), 0.0));
-      if (chunk != 0) {
+      if (peak_below_logits && chunk != 0) {
         EXPECT_LT(peak, rows * classes * static_cast<int64_t>(dtype_size(dtype)));
       }
     }
   }
+}
+
+// The head of the 125M model at 8192 tokens with a 32000 vocabulary (a multiple of 8: not
+// padded): f32 and bf16. The default chunk (4160 rows) makes two chunks; with 1024 rows the
+// step's peak stays below the size of the whole logits.
+TEST(LinearCrossEntropy, GpuMatchesTheCpu) {
+  LN_REQUIRE_GPU();
+  expect_gpu_matches_the_cpu(8192, 768, 32000, {DType::F32, DType::BF16}, {0, 1024}, true);
+}
+
+// The presets' vocabulary, 50257, padded to 50264 for aligned GEMM rows, in bf16 at 4096 tokens:
+// the default chunk (2624 rows) makes two chunks, 1000 rows five (the last one short). No peak
+// bound: at 4096 rows the f32 weight gradient and the padded weight copy weigh as much as the
+// logits.
+TEST(LinearCrossEntropy, GpuPaddedVocabularyMatchesTheCpu) {
+  LN_REQUIRE_GPU();
+  expect_gpu_matches_the_cpu(4096, 768, 50257, {DType::BF16}, {0, 1000}, false);
 }
 
 // A bad target on a GPU, as in cross_entropy: no host wait, a NaN loss, NaN gradient rows of x

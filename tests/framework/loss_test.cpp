@@ -1,12 +1,19 @@
-// Cross-entropy: forward against a naive loop, gradients, ignore_index, target validation.
+// Cross-entropy: forward against a naive loop, gradients, ignore_index, target validation; the
+// kernels on rows laid out with a stride above the class count (CPU, and CUDA against the CPU).
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "framework/cpu/loss.h"
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/loss.h"
+#endif
 #include "framework/ops/loss.h"
 #include "framework/ops/ops.h"
+#include "tests/support/gpu.h"
 #include "tests/support/gradcheck.h"
 
 namespace longnet {
@@ -139,6 +146,139 @@ TEST(CrossEntropy, Errors) {
   const std::string logit_err = testing::error_message([&] { cross_entropy(zeros({3, 5}, DType::I64), zeros({3}, DType::I64)); });
   EXPECT_NE(logit_err.find("[cross_entropy]"), std::string::npos) << logit_err;
 }
+
+// The values of dense (rows, classes) laid out with rows `ld` apart, every pad element `pad`.
+template <class T>
+std::vector<T> with_row_stride(const std::vector<T>& dense, int64_t rows, int64_t classes, int64_t ld, T pad) {
+  std::vector<T> out(static_cast<size_t>(rows * ld), pad);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(dense.begin() + r * classes, classes, out.begin() + r * ld);
+  }
+  return out;
+}
+
+// Padded rows give the contiguous layout's lse, loss and dlogits exactly, whether the gradient
+// goes to another buffer or over the logits; the pad is neither read (its huge values would
+// change the lse) nor written.
+template <class T>
+void expect_row_stride_is_layout_only(DType dtype) {
+  const int64_t rows = 37, classes = 97, ld = 104;
+  const T pad = T(1e4);
+  Generator g(36);
+  const std::vector<T> dense = mul(randn({rows, classes}, dtype, Device::cpu(), &g), 3.0).to_vector<T>();
+  std::vector<int64_t> t = randint(0, classes, {rows}, DType::I64, Device::cpu(), &g).to_vector<int64_t>();
+  t[3] = t[20] = -100;
+  const std::vector<T> padded = with_row_stride(dense, rows, classes, ld, pad);
+
+  std::vector<T> lse_dense(rows), lse_padded(rows, T(-1));
+  const cpu::CrossEntropySum want =
+      cpu::cross_entropy_forward({dense.data(), t.data(), lse_dense.data(), dtype, DType::I64, rows, classes, -100});
+  const cpu::CrossEntropySum got = cpu::cross_entropy_forward(
+      {padded.data(), t.data(), lse_padded.data(), dtype, DType::I64, rows, classes, -100, ld});
+  EXPECT_EQ(got.loss, want.loss);
+  EXPECT_EQ(got.count, want.count);
+  EXPECT_EQ(got.count, rows - 2);
+  EXPECT_EQ(lse_padded, lse_dense);
+
+  std::vector<T> d_dense(dense.size());
+  cpu::cross_entropy_backward(
+      {dense.data(), t.data(), lse_dense.data(), d_dense.data(), dtype, DType::I64, rows, classes, -100, 0.25});
+  const std::vector<T> want_padded = with_row_stride(d_dense, rows, classes, ld, pad);
+  std::vector<T> d_padded(padded.size(), pad);
+  cpu::cross_entropy_backward(
+      {padded.data(), t.data(), lse_padded.data(), d_padded.data(), dtype, DType::I64, rows, classes, -100, 0.25, ld});
+  EXPECT_EQ(d_padded, want_padded);
+  std::vector<T> in_place = padded;
+  cpu::cross_entropy_backward(
+      {in_place.data(), t.data(), lse_padded.data(), in_place.data(), dtype, DType::I64, rows, classes, -100, 0.25, ld});
+  EXPECT_EQ(in_place, want_padded);
+}
+
+TEST(CrossEntropy, KernelsReadAndWriteRowsThroughTheirStride) {
+  expect_row_stride_is_layout_only<double>(DType::F64);
+  expect_row_stride_is_layout_only<float>(DType::F32);
+}
+
+TEST(CrossEntropy, KernelsRejectAStrideBelowTheClasses) {
+  const std::vector<float> x(12, 0.0f);
+  std::vector<float> lse(3), dx(12);
+  const std::vector<int64_t> t = {0, 1, 2};
+  const std::string fwd = testing::error_message([&] {
+    cpu::cross_entropy_forward({x.data(), t.data(), lse.data(), DType::F32, DType::I64, 3, 4, -100, 3});
+  });
+  EXPECT_NE(fwd.find("row stride 3 is below the 4 classes"), std::string::npos) << fwd;
+  const std::string bwd = testing::error_message([&] {
+    cpu::cross_entropy_backward({x.data(), t.data(), lse.data(), dx.data(), DType::F32, DType::I64, 3, 4, -100, 1.0, 2});
+  });
+  EXPECT_NE(bwd.find("row stride 2 is below the 4 classes"), std::string::npos) << bwd;
+}
+
+#ifdef LONGNET_WITH_CUDA
+// The CUDA kernels on padded rows against the CPU kernels on the contiguous rows of the same
+// values: an odd stride (rows start at every alignment) and the LM head's 50257 padded to 50264,
+// in f32 and bf16, the gradient in place and into another buffer; the pad is left as it was.
+TEST(CrossEntropy, GpuKernelsTakeARowStride) {
+  LN_REQUIRE_GPU();
+  const Device gpu = Device::cuda();
+  const int64_t rows = 48;
+  const double pad = 1e4;
+  struct Layout {
+    int64_t classes, ld;
+  };
+  for (const DType dtype : {DType::F32, DType::BF16}) {
+    for (const Layout l : {Layout{1001, 1009}, Layout{50257, 50264}}) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + " classes " + std::to_string(l.classes) + " ld " +
+                   std::to_string(l.ld));
+      Generator g(37);
+      // The values the GPU sees, in f32 for the CPU reference.
+      const Tensor dense = mul(randn({rows, l.classes}, DType::F32, Device::cpu(), &g), 3.0).to(dtype).to(DType::F32);
+      std::vector<int64_t> t = randint(0, l.classes, {rows}, DType::I64, Device::cpu(), &g).to_vector<int64_t>();
+      t[1] = t[30] = -100;
+      const Tensor padded_cpu = full({rows, l.ld}, pad, dtype, Device::cpu());
+      copy_(narrow(padded_cpu, 1, 0, l.classes), dense.to(dtype));
+      const Tensor logits = padded_cpu.to(gpu), tg = from_vector(t, {rows}, gpu);
+      const Tensor lse = Tensor::empty({rows}, DType::F32, gpu), row_loss = Tensor::empty({rows}, DType::F32, gpu);
+      cuda::cross_entropy_rows(gpu.index,
+                               {logits.raw_data(), tg.raw_data(), lse.raw_data(), dtype, DType::I64, rows, l.classes,
+                                -100, l.ld},
+                               row_loss.raw_data());
+
+      std::vector<float> want_lse(rows);
+      const std::vector<float> dense_v = dense.to_vector<float>();
+      const cpu::CrossEntropySum want = cpu::cross_entropy_forward(
+          {dense_v.data(), t.data(), want_lse.data(), DType::F32, DType::I64, rows, l.classes, -100});
+      EXPECT_TRUE(all_close(lse.to(Device::cpu()), from_vector(want_lse, {rows}), 1e-4, 1e-5));
+      const std::vector<float> row_loss_v = row_loss.to(Device::cpu()).to_vector<float>();
+      double loss_sum = 0.0;
+      for (float v : row_loss_v) loss_sum += v;
+      EXPECT_NEAR(loss_sum, want.loss, 1e-5 * std::abs(want.loss));
+
+      // grad 2 over the counted rows.
+      std::vector<float> want_d(dense_v.size());
+      cpu::cross_entropy_backward({dense_v.data(), t.data(), want_lse.data(), want_d.data(), DType::F32, DType::I64,
+                                   rows, l.classes, -100, 2.0 / static_cast<double>(want.count)});
+      const Tensor want_dl = from_vector(want_d, {rows, l.classes});
+      const double tol = (dtype == DType::F32 ? 1e-5 : 1e-2) * 2.0 / static_cast<double>(want.count);
+      const Tensor grad = scalar_tensor(2.0, DType::F32, gpu);
+      const Tensor count = scalar_tensor(static_cast<double>(want.count), DType::I64, gpu);
+      for (const bool in_place : {true, false}) {
+        SCOPED_TRACE(in_place ? "in place" : "into another buffer");
+        const Tensor out = in_place ? logits.clone() : full({rows, l.ld}, pad, dtype, gpu);
+        const Tensor in = in_place ? out : logits;
+        cuda::cross_entropy_backward(gpu.index,
+                                     {in.raw_data(), tg.raw_data(), lse.raw_data(), out.raw_data(), dtype, DType::I64,
+                                      rows, l.classes, -100, 1.0, l.ld},
+                                     grad.raw_data(), count.data<int64_t>());
+        const Tensor got = out.to(Device::cpu()).to(DType::F32);
+        EXPECT_TRUE(all_close(narrow(got, 1, 0, l.classes).contiguous(), want_dl, tol, 0.0));
+        for (float v : narrow(got, 1, l.classes, l.ld - l.classes).contiguous().to_vector<float>()) {
+          ASSERT_EQ(v, static_cast<float>(pad));
+        }
+      }
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace longnet
