@@ -25,6 +25,12 @@ Tensor add_loss(const Tensor& total, const Tensor& term) {
   return total.defined() ? add(total, term) : term;
 }
 
+// Whether layer i recomputes its forward in backward: the first checkpoint_layers of them (all
+// when 0) under checkpoint_activations.
+bool checkpoints_layer(const ModelConfig& c, int64_t i) {
+  return c.checkpoint_activations && (c.checkpoint_layers == 0 || i < c.checkpoint_layers);
+}
+
 }  // namespace
 
 TransformerLayerConfig layer_config(const ModelConfig& c, bool encoder) {
@@ -45,12 +51,6 @@ TransformerLayerConfig layer_config(const ModelConfig& c, bool encoder) {
   l.cross_attention_core = c.cross_attention;
   l.cross_attention_config = c.cross_attention_config;
   return l;
-}
-
-// Whether layer i recomputes its forward in backward: the first checkpoint_layers of them (all
-// when 0) under checkpoint_activations.
-bool checkpoints_layer(const ModelConfig& c, int64_t i) {
-  return c.checkpoint_activations && (c.checkpoint_layers == 0 || i < c.checkpoint_layers);
 }
 
 int64_t xpos_center_period(const std::string& core, const AttentionConfig& a) {

@@ -13,7 +13,8 @@
 namespace longnet {
 
 /// The layer options of a stack (encoder: bidirectional self-attention with the encoder's core;
-/// decoder: the decoder's core, and cross-attention in an encoder-decoder).
+/// decoder: the decoder's core, and cross-attention in an encoder-decoder). Checkpointing is left
+/// off: the stack sets it per layer (config.checkpoint_layers).
 TransformerLayerConfig layer_config(const ModelConfig& config, bool encoder);
 
 /// The XPOS centre period for a self-attention core: the largest dilated segment when every
