@@ -14,11 +14,14 @@
 namespace longnet::autograd {
 namespace {
 thread_local bool t_grad_enabled = true;
+thread_local bool t_grad_hooks_deferred = false;
 std::atomic<uint64_t> g_next_sequence_nr{0};
 }  // namespace
 
 bool grad_enabled() { return t_grad_enabled; }
 void set_grad_enabled(bool enabled) { t_grad_enabled = enabled; }
+bool grad_hooks_deferred() { return t_grad_hooks_deferred; }
+void set_grad_hooks_deferred(bool deferred) { t_grad_hooks_deferred = deferred; }
 
 bool needs_grad(std::initializer_list<Tensor> inputs) {
   if (!grad_enabled()) return false;
@@ -81,6 +84,7 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
   } else {
     add_(current, g);
   }
+  if (grad_hooks_deferred()) return {};
   for (const GradReadyHook& hook : leaf->autograd->hooks) hook(leaf_t.grad());
   return {};
 }
