@@ -30,6 +30,15 @@ int64_t find_bad_target(const void* targets, DType target_dtype, int64_t rows, i
   });
 }
 
+int64_t count_not_ignored(const void* targets, DType target_dtype, int64_t rows, int64_t ignore_index) {
+  return dispatch_index(target_dtype, "cross_entropy", [&]<class I>() -> int64_t {
+    const I* t = static_cast<const I*>(targets);
+    int64_t n = 0;
+    for (int64_t r = 0; r < rows; ++r) n += static_cast<int64_t>(t[r]) != ignore_index;
+    return n;
+  });
+}
+
 CrossEntropySum cross_entropy_forward(const CrossEntropyParams& p) {
   return dispatch_float(p.dtype, "cross_entropy", [&]<class T>() {
     return dispatch_index(p.target_dtype, "cross_entropy", [&]<class I>() {

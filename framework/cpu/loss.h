@@ -59,6 +59,9 @@ int64_t row_stride(const P& p) {
 /// valid; its value goes to *bad_value.
 int64_t find_bad_target(const void* targets, DType target_dtype, int64_t rows, int64_t classes,
                         int64_t ignore_index, int64_t* bad_value);
+/// Number of rows whose target is not ignore_index (the count the loss is a mean over, once
+/// find_bad_target has found every other target valid).
+int64_t count_not_ignored(const void* targets, DType target_dtype, int64_t rows, int64_t ignore_index);
 /// Per-row lse and the summed loss (summed in row order, so deterministic). Targets must be valid.
 CrossEntropySum cross_entropy_forward(const CrossEntropyParams& p);
 /// dlogits for the given scale (the incoming gradient divided by the count).

@@ -60,6 +60,10 @@ void validate(const GemmParams& p) {
                p.batch <= std::numeric_limits<int32_t>::max(),
            "[gemm] invalid sizes: ", gemm_str(p));
   LN_CHECK(!p.tf32 || p.dtype == DType::F32, "[gemm] tf32 applies to f32 only: ", gemm_str(p));
+  LN_CHECK(gemm_c_dtype(p) == p.dtype ||
+               (gemm_c_dtype(p) == DType::F32 && is_reduced_float(p.dtype) && p.epilogue == GemmEpilogue::None),
+           "[gemm] a C dtype other than the operands' is only f32 for bf16/f16 operands, without an epilogue: ",
+           gemm_str(p));
   const int64_t a_cols = p.trans_a ? p.m : p.k, b_cols = p.trans_b ? p.k : p.n;
   LN_CHECK(p.lda >= std::max<int64_t>(1, a_cols) && p.ldb >= std::max<int64_t>(1, b_cols) &&
                p.ldc >= std::max<int64_t>(1, p.n),
@@ -136,7 +140,7 @@ int64_t alignment(const void* ptr, int64_t batch_stride, int64_t batch, DType t)
 }
 
 // Everything the heuristic's answer depends on.
-using PlanKey = std::array<int64_t, 22>;
+using PlanKey = std::array<int64_t, 23>;
 
 struct PlanKeyHash {
   size_t operator()(const PlanKey& k) const {
@@ -148,11 +152,12 @@ struct PlanKeyHash {
 
 PlanKey make_key(const GemmParams& p, cublasLtEpilogue_t e) {
   const bool batched = p.batch > 1, aux = uses_aux(e);
-  return {p.device, static_cast<int64_t>(p.dtype), p.m, p.n, p.k, p.batch,
+  const DType c_type = gemm_c_dtype(p);
+  return {p.device, static_cast<int64_t>(p.dtype), static_cast<int64_t>(c_type), p.m, p.n, p.k, p.batch,
           p.lda, p.ldb, p.ldc, batched ? p.stride_a : 0, batched ? p.stride_b : 0, batched ? p.stride_c : 0,
           p.trans_a, p.trans_b, p.tf32, static_cast<int64_t>(e),
           alignment(p.a, p.stride_a, p.batch, p.dtype), alignment(p.b, p.stride_b, p.batch, p.dtype),
-          alignment(p.c, p.stride_c, p.batch, p.dtype), alignment(lt_bias(p, e), 0, 1, p.dtype),
+          alignment(p.c, p.stride_c, p.batch, c_type), alignment(lt_bias(p, e), 0, 1, p.dtype),
           aux ? alignment(p.aux, 0, 1, p.dtype) : 0, aux ? p.ld_aux : 0};
 }
 
@@ -221,8 +226,8 @@ void find_algorithms(Plan& plan, const GemmParams& p) {
   const std::array<std::pair<cublasLtMatmulPreferenceAttributes_t, int64_t>, 4> aligns = {{
       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment(p.b, p.stride_b, p.batch, p.dtype)},
       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment(p.a, p.stride_a, p.batch, p.dtype)},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment(p.c, p.stride_c, p.batch, p.dtype)},
-      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment(p.c, p.stride_c, p.batch, p.dtype)},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, alignment(p.c, p.stride_c, p.batch, gemm_c_dtype(p))},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment(p.c, p.stride_c, p.batch, gemm_c_dtype(p))},
   }};
   for (const auto& [attr, bytes] : aligns) {
     const auto v = static_cast<uint32_t>(bytes);
@@ -266,7 +271,7 @@ std::unique_ptr<Plan> make_plan(const GemmParams& p, cublasLtEpilogue_t e) {
                              : make_layout(p.dtype, p.n, p.k, p.ldb, p.batch, p.stride_b);
   plan->layout_b = p.trans_a ? make_layout(p.dtype, p.m, p.k, p.lda, p.batch, p.stride_a)
                              : make_layout(p.dtype, p.k, p.m, p.lda, p.batch, p.stride_a);
-  plan->layout_c = make_layout(p.dtype, p.n, p.m, p.ldc, p.batch, p.stride_c);
+  plan->layout_c = make_layout(gemm_c_dtype(p), p.n, p.m, p.ldc, p.batch, p.stride_c);
   find_algorithms(*plan, p);
   return plan;
 }
@@ -327,7 +332,7 @@ bool overlap(const void* x, int64_t x_bytes, const void* y, int64_t y_bytes) {
 bool rerunnable(const GemmParams& p, cublasLtEpilogue_t e) {
   if (p.beta != 0.0) return false;
   if (e != CUBLASLT_EPILOGUE_DGELU && e != CUBLASLT_EPILOGUE_DGELU_BGRAD) return true;
-  return !overlap(p.c, span_bytes(p.batch, p.stride_c, p.m, p.n, p.ldc, p.dtype), p.aux,
+  return !overlap(p.c, span_bytes(p.batch, p.stride_c, p.m, p.n, p.ldc, gemm_c_dtype(p)), p.aux,
                   span_bytes(1, 0, p.m, p.n, p.ld_aux, p.dtype));
 }
 
@@ -406,7 +411,9 @@ std::string gemm_str(const GemmParams& p) {
   };
   std::ostringstream s;
   s << dtype_name(p.dtype) << " A " << stored(p.trans_a, p.m, p.k) << " @ B " << stored(p.trans_b, p.k, p.n)
-    << " -> C " << shape_str({p.m, p.n}) << ", ld " << p.lda << "/" << p.ldb << "/" << p.ldc;
+    << " -> ";
+  if (gemm_c_dtype(p) != p.dtype) s << dtype_name(gemm_c_dtype(p)) << " ";
+  s << "C " << shape_str({p.m, p.n}) << ", ld " << p.lda << "/" << p.ldb << "/" << p.ldc;
   if (p.batch != 1) {
     s << ", batch " << p.batch << " strides " << p.stride_a << "/" << p.stride_b << "/" << p.stride_c;
   }

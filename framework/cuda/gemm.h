@@ -2,6 +2,7 @@
 // Matrix products on the GPU through cuBLASLt: row-major, strided-batched, with fused epilogues.
 // Plain C++ (no CUDA headers), so ops and tools can call it directly.
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "framework/core/dtype.h"
@@ -24,7 +25,8 @@ enum class GemmEpilogue : uint8_t {
 /// epilogue. op(A) is (M, K): A stored (M, K), or (K, M) when trans_a; op(B) is (K, N): B stored
 /// (K, N), or (N, K) when trans_b. Leading dims are the row strides of the matrices as stored;
 /// batch strides are in elements (0 shares one matrix across the batch, not allowed for C). Every
-/// buffer has `dtype` (bf16, f16, f32 or f64; 16-bit types accumulate in f32).
+/// buffer has `dtype` (bf16, f16, f32 or f64; 16-bit types accumulate in f32), except C when
+/// c_dtype says otherwise.
 struct GemmParams {
   int device = 0;
   DType dtype = DType::BF16;
@@ -46,7 +48,14 @@ struct GemmParams {
   int64_t ld_aux = 0;
   void* bias_grad = nullptr;   // (N) for DGeluBGrad, (M) for BGradA
   bool fuse_epilogue = true;   // false: always the plain product, then the separate epilogue kernel
+  // C's dtype when it is not `dtype`: only f32 C for bf16/f16 A and B, without an epilogue. The
+  // f32 sums are then stored unrounded, and beta 1 accumulates into an f32 C (a gradient summed
+  // over chunks) with no rounding to 16 bits in between.
+  std::optional<DType> c_dtype;
 };
+
+/// The dtype of p's C: p.c_dtype when set, else p.dtype.
+inline DType gemm_c_dtype(const GemmParams& p) { return p.c_dtype.value_or(p.dtype); }
 
 /// Queues the product on the device's stream. The cuBLASLt descriptors and the algorithm are
 /// cached per (shape, layout, alignment, dtype, epilogue). An epilogue cuBLASLt cannot fuse for

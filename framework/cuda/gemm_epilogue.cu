@@ -93,7 +93,7 @@ void launch_sum(int device, T* out, const T* x, int64_t rows, int64_t len, int64
 
 void gemm_scale_c(const GemmParams& p) {
   DeviceGuard guard(p.device);
-  dispatch_gemm_type(p.dtype, [&]<class T>() {
+  dispatch_gemm_type(gemm_c_dtype(p), [&]<class T>() {
     const Strides st{p.stride_c, p.ldc, 1};
     launch_strided<1>(p.device, {p.batch, p.m, p.n}, {st.data()},
                       ScaleFn<T>{static_cast<T*>(p.c), static_cast<acc_t<T>>(p.beta)});

@@ -121,7 +121,8 @@ __global__ void __launch_bounds__(kMaxThreads)
 
 // One block: the mean of the row losses over counted rows (each thread sums its rows in order,
 // then a fixed tree: deterministic), their count, and the first bad target. The loss is NaN when
-// any target is bad; bad rows are not counted.
+// any target is bad; bad rows are not counted. Without row_loss only the count is formed (loss and
+// bad are then not written and may be null).
 template <class T, class I>
 __global__ void __launch_bounds__(kFinalThreads)
     cross_entropy_finish_kernel(const I* targets, const acc_t<T>* row_loss, int64_t rows, int64_t classes,
@@ -140,13 +141,14 @@ __global__ void __launch_bounds__(kFinalThreads)
       continue;
     }
     ++n;
-    sum += static_cast<double>(row_loss[r]);
+    if (row_loss) sum += static_cast<double>(row_loss[r]);
   }
   sum = rowwise::block_reduce(sum, sum_scratch, rowwise::SumOp{}, 0.0);
   n = rowwise::block_reduce(n, int_scratch, rowwise::SumOp{}, int64_t(0));
   first_bad = rowwise::block_reduce(first_bad, int_scratch, rowwise::MinOp{}, kNone);
   if (threadIdx.x == 0) {
     *count = n;
+    if (!row_loss) return;
     *loss = first_bad != kNone ? static_cast<A>(NAN) : n ? static_cast<A>(sum / static_cast<double>(n)) : A(0);
     bad[0] = first_bad == kNone ? -1 : first_bad;
     bad[1] = first_bad == kNone ? 0 : static_cast<int64_t>(targets[first_bad]);
@@ -166,7 +168,7 @@ __global__ void __launch_bounds__(kMaxThreads)
                                   const int64_t* count) {
   using A = acc_t<T>;
   const int64_t n = *count;
-  const A scale = n ? *grad / static_cast<A>(n) : A(0);
+  const A scale = n ? (grad ? *grad : A(1)) / static_cast<A>(n) : A(0);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t t = static_cast<int64_t>(targets[r]);
     const bool ignored = t == ignore_index;
@@ -217,6 +219,22 @@ int threads_for(int64_t classes, int vec) {
 
 unsigned blocks_for(int64_t rows) { return static_cast<unsigned>(std::clamp<int64_t>(rows, 1, rowwise::kMaxGrid)); }
 
+constexpr int kScaleThreads = 256;
+
+// out[i] = in[i] * g over n elements, rounded once to T. In place (in == out) with g == 1 every
+// block returns at once: the common upstream gradient of a loss costs no pass over the data.
+template <class In, class T>
+__global__ void __launch_bounds__(kScaleThreads)
+    scale_gradient_kernel(const In* in, T* out, int64_t n, const acc_t<T>* grad) {
+  using A = acc_t<T>;
+  const A g = *grad;
+  if (g == A(1) && static_cast<const void*>(in) == static_cast<const void*>(out)) return;
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    out[i] = store<T>(static_cast<A>(load(in[i])) * g);
+  }
+}
+
 }  // namespace
 
 void cross_entropy_rows(int device, const cpu::CrossEntropyParams& p, void* row_loss) {
@@ -247,6 +265,31 @@ void cross_entropy_finish(int device, const cpu::CrossEntropyParams& p, const vo
           static_cast<A*>(out.loss), out.count, out.bad);
       LN_CUDA_CHECK_LAUNCH();
     });
+  });
+}
+
+void cross_entropy_count(int device, const cpu::CrossEntropyParams& p, int64_t* count) {
+  cross_entropy_finish(device, p, nullptr, {nullptr, count, nullptr});
+}
+
+void scale_gradient(int device, const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
+                    const void* grad) {
+  if (n == 0) return;
+  LN_CHECK(in_dtype == out_dtype || (in_dtype == DType::F32 && is_reduced_float(out_dtype)),
+           "[linear_cross_entropy] cannot scale a ", dtype_name(in_dtype), " gradient into ", dtype_name(out_dtype));
+  DeviceGuard guard(device);
+  dispatch_float_types(out_dtype, "linear_cross_entropy", [&]<class T>() {
+    const auto blocks = static_cast<unsigned>(std::clamp<int64_t>((n + kScaleThreads - 1) / kScaleThreads, 1,
+                                                                  rowwise::kMaxGrid));
+    const auto* g = static_cast<const acc_t<T>*>(grad);
+    if (in_dtype == out_dtype) {
+      scale_gradient_kernel<T, T><<<blocks, kScaleThreads, 0, stream(device)>>>(static_cast<const T*>(in),
+                                                                                static_cast<T*>(out), n, g);
+    } else {
+      scale_gradient_kernel<acc_t<T>, T><<<blocks, kScaleThreads, 0, stream(device)>>>(
+          static_cast<const acc_t<T>*>(in), static_cast<T*>(out), n, g);
+    }
+    LN_CUDA_CHECK_LAUNCH();
   });
 }
 

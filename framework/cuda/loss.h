@@ -30,10 +30,20 @@ void cross_entropy_rows(int device, const cpu::CrossEntropyParams& p, void* row_
 /// p.logits and p.lse are not read): the mean, the count and the first bad target into `out`.
 void cross_entropy_finish(int device, const cpu::CrossEntropyParams& p, const void* row_loss,
                           const CrossEntropyOutputs& out);
+/// The count alone, as cross_entropy_finish forms it (rows whose target is neither ignore_index
+/// nor bad), from p's targets: what cross_entropy_backward needs before any row loss exists, when
+/// the gradient is formed chunk by chunk in the forward.
+void cross_entropy_count(int device, const cpu::CrossEntropyParams& p, int64_t* count);
 /// dlogits = (exp(logits - lse) - onehot(target)) * grad / count in one pass, 0 on ignored rows,
 /// NaN on rows with a bad target.
-/// p.scale is not used: `grad` (() f32, f64 for f64 logits) and `count` are read on the device.
+/// p.scale is not used: `grad` (() f32, f64 for f64 logits; null: 1) and `count` are read on the
+/// device.
 void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p, const void* grad,
                             const int64_t* count);
+/// out = in * grad over n contiguous elements, rounded once to out_dtype; in has out_dtype, or is
+/// f32 for bf16/f16 out (a gradient accumulated in f32). `grad` is () on the device, f32 (f64 for
+/// f64 out). In place (in == out) with grad == 1 the kernel returns without touching the data.
+void scale_gradient(int device, const void* in, DType in_dtype, void* out, DType out_dtype, int64_t n,
+                    const void* grad);
 
 }  // namespace longnet::cuda

@@ -97,19 +97,21 @@ Saved forward_cuda(const Tensor& logits, const Tensor& targets, int64_t rows, in
   return s;
 }
 
-// dlogits from the incoming () gradient g; the scale g / count is formed where the data lives.
+// dlogits from the incoming () gradient g (undefined: 1, read nowhere); the scale g / count is
+// formed where the data lives.
 void run_backward(cpu::CrossEntropyBackwardParams p, const Tensor& g, const Tensor& count) {
   const Device device = count.device();
 #ifdef LONGNET_WITH_CUDA
   if (device.is_cuda()) {
-    const Tensor gd = cast(g, loss_dtype(p.dtype)).contiguous();
-    return cuda::cross_entropy_backward(device.index, p, gd.raw_data(), count.data<int64_t>());
+    const Tensor gd = g.defined() ? cast(g, loss_dtype(p.dtype)).contiguous() : Tensor();
+    return cuda::cross_entropy_backward(device.index, p, gd.defined() ? gd.raw_data() : nullptr,
+                                        count.data<int64_t>());
   }
 #endif
   LN_CHECK(device.is_cpu(), "[cross_entropy] has no kernel for ", device.str(), " tensors");
   const double n = count.item();
   // count 0: every row is ignored and gets 0, whatever the scale.
-  p.scale = n > 0 ? g.item() / n : 0.0;
+  p.scale = n > 0 ? (g.defined() ? g.item() : 1.0) / n : 0.0;
   cpu::cross_entropy_backward(p);
 }
 
@@ -147,8 +149,14 @@ class CrossEntropyBackward final : public autograd::Node {
 // aligned in bf16, which keeps cuBLASLt off its fast Hopper kernels (a profile on an H100 put
 // these products at 100-150 TFLOP/s against 600-730 for the model's other products). Each chunk's
 // logits are then a contiguous (n, ld) block whose pad columns are x . 0 = 0; the CE kernels read
-// its first V columns through the row stride, and the backward leaves the pad's zeros in place,
-// so the pad adds nothing to dx and only dW's rows past V, which are dropped.
+// its first V columns through the row stride, and the backward kernel leaves the pad's zeros in
+// place, so the pad adds nothing to dx and only dW's rows past V, which are dropped.
+//
+// When the loss will be differentiated, the forward forms the gradients too, for an upstream
+// gradient of 1: right after a chunk's loss, its logits block becomes dlogits and its two products
+// run (dx's rows written in place, dW accumulated in f32), so each chunk's logits are computed
+// once per step instead of again in the backward. The node keeps dx and dW, and its backward
+// only scales them by the upstream gradient.
 
 // Multiple of 8 the head pads its class count to.
 constexpr int64_t kClassAlign = 8;
@@ -181,13 +189,20 @@ void for_chunks(int64_t rows, int64_t chunk, F&& f) {
   for (int64_t start = 0; start < rows; start += chunk) f(start, std::min(chunk, rows - start));
 }
 
-// What the chunked head keeps for its backward, all on x's device: nothing of size (rows, V).
+// What the chunked forward works with, all on x's device: nothing of size (rows, V).
 struct HeadSaved {
   Tensor x;       // (rows, D) in the compute dtype
   Tensor weight;  // (V, D)
   Tensor t;       // (rows), contiguous
   Tensor lse;     // (rows) in the loss dtype
   Tensor count;   // () i64: rows whose target is not ignored
+};
+
+// The gradients the forward forms, for an upstream gradient of 1.
+struct HeadGrads {
+  Tensor dx;  // (rows, D) in the compute dtype; undefined when x needs none
+  Tensor dw;  // (ld, D) in the loss dtype (f32, f64 for f64), rows past V 0; undefined when w needs none
+  bool any() const { return dx.defined() || dw.defined(); }
 };
 
 // Logits of rows [start, start + n) as the composite computes them (linear(), compute dtype)
@@ -208,30 +223,48 @@ cpu::CrossEntropyParams chunk_params(const HeadSaved& s, const Tensor& logits, i
           logits.dtype(), s.t.dtype(), n, s.weight.size(0), ignore_index, logits.stride(0)};
 }
 
-// Fills s.lse and s.count; returns the loss.
-Tensor head_forward_cpu(HeadSaved& s, int64_t chunk, int64_t ignore_index, const Shape& logits_shape) {
+// After the chunk's forward kernel has written its lse (p: the chunk's parameters, rows from
+// `start`): its logits block becomes dlogits = (softmax - onehot) / count in place (the pad keeps
+// its zeros), in the compute dtype as the composite's cross_entropy hands it to linear's backward;
+// then dx's rows = dlogits @ W_pad straight into dx, and dW_pad = (first chunk) or += dlogits^T @
+// x's rows in the accumulator. s.count must already hold the count over all rows.
+void chunk_gradients(HeadGrads& grads, const HeadSaved& s, const Tensor& w_pad, const Tensor& logits,
+                     const cpu::CrossEntropyParams& p, int64_t start) {
+  run_backward({p.logits, p.targets, p.lse, logits.raw_data(), p.dtype, p.target_dtype, p.rows, p.classes,
+                p.ignore_index, 1.0, p.ld},
+               Tensor(), s.count);
+  const Tensor dl = cast(logits, s.x.dtype());  // a no-op on a GPU, whose kernels take the compute dtype
+  if (grads.dx.defined()) matmul_into(narrow(grads.dx, 0, start, p.rows), dl, w_pad);
+  if (grads.dw.defined()) matmul_into(grads.dw, transpose(dl, 0, 1), narrow(s.x, 0, start, p.rows), start > 0);
+}
+
+// Fills s.lse and s.count, and the gradients `grads` holds; returns the loss.
+Tensor head_forward_cpu(HeadSaved& s, HeadGrads& grads, int64_t chunk, int64_t ignore_index,
+                        const Shape& logits_shape) {
   const int64_t rows = s.x.size(0), classes = s.weight.size(0);
   int64_t bad_value = 0;
   const int64_t bad = cpu::find_bad_target(s.t.raw_data(), s.t.dtype(), rows, classes, ignore_index, &bad_value);
   check_target("linear_cross_entropy", bad, bad_value, logits_shape, ignore_index);
   const DType dt = loss_dtype(s.x.dtype());
   s.lse = Tensor::empty({rows}, dt, Device::cpu());
+  // Counted before the first chunk: the gradients' scale needs it.
+  const int64_t count = cpu::count_not_ignored(s.t.raw_data(), s.t.dtype(), rows, ignore_index);
+  s.count = scalar_tensor(static_cast<double>(count), DType::I64, Device::cpu());
   const Tensor w_pad = padded_weight(s.weight);
   double total = 0.0;
-  int64_t count = 0;
   for_chunks(rows, chunk, [&](int64_t start, int64_t n) {
     const Tensor logits = chunk_logits(s, w_pad, start, n);
-    const cpu::CrossEntropySum part = cpu::cross_entropy_forward(chunk_params(s, logits, start, n, ignore_index));
-    total += part.loss;
-    count += part.count;
+    const cpu::CrossEntropyParams p = chunk_params(s, logits, start, n, ignore_index);
+    total += cpu::cross_entropy_forward(p).loss;
+    if (grads.any()) chunk_gradients(grads, s, w_pad, logits, p, start);
   });
-  s.count = scalar_tensor(static_cast<double>(count), DType::I64, Device::cpu());
   return scalar_tensor(count ? total / static_cast<double>(count) : 0.0, dt, Device::cpu());
 }
 
 // As head_forward_cpu; the row losses stay on the device until one pass over all rows sums them
 // and checks the targets, as cross_entropy's forward does (no host synchronisation by default).
-Tensor head_forward_cuda(HeadSaved& s, int64_t chunk, int64_t ignore_index, const Shape& logits_shape) {
+Tensor head_forward_cuda(HeadSaved& s, HeadGrads& grads, int64_t chunk, int64_t ignore_index,
+                         const Shape& logits_shape) {
   const Device device = s.x.device();
   const int64_t rows = s.x.size(0);
   const DType dt = loss_dtype(s.x.dtype());
@@ -241,13 +274,17 @@ Tensor head_forward_cuda(HeadSaved& s, int64_t chunk, int64_t ignore_index, cons
 #ifdef LONGNET_WITH_CUDA
   const Tensor row_loss = Tensor::empty({rows}, dt, device);
   const Tensor w_pad = padded_weight(s.weight);
+  const cpu::CrossEntropyParams all{nullptr, s.t.raw_data(), nullptr, s.x.dtype(), s.t.dtype(),
+                                    rows, s.weight.size(0), ignore_index};
+  // The gradients' scale needs the count before the first chunk; the finishing pass writes the
+  // same count again.
+  if (grads.any()) cuda::cross_entropy_count(device.index, all, s.count.data<int64_t>());
   for_chunks(rows, chunk, [&](int64_t start, int64_t n) {
     const Tensor logits = chunk_logits(s, w_pad, start, n);
-    cuda::cross_entropy_rows(device.index, chunk_params(s, logits, start, n, ignore_index),
-                             narrow(row_loss, 0, start, n).raw_data());
+    const cpu::CrossEntropyParams p = chunk_params(s, logits, start, n, ignore_index);
+    cuda::cross_entropy_rows(device.index, p, narrow(row_loss, 0, start, n).raw_data());
+    if (grads.any()) chunk_gradients(grads, s, w_pad, logits, p, start);
   });
-  cpu::CrossEntropyParams all{nullptr, s.t.raw_data(), nullptr, s.x.dtype(), s.t.dtype(),
-                              rows, s.weight.size(0), ignore_index};
   const Tensor bad = Tensor::empty({2}, DType::I64, device);
   cuda::cross_entropy_finish(device.index, all, row_loss.raw_data(),
                              {loss.raw_data(), s.count.data<int64_t>(), bad.data<int64_t>()});
@@ -256,6 +293,7 @@ Tensor head_forward_cuda(HeadSaved& s, int64_t chunk, int64_t ignore_index, cons
     check_target("linear_cross_entropy", verdict[0], verdict[1], logits_shape, ignore_index);
   }
 #else
+  (void)grads;
   (void)chunk;
   (void)ignore_index;
   (void)logits_shape;
@@ -264,57 +302,62 @@ Tensor head_forward_cuda(HeadSaved& s, int64_t chunk, int64_t ignore_index, cons
   return loss;
 }
 
-// Per chunk: the (n, ld) logits block again, dlogits written over its first V columns (the pad
-// keeps its zeros), dx's rows = dlogits @ W_pad and dW_pad += dlogits^T @ x, every product with
-// ld as its inner or leading dimension (each in the compute dtype; dW summed in f32 for 16-bit
-// dtypes when there is more than one chunk); dW is the first V rows of dW_pad.
+// saved * g in `dtype`: the gradient for the upstream gradient g from the one the forward formed
+// for 1 (saved: contiguous, in the compute dtype or the f32/f64 accumulator). g == 1, the common
+// case, is exact and nearly free: saved itself is handed out when it already has `dtype` and the
+// node's saved tensors expire, and on a GPU the scaling kernel then returns at once (g is read
+// there, not on the host). Any other g: one product in the accumulating type, rounded once to
+// `dtype`, on top of the forward's rounding of the gradient for 1.
+Tensor scaled_gradient(const Tensor& saved, DType dtype, const Tensor& g, bool saved_expire) {
+  const bool reuse = saved_expire && saved.dtype() == dtype;
+#ifdef LONGNET_WITH_CUDA
+  if (saved.device().is_cuda()) {
+    const Tensor out = reuse ? saved : Tensor::empty(saved.shape(), dtype, saved.device());
+    const Tensor gd = cast(g, loss_dtype(dtype)).contiguous();
+    cuda::scale_gradient(saved.device().index, saved.raw_data(), saved.dtype(), out.raw_data(), dtype,
+                         saved.numel(), gd.raw_data());
+    return out;
+  }
+#endif
+  const double gv = g.item();
+  if (gv != 1.0) return cast(mul(cast(saved, ops::cpu_compute_dtype(saved.dtype())), gv), dtype);
+  const Tensor out = cast(saved, dtype);
+  // A retained graph may run this node again: it must not hand out (and so expose) its own copy.
+  return out.raw_data() == saved.raw_data() && !reuse ? saved.clone() : out;
+}
+
+// Hands out the gradients the forward formed, scaled by the upstream gradient (scaled_gradient).
 class LinearCrossEntropyBackward final : public autograd::Node {
  public:
-  LinearCrossEntropyBackward(HeadSaved saved, Shape x_shape, int64_t chunk, int64_t ignore_index)
-      : s_(std::move(saved)), x_shape_(std::move(x_shape)), chunk_(chunk), ignore_index_(ignore_index) {}
+  LinearCrossEntropyBackward(HeadGrads grads, Shape x_shape, int64_t classes, DType weight_dtype)
+      : grads_(std::move(grads)), x_shape_(std::move(x_shape)), classes_(classes), weight_dtype_(weight_dtype) {}
   std::string name() const override { return "LinearCrossEntropyBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
     NoGradGuard no_grad;
-    const bool want_x = next_edges[0].fn != nullptr, want_w = next_edges[1].fn != nullptr;
-    const int64_t rows = s_.x.size(0);
-    const DType dtype = s_.x.dtype(), acc = loss_dtype(dtype);
-    const bool widen = acc != dtype && rows > chunk_;
-    Tensor dx = want_x ? Tensor::empty(s_.x.shape(), dtype, s_.x.device()) : Tensor();
-    Tensor dw;
-    const Tensor w_pad = padded_weight(s_.weight);
-    for_chunks(rows, chunk_, [&](int64_t start, int64_t n) {
-      const Tensor logits = chunk_logits(s_, w_pad, start, n);
-      // The kernels read each logit right before writing its gradient in its place.
-      const cpu::CrossEntropyParams p = chunk_params(s_, logits, start, n, ignore_index_);
-      run_backward({p.logits, p.targets, p.lse, logits.raw_data(), p.dtype, p.target_dtype, n, p.classes,
-                    ignore_index_, 1.0, p.ld},
-                   g[0], s_.count);
-      const Tensor dl = cast(logits, dtype);
-      if (want_x) copy_(narrow(dx, 0, start, n), matmul(dl, w_pad));
-      if (want_w) {
-        const Tensor part = matmul(transpose(dl, 0, 1), narrow(s_.x, 0, start, n));
-        const Tensor wide = widen ? cast(part, acc) : part;
-        if (dw.defined()) {
-          add_(dw, wide);
-        } else {
-          dw = wide;
-        }
-      }
-    });
-    if (want_w) {
-      const Tensor& w = s_.weight;
-      dw = dw.defined() ? cast(narrow(dw, 0, 0, w.size(0)), w.dtype()) : zeros(w.shape(), w.dtype(), w.device());
+    Tensor dx, dw;
+    if (next_edges[0].fn && grads_.dx.defined()) {
+      dx = reshape(scaled_gradient(grads_.dx, grads_.dx.dtype(), g[0], saved_expire), x_shape_);
     }
-    return {want_x ? reshape(dx, x_shape_) : Tensor(), dw, Tensor()};
+    if (next_edges[1].fn && grads_.dw.defined()) {
+      // The first V rows of the contiguous (ld, D) accumulator: contiguous too.
+      dw = scaled_gradient(narrow(grads_.dw, 0, 0, classes_), weight_dtype_, g[0], saved_expire);
+    }
+    return {dx, dw, Tensor()};
   }
-  std::vector<Tensor> saved_tensors() const override { return {s_.x, s_.weight, s_.t, s_.lse, s_.count}; }
-  void release_saved() override { s_ = HeadSaved(); }
+  std::vector<Tensor> saved_tensors() const override {
+    std::vector<Tensor> out;
+    for (const Tensor& t : {grads_.dx, grads_.dw}) {
+      if (t.defined()) out.push_back(t);
+    }
+    return out;
+  }
+  void release_saved() override { grads_ = HeadGrads(); }
 
  private:
-  HeadSaved s_;
+  HeadGrads grads_;
   Shape x_shape_;
-  int64_t chunk_;
-  int64_t ignore_index_;
+  int64_t classes_;
+  DType weight_dtype_;
 };
 
 }  // namespace
@@ -371,19 +414,30 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   Shape logits_shape = lead;
   logits_shape.push_back(classes);
   const int64_t chunk = rows_per_chunk(rows, padded_classes(classes), chunk_rows);
+  // Under grad mode the gradients come with the loss; without it (evaluation) none is formed.
+  const bool want_x = autograd::needs_grad({x}), want_w = autograd::needs_grad({weight});
   HeadSaved s;
+  HeadGrads grads;
   Tensor out;
   {
     NoGradGuard no_grad;
     s.x = reshape(x.detach(), {rows, x.size(-1)});
     s.weight = weight.detach();
     s.t = reshape(targets.detach().contiguous(), {rows});
-    out = x.device().is_cpu() ? head_forward_cpu(s, chunk, ignore_index, logits_shape)
-                              : head_forward_cuda(s, chunk, ignore_index, logits_shape);
+    if (want_x) grads.dx = Tensor::empty(s.x.shape(), x.dtype(), x.device());
+    if (want_w) {
+      // The first chunk overwrites the accumulator; with no rows there is none.
+      const Shape shape{padded_classes(classes), weight.size(1)};
+      const DType acc = loss_dtype(x.dtype());
+      grads.dw = rows == 0 ? zeros(shape, acc, x.device()) : Tensor::empty(shape, acc, x.device());
+    }
+    out = x.device().is_cpu() ? head_forward_cpu(s, grads, chunk, ignore_index, logits_shape)
+                              : head_forward_cuda(s, grads, chunk, ignore_index, logits_shape);
   }
-  if (autograd::needs_grad({x, weight})) {
-    autograd::record(std::make_shared<LinearCrossEntropyBackward>(std::move(s), x.shape(), chunk, ignore_index),
-                     {x, weight, targets}, {out});
+  if (want_x || want_w) {
+    autograd::record(
+        std::make_shared<LinearCrossEntropyBackward>(std::move(grads), x.shape(), classes, weight.dtype()),
+        {x, weight, targets}, {out});
   }
   return out;
 }

@@ -396,6 +396,53 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
   return product(a, b, "bmm");
 }
 
+void matmul_into(const Tensor& out, const Tensor& a, const Tensor& b, bool accumulate) {
+  const Device dev = ops::common_device("matmul_into", {out, a, b});
+  ops::require_float("matmul_into", a);
+  ops::require_same_dtype("matmul_into", a, b);
+  LN_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) && out.size(0) == a.size(0) &&
+               out.size(1) == b.size(1),
+           "[matmul_into] out ", shape_str(out.shape()), " cannot hold ", shape_str(a.shape()), " @ ",
+           shape_str(b.shape()));
+  LN_CHECK(out.dtype() == a.dtype() || (out.dtype() == DType::F32 && is_reduced_float(a.dtype())),
+           "[matmul_into] out of ", dtype_name(out.dtype()), " for ", dtype_name(a.dtype()),
+           " operands (the operands' dtype, or f32 for bf16/f16)");
+  LN_CHECK((out.stride(1) == 1 || out.size(1) <= 1) && (out.size(0) <= 1 || out.stride(0) >= out.size(1)),
+           "[matmul_into] out ", shape_str(out.shape()), " needs unit column stride and rows that do not overlap, got strides (",
+           out.stride(0), ", ", out.stride(1), ")");
+  NoGradGuard no_grad;
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (!accumulate) zero_(out);
+    return;
+  }
+#ifdef LONGNET_WITH_CUDA
+  if (dev.is_cuda()) {
+    const ProfileScope scope("gemm");
+    Tensor ak = a, bk = b;
+    cpu::GemmParams p;
+    p.dtype = a.dtype();
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.a = matrix_operand(ak);
+    p.b = matrix_operand(bk);
+    p.c = out.raw_data();
+    p.ldc = m == 1 ? n : out.stride(0);
+    cuda::GemmParams g = cuda_params(p, dev.index);
+    if (out.dtype() != a.dtype()) g.c_dtype = out.dtype();
+    g.beta = accumulate ? 1.0 : 0.0;
+    cuda::gemm(g);
+    return;
+  }
+#endif
+  (void)dev;
+  Tensor product = gemm_forward(ops::kernel_input(a), ops::kernel_input(b), Shape{});
+  if (accumulate) add_(product, cast(out, product.dtype()));
+  copy_(out, product);
+}
+
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   LN_CHECK(weight.dim() == 2, "[linear] weight must be (out, in), got ", shape_str(weight.shape()));
   LN_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "[linear] input features differ: x ",

@@ -13,5 +13,12 @@ Tensor bmm(const Tensor& a, const Tensor& b);
 /// One GEMM over all rows of x (GPU: the bias added in its epilogue); its backward is one GEMM for
 /// dx and one for dW, which also yields the bias gradient (GPU: in its epilogue). Saves x and weight.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+/// In place: out (M, N) = a (M, K) @ b (K, N), or out += a @ b when `accumulate`, written into
+/// out's memory (any view with unit column stride, such as rows of a larger tensor). a and b share
+/// a float dtype; out has it too, or f32 for bf16/f16 operands (their f32 sums are then stored
+/// unrounded). On a GPU one cuBLASLt call writes out (beta 1 when accumulating; no temporary); on
+/// the CPU the product is formed in the CPU compute dtype, added to out when accumulating, and
+/// rounded once into out. Not recorded by autograd.
+void matmul_into(const Tensor& out, const Tensor& a, const Tensor& b, bool accumulate = false);
 
 }  // namespace longnet

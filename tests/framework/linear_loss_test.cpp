@@ -1,6 +1,8 @@
 // linear_cross_entropy: the chunked head + loss against the composite cross_entropy(linear(x, w), t)
 // (values and gradients, every dtype, vocabularies that are and are not multiples of 8, which the
-// op pads), a gradient check, the memory it never takes, errors, and the GPU against the CPU.
+// op pads, upstream gradients other than 1), the gradients formed in the forward (only under grad
+// mode; what the node keeps), a gradient check, the memory it never takes, errors, and the GPU
+// against the CPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -10,6 +12,9 @@
 
 #include <gtest/gtest.h>
 
+#include "framework/autograd/grad_mode.h"
+#include "framework/autograd/node.h"
+#include "framework/core/profiler.h"
 #include "framework/core/storage.h"
 #include "framework/ops/loss.h"
 #include "framework/ops/ops.h"
@@ -145,6 +150,139 @@ TEST(LinearCrossEntropy, AllIgnoredGivesZeroLossAndZeroGradients) {
   for (double v : r.dw.to_vector<double>()) EXPECT_EQ(v, 0.0);
 }
 
+// The loss times `scale` and the gradients it gives: scale != 1 makes the upstream gradient of the
+// op's loss differ from 1.
+LossFn scaled(const LossFn& f, double scale) {
+  return [=](const Tensor& a, const Tensor& b) { return mul(f(a, b), scale); };
+}
+
+// The gradients are formed in the forward: for chunks of 1 row, of rows that do not divide the
+// rows, all rows at once and the default; ignored rows; an upstream gradient of 1 and of 0.37.
+TEST(LinearCrossEntropy, GradientsFormedInTheForwardEqualTheCompositeForAnyUpstreamGradient) {
+  Generator g(70);
+  const Tensor x = randn({3, 7, 6}, DType::F64, Device::cpu(), &g);
+  const Tensor w = mul(randn({13, 6}, DType::F64, Device::cpu(), &g), 0.6);
+  const Tensor t = targets_of({3, 7}, 13, 4, -100, 71);
+  for (const double upstream : {1.0, 0.37}) {
+    const LossAndGrads want = run(
+        scaled([&](const Tensor& a, const Tensor& b) { return cross_entropy(linear(a, b), t); }, upstream), x, w);
+    for (const int64_t chunk : {int64_t{1}, int64_t{5}, int64_t{8}, int64_t{21}, int64_t{0}}) {
+      SCOPED_TRACE("upstream " + std::to_string(upstream) + " chunk " + std::to_string(chunk));
+      const LossAndGrads got = run(
+          scaled([&](const Tensor& a, const Tensor& b) { return linear_cross_entropy(a, b, t, -100, chunk); },
+                 upstream),
+          x, w);
+      EXPECT_NEAR(got.loss.item(), want.loss.item(), 1e-12);
+      EXPECT_TRUE(all_close(got.dx, want.dx, 1e-12, 0.0));
+      EXPECT_TRUE(all_close(got.dw, want.dw, 1e-12, 0.0));
+    }
+  }
+}
+
+// Only x or only the weight requires grad, with an upstream gradient other than 1 and a padded
+// vocabulary (11 classes to 16): the one asked for is right, the other gets nothing.
+TEST(LinearCrossEntropy, OneSidedGradientsWithAnUpstreamGradient) {
+  Generator g(72);
+  const Tensor x = randn({9, 5}, DType::F64, Device::cpu(), &g);
+  const Tensor w = randn({11, 5}, DType::F64, Device::cpu(), &g);
+  const Tensor t = targets_of({9}, 11, 3, -100, 73);
+  const LossAndGrads want = run(
+      scaled([&](const Tensor& a, const Tensor& b) { return cross_entropy(linear(a, b), t); }, -2.5), x, w);
+  const Tensor xl = x.clone().requires_grad_(true);
+  mul(linear_cross_entropy(xl, w, t, -100, 4), -2.5).backward();
+  EXPECT_TRUE(all_close(xl.grad(), want.dx, 1e-12, 0.0));
+  EXPECT_FALSE(w.grad().defined());
+  const Tensor wl = w.clone().requires_grad_(true);
+  mul(linear_cross_entropy(x, wl, t, -100, 4), -2.5).backward();
+  EXPECT_TRUE(all_close(wl.grad(), want.dw, 1e-12, 0.0));
+  EXPECT_FALSE(x.grad().defined());
+}
+
+// A retained graph runs the node twice: the gradients accumulate to twice the composite's, so the
+// node's own copies were not handed out and then summed into.
+TEST(LinearCrossEntropy, RetainedGraphGivesTheSameGradientsTwice) {
+  Generator g(74);
+  const Tensor x = randn({6, 4}, DType::F64, Device::cpu(), &g);
+  const Tensor w = randn({8, 4}, DType::F64, Device::cpu(), &g);
+  const Tensor t = targets_of({6}, 8, 0, -100, 75);
+  const LossAndGrads want = composite(x, w, t);
+  const Tensor xl = x.clone().requires_grad_(true), wl = w.clone().requires_grad_(true);
+  const Tensor loss = linear_cross_entropy(xl, wl, t, -100, 4);
+  loss.backward(Tensor(), true);
+  loss.backward();
+  EXPECT_TRUE(all_close(xl.grad(), mul(want.dx, 2.0), 1e-12, 0.0));
+  EXPECT_TRUE(all_close(wl.grad(), mul(want.dw, 2.0), 1e-12, 0.0));
+}
+
+// The call count of every profile entry whose name contains `part`, summed.
+int64_t calls_of(const std::vector<ProfileEntry>& entries, const std::string& part) {
+  int64_t n = 0;
+  for (const ProfileEntry& e : entries) {
+    if (e.name.find(part) != std::string::npos) n += e.calls;
+  }
+  return n;
+}
+
+// Under grad mode the forward runs each chunk's logits product and, right after, its two gradient
+// products; the backward runs none. Without grad mode the forward runs the logits products only,
+// records nothing and gives the same loss.
+TEST(LinearCrossEntropy, GradientProductsRunInTheForwardOnlyUnderGradMode) {
+  Generator g(76);
+  const Tensor x = randn({20, 8}, DType::F32, Device::cpu(), &g).requires_grad_(true);
+  const Tensor w = randn({30, 8}, DType::F32, Device::cpu(), &g).requires_grad_(true);
+  const Tensor t = targets_of({20}, 30, 6, -100, 77);
+  Tensor eval_loss;
+  std::vector<ProfileEntry> eval;
+  {
+    Profiler profiler(Device::cpu());
+    NoGradGuard no_grad;
+    eval_loss = linear_cross_entropy(x, w, t, -100, 8);  // chunks of 8, 8 and 4 rows
+    eval = profiler.finish();
+  }
+  EXPECT_FALSE(eval_loss.requires_grad());
+  EXPECT_EQ(eval_loss.grad_fn(), nullptr);
+  EXPECT_EQ(calls_of(eval, "linear in linear_cross_entropy"), 3);
+  EXPECT_EQ(calls_of(eval, "gemm"), 0);
+
+  Tensor loss;
+  std::vector<ProfileEntry> train;
+  {
+    Profiler profiler(Device::cpu());
+    loss = linear_cross_entropy(x, w, t, -100, 8);
+    loss.backward();
+    train = profiler.finish();
+  }
+  EXPECT_EQ(loss.item(), eval_loss.item());
+  EXPECT_EQ(calls_of(train, "linear in linear_cross_entropy"), 3);
+  EXPECT_EQ(calls_of(train, "gemm in linear_cross_entropy"), 6);  // dx rows and dW, per chunk
+  EXPECT_EQ(calls_of(train, "linear in LinearCrossEntropyBackward"), 0);  // no logits recomputed
+  EXPECT_EQ(calls_of(train, "gemm in LinearCrossEntropyBackward"), 0);
+  const LossAndGrads want = composite(x, w, t);
+  EXPECT_TRUE(all_close(x.grad(), want.dx, 1e-6 * max_abs(want.dx), 0.0));
+  EXPECT_TRUE(all_close(w.grad(), want.dw, 1e-6 * max_abs(want.dw), 0.0));
+}
+
+// The node keeps dx (x's size and dtype) and dW in f32 over the padded vocabulary, not x or the
+// weight: for bf16 x (12, 16) and a weight of 21 classes (padded to 24).
+TEST(LinearCrossEntropy, NodeKeepsTheGradientsItFormed) {
+  Generator g(78);
+  const Tensor x = randn({12, 16}, DType::F32, Device::cpu(), &g).to(DType::BF16).requires_grad_(true);
+  const Tensor w = randn({21, 16}, DType::F32, Device::cpu(), &g).to(DType::BF16).requires_grad_(true);
+  const Tensor loss = linear_cross_entropy(x, w, targets_of({12}, 21, 0, -100, 79), -100, 5);
+  ASSERT_NE(loss.grad_fn(), nullptr);
+  const std::vector<Tensor> saved = loss.grad_fn()->saved_tensors();
+  ASSERT_EQ(saved.size(), 2u);
+  EXPECT_EQ(saved[0].shape(), (Shape{12, 16}));
+  EXPECT_EQ(saved[0].dtype(), DType::BF16);
+  EXPECT_EQ(saved[1].shape(), (Shape{24, 16}));
+  EXPECT_EQ(saved[1].dtype(), DType::F32);
+  // Only x needs a gradient: only dx is kept.
+  const Tensor x_only = linear_cross_entropy(x, w.detach(), targets_of({12}, 21, 0, -100, 79), -100, 5);
+  const std::vector<Tensor> kept = x_only.grad_fn()->saved_tensors();
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].shape(), (Shape{12, 16}));
+}
+
 // The chunked op in f32 and in bf16 against the composite, with `classes` classes.
 void expect_f32_and_bf16_track_the_composite(int64_t classes) {
   Generator g(50);
@@ -169,6 +307,13 @@ void expect_f32_and_bf16_track_the_composite(int64_t classes) {
   EXPECT_NEAR(got.loss.item(), want.loss.item(), 1e-5 * std::abs(want.loss.item()));
   EXPECT_TRUE(all_close(got.dx, want.dx, 1e-2 * max_abs(want.dx), 0.0));
   EXPECT_TRUE(all_close(got.dw, want.dw, 2e-2 * max_abs(want.dw), 0.0));
+  // An upstream gradient of 0.37: one more rounding of each gradient than the composite's.
+  const LossFn loss = [&](const Tensor& a, const Tensor& b) { return linear_cross_entropy(a, b, t, -100, 25); };
+  const LossFn reference = [&](const Tensor& a, const Tensor& b) { return cross_entropy(linear(a, b), t); };
+  const LossAndGrads want_scaled = run(scaled(reference, 0.37), x, w), got_scaled = run(scaled(loss, 0.37), x, w);
+  EXPECT_EQ(got_scaled.dx.dtype(), DType::BF16);
+  EXPECT_TRUE(all_close(got_scaled.dx, want_scaled.dx, 1.5e-2 * max_abs(want_scaled.dx), 0.0));
+  EXPECT_TRUE(all_close(got_scaled.dw, want_scaled.dw, 2e-2 * max_abs(want_scaled.dw), 0.0));
 }
 
 // A vocabulary that is a multiple of 8 and an odd one (padded from 301 to 304).
