@@ -69,6 +69,20 @@ void record(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs
   }
 }
 
+namespace {
+
+// True when `g` is the only handle on its data: no other Tensor shares its TensorImpl or its
+// storage, it spans the whole storage (no slice of a larger buffer would be kept alive) and it is
+// a plain value. Storages always own their memory, so nothing outside Tensors can see it either.
+bool exclusively_owned(const Tensor& g) {
+  const TensorImpl* impl = g.impl();
+  return g.impl_ptr().use_count() == 1 && impl->storage.use_count() == 1 && impl->autograd == nullptr &&
+         impl->offset == 0 && g.is_contiguous() &&
+         impl->storage->nbytes() == static_cast<size_t>(g.numel()) * dtype_size(g.dtype());
+}
+
+}  // namespace
+
 std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
   std::shared_ptr<TensorImpl> leaf = leaf_.lock();
   if (!leaf || !grad_outputs[0].defined()) return {};
@@ -78,9 +92,10 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
            " for a leaf of shape ", shape_str(leaf_t.shape()));
   Tensor current = leaf_t.grad();
   // The gradient is owned by the leaf (optimizers and clipping modify it in place), so it is
-  // never an alias of a tensor the graph or the caller still holds.
+  // never an alias of a tensor the graph or the caller still holds: an incoming gradient that
+  // nothing else references (a node's fresh output) is adopted as it is, any other is copied.
   if (!current.defined()) {
-    leaf_t.set_grad(g.clone());
+    leaf_t.set_grad(exclusively_owned(g) ? g : g.clone());
   } else {
     add_(current, g);
   }
