@@ -85,15 +85,30 @@ void Optimizer::set_lr(double lr) {
 void Optimizer::step() {
   NoGradGuard no_grad;
   const size_t n_states = state_names().size();
+  std::vector<Batch> batches;  // usually one per group: parameters miss steps rarely
   for (Slot& slot : slots_) {
     if (slot.state.size() != n_states) slot.state.resize(n_states);
     const Tensor grad = slot.param.grad();
     if (!grad.defined()) continue;
-    const ParamGroup& g = groups_[slot.group];
-    const Tensor target = slot.master.defined() ? slot.master : slot.param;
-    update(slot, target, grad, lr_ * g.lr_scale, g.weight_decay);
-    if (slot.master.defined()) copy_(slot.param, slot.master);
-    ++slot.updates;
+    const Device device = slot.param.device();
+    auto it = std::find_if(batches.begin(), batches.end(), [&](const Batch& b) {
+      return b.group == slot.group && b.updates == slot.updates && b.device == device;
+    });
+    if (it == batches.end()) {
+      it = batches.insert(batches.end(), Batch{});
+      it->group = slot.group, it->updates = slot.updates, it->device = device;
+    }
+    it->slots.push_back(&slot);
+    it->targets.push_back(slot.master.defined() ? slot.master : slot.param);
+    it->grads.push_back(grad);
+  }
+  for (Batch& batch : batches) {
+    const ParamGroup& g = groups_[batch.group];
+    update(batch, lr_ * g.lr_scale, g.weight_decay);
+    for (Slot* slot : batch.slots) {
+      if (slot->master.defined()) copy_(slot->param, slot->master);
+      ++slot->updates;
+    }
   }
   ++step_count_;
 }
@@ -205,20 +220,28 @@ std::vector<std::string> Sgd::state_names() const {
   return {"momentum_buffer"};
 }
 
-void Sgd::update(Slot& slot, const Tensor& target, const Tensor& grad, double lr, double weight_decay) {
+void Sgd::update(Batch& batch, double lr, double weight_decay) {
   SgdParams p;
   p.lr = lr;
   p.momentum = options_.momentum;
   p.dampening = options_.dampening;
   p.weight_decay = weight_decay;
   p.nesterov = options_.nesterov;
-  if (options_.momentum == 0.0) return sgd_update_(target, grad, Tensor(), p);
-  Tensor& buf = slot.state[0];
-  if (!buf.defined()) {
-    buf = zeros_for(slot);
-    p.first_step = true;
+  if (options_.momentum == 0.0) return sgd_update_many_(batch.targets, batch.grads, {}, p);
+  // A buffer created now starts as the gradient (first_step); the others decay.
+  std::vector<Tensor> targets[2], grads[2], buffers[2];  // [0]: existing buffers, [1]: new ones
+  for (size_t i = 0; i < batch.slots.size(); ++i) {
+    Tensor& buf = batch.slots[i]->state[0];
+    const int first = buf.defined() ? 0 : 1;
+    if (first) buf = zeros_for(*batch.slots[i]);
+    targets[first].push_back(batch.targets[i]);
+    grads[first].push_back(batch.grads[i]);
+    buffers[first].push_back(buf);
   }
-  sgd_update_(target, grad, buf, p);
+  for (int first = 0; first < 2; ++first) {
+    p.first_step = first == 1;
+    if (!targets[first].empty()) sgd_update_many_(targets[first], grads[first], buffers[first], p);
+  }
 }
 
 nlohmann::json Sgd::hyperparameters() const {
@@ -235,18 +258,23 @@ Adam::Adam(std::vector<ParamGroup> groups, double lr, AdamOptions options, bool 
 
 std::vector<std::string> Adam::state_names() const { return {"exp_avg", "exp_avg_sq"}; }
 
-void Adam::update(Slot& slot, const Tensor& target, const Tensor& grad, double lr, double weight_decay) {
-  if (!slot.state[0].defined()) slot.state[0] = zeros_for(slot);
-  if (!slot.state[1].defined()) slot.state[1] = zeros_for(slot);
+void Adam::update(Batch& batch, double lr, double weight_decay) {
+  std::vector<Tensor> exp_avgs, exp_avg_sqs;
+  for (Slot* slot : batch.slots) {
+    if (!slot->state[0].defined()) slot->state[0] = zeros_for(*slot);
+    if (!slot->state[1].defined()) slot->state[1] = zeros_for(*slot);
+    exp_avgs.push_back(slot->state[0]);
+    exp_avg_sqs.push_back(slot->state[1]);
+  }
   AdamWParams p;
   p.lr = lr;
   p.beta1 = options_.beta1;
   p.beta2 = options_.beta2;
   p.eps = options_.eps;
   p.weight_decay = weight_decay;
-  p.step = slot.updates + 1;
+  p.step = batch.updates + 1;
   p.l2_decay = !options_.decoupled_weight_decay;
-  adamw_update_(target, grad, slot.state[0], slot.state[1], p);
+  adamw_update_many_(batch.targets, batch.grads, exp_avgs, exp_avg_sqs, p);
 }
 
 nlohmann::json Adam::hyperparameters() const {

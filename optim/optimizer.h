@@ -49,8 +49,8 @@ struct OptimizerState {
   nlohmann::json scalars;
 };
 
-/// Base of the optimizers: owns per-parameter state and the f32 master copies; subclasses
-/// implement the update of one parameter.
+/// Base of the optimizers: owns per-parameter state and the f32 master copies, and batches the
+/// parameters that share a step's hyper-parameters; subclasses implement the update of a batch.
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
@@ -94,15 +94,26 @@ class Optimizer {
     size_t group = 0;
   };
 
+  /// Parameters updated together: one group, one count of earlier updates, one device, so one
+  /// set of step hyper-parameters (on a GPU a few kernel launches for all of them).
+  struct Batch {
+    size_t group = 0;
+    int64_t updates = 0;
+    Device device;
+    std::vector<Slot*> slots;
+    std::vector<Tensor> targets;  // each slot's master copy or parameter
+    std::vector<Tensor> grads;
+  };
+
   /// `master_weights`: keep f32 copies of bf16/f16 parameters (without them such parameters are
   /// rejected, since the update kernels need f32 or f64 parameters).
   Optimizer(std::vector<ParamGroup> groups, double lr, bool master_weights);
 
   /// Names of each parameter's state tensors (the order of Slot::state).
   virtual std::vector<std::string> state_names() const = 0;
-  /// Applies one update to `target` (the parameter or its master copy) given `grad`; slot.updates
-  /// is the number of earlier updates. `lr` already includes the group's scale.
-  virtual void update(Slot& slot, const Tensor& target, const Tensor& grad, double lr, double weight_decay) = 0;
+  /// Applies one update to each target of `batch` given its gradient, creating missing state.
+  /// `lr` already includes the group's scale.
+  virtual void update(Batch& batch, double lr, double weight_decay) = 0;
   /// Hyper-parameters recorded with the state, for information.
   virtual nlohmann::json hyperparameters() const = 0;
 
@@ -131,7 +142,7 @@ class Sgd final : public Optimizer {
 
  private:
   std::vector<std::string> state_names() const override;
-  void update(Slot& slot, const Tensor& target, const Tensor& grad, double lr, double weight_decay) override;
+  void update(Batch& batch, double lr, double weight_decay) override;
   nlohmann::json hyperparameters() const override;
 
   SgdOptions options_;
@@ -154,7 +165,7 @@ class Adam final : public Optimizer {
 
  private:
   std::vector<std::string> state_names() const override;
-  void update(Slot& slot, const Tensor& target, const Tensor& grad, double lr, double weight_decay) override;
+  void update(Batch& batch, double lr, double weight_decay) override;
   nlohmann::json hyperparameters() const override;
 
   AdamOptions options_;

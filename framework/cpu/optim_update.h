@@ -1,6 +1,7 @@
 #pragma once
 // CPU kernels of the fused optimizer updates, and the per-element step both the CPU and the CUDA
 // kernels apply (so the two compute the same expression in the same order).
+#include <array>
 #include <cmath>
 #include <type_traits>
 
@@ -104,6 +105,14 @@ struct SgdStep {
     }
     p = add_rn(p, -mul_rn(lr, g));
   }
+};
+
+/// One parameter of a batched update: its shape and its operands over it (the states in the
+/// update's order, data null where unused).
+struct UpdateOperands {
+  Shape shape;
+  StridedOperand param, grad;
+  std::array<StridedOperand, 2> state;
 };
 
 /// AdamW in place over `shape`: param, exp_avg, exp_avg_sq and grad share one dtype, f32 or f64.

@@ -1,5 +1,9 @@
 #include "framework/cuda/optim_update.h"
 
+#include <algorithm>
+#include <utility>
+#include <vector>
+
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
 #include "framework/cuda/device/rows.cuh"
@@ -25,11 +29,17 @@ __device__ __forceinline__ P grad_at(const G* g, int64_t i) {
 
 template <class P, class G>
 struct AdamWFn {
+  using Step = cpu::AdamWStep<P>;
   P* p;
   const G* g;
   P* m;
   P* v;
-  cpu::AdamWStep<P> step;
+  Step step;
+
+  // Operands: param, grad, exp_avg, exp_avg_sq.
+  __device__ static AdamWFn bind(void* const (&d)[4], Step step) {
+    return {static_cast<P*>(d[0]), static_cast<const G*>(d[1]), static_cast<P*>(d[2]), static_cast<P*>(d[3]), step};
+  }
 
   // Offsets: param, grad, exp_avg, exp_avg_sq.
   __device__ void operator()(const int64_t (&o)[4]) const {
@@ -58,10 +68,16 @@ struct AdamWFn {
 // buf is null when momentum is 0 (the step then ignores it).
 template <class P, class G>
 struct SgdFn {
+  using Step = cpu::SgdStep<P>;
   P* p;
   const G* g;
   P* buf;
-  cpu::SgdStep<P> step;
+  Step step;
+
+  // Operands: param, grad, momentum buffer (null without momentum).
+  __device__ static SgdFn bind(void* const (&d)[4], Step step) {
+    return {static_cast<P*>(d[0]), static_cast<const G*>(d[1]), static_cast<P*>(d[2]), step};
+  }
 
   // Offsets: param, grad, momentum buffer.
   __device__ void operator()(const int64_t (&o)[3]) const {
@@ -121,6 +137,132 @@ void launch(int device, const Geometry<N>& geo, const void* grad, std::initializ
   LN_CUDA_CHECK_LAUNCH();
 }
 
+// Batched updates. Each tensor gets whole blocks of kBlock * kPacksPerThread packs (its last
+// block also takes the elements after its last whole pack), so a block never straddles two
+// tensors and every element sees the same step functor, with the same scalars, as in the
+// per-tensor kernel: the results are bit-identical.
+constexpr int kPacksPerThread = 4;
+constexpr int64_t kPacksPerBlock = int64_t(kBlock) * kPacksPerThread;
+// Keeps a launch's grid, and a tensor's running block count, within 31 bits.
+constexpr int64_t kMaxBlocksPerLaunch = int64_t(1) << 30;
+
+// The tensors of one launch, passed by value as the kernel's parameters (within the 4 KiB every
+// CUDA version accepts): no device buffer to fill, no copy to wait for.
+struct TensorBatch {
+  void* data[kMaxTensorsPerLaunch][4];        // param, grad, state 0, state 1 (null when unused)
+  int64_t numel[kMaxTensorsPerLaunch];
+  uint32_t block_end[kMaxTensorsPerLaunch];  // blocks of tensors 0..i together
+  int count;
+};
+static_assert(sizeof(TensorBatch) + sizeof(cpu::AdamWStep<double>) <= 4096, "kernel parameters over 4 KiB");
+
+template <class P, class Fn>
+__global__ void __launch_bounds__(kBlock) batched_kernel(TensorBatch batch, typename Fn::Step step) {
+  const uint32_t block = blockIdx.x;
+  int lo = 0, hi = batch.count - 1;  // the first tensor whose blocks end after this one
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (batch.block_end[mid] <= block) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  // Read into registers: the address of a kernel parameter would make each thread copy it.
+  void* data[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) data[k] = batch.data[lo][k];
+  const Fn fn = Fn::bind(data, step);
+  constexpr int kVecP = Pack<P>::kSize;
+  const int64_t n = batch.numel[lo];
+  const int64_t packs = n / kVecP;
+  const uint32_t first = lo == 0 ? 0u : batch.block_end[lo - 1];
+  const int64_t begin = int64_t(block - first) * kPacksPerBlock;
+  const int64_t end = begin + kPacksPerBlock < packs ? begin + kPacksPerBlock : packs;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) fn.pack(i);
+  if (block + 1 == batch.block_end[lo]) {
+    for (int64_t j = packs * kVecP + threadIdx.x; j < n; j += blockDim.x) fn.one(j);
+  }
+}
+
+// Blocks a tensor of n elements takes in a batched launch (one at least, for a short tail).
+template <class P>
+int64_t batched_blocks(int64_t n) {
+  const int64_t packs = n / Pack<P>::kSize;
+  return packs == 0 ? 1 : (packs + kPacksPerBlock - 1) / kPacksPerBlock;
+}
+
+// Whether `t` can join a batched launch: every operand contiguous over the loop and aligned to its
+// vector access, and few enough blocks.
+template <class P, class G>
+bool batchable(const cpu::UpdateOperands& t) {
+  const int64_t* param = t.param.strides;
+  const int64_t* s0 = t.state[0].data ? t.state[0].strides : param;
+  const int64_t* s1 = t.state[1].data ? t.state[1].strides : param;
+  if (!is_flat(make_geometry<4>(t.shape, {param, t.grad.strides, s0, s1}))) return false;
+  if (!aligned_to(t.grad.data, sizeof(GradVec<P, G>)) || !aligned16(t.param.data)) return false;
+  for (const cpu::StridedOperand& s : t.state) {
+    if (s.data != nullptr && !aligned16(s.data)) return false;
+  }
+  return batched_blocks<P>(numel_of(t.shape)) <= kMaxBlocksPerLaunch;
+}
+
+// Queues `tensors` (batchable, of one dtype pair) in launches of up to kMaxTensorsPerLaunch.
+template <class P, class Fn>
+void launch_batched(int device, const std::vector<const cpu::UpdateOperands*>& tensors,
+                    const typename Fn::Step& step) {
+  TensorBatch batch{};
+  int64_t blocks = 0;
+  const auto flush = [&] {
+    if (batch.count == 0) return;
+    batched_kernel<P, Fn><<<static_cast<unsigned>(blocks), kBlock, 0, stream(device)>>>(batch, step);
+    LN_CUDA_CHECK_LAUNCH();
+    batch.count = 0;
+    blocks = 0;
+  };
+  for (const cpu::UpdateOperands* t : tensors) {
+    const int64_t n = numel_of(t->shape);
+    const int64_t need = batched_blocks<P>(n);
+    if (batch.count == kMaxTensorsPerLaunch || blocks + need > kMaxBlocksPerLaunch) flush();
+    const int i = batch.count++;
+    batch.data[i][0] = t->param.data;
+    batch.data[i][1] = t->grad.data;
+    batch.data[i][2] = t->state[0].data;
+    batch.data[i][3] = t->state[1].data;
+    batch.numel[i] = n;
+    blocks += need;
+    batch.block_end[i] = static_cast<uint32_t>(blocks);
+  }
+  flush();
+}
+
+// The batched update with functor Fn<P, G>: tensors grouped by (param, grad) dtype, the batchable
+// ones launched together, each other one through `single` (the per-tensor path).
+template <template <class, class> class Fn, class Scalars, class Single>
+void update_many(int device, const char* op, const Scalars& s, std::span<const cpu::UpdateOperands> tensors,
+                 const Single& single) {
+  std::vector<std::pair<std::pair<DType, DType>, std::vector<const cpu::UpdateOperands*>>> groups;
+  for (const cpu::UpdateOperands& t : tensors) {
+    if (numel_of(t.shape) == 0) continue;
+    bool joins = false;
+    dispatch_param_grad(t.param.dtype, t.grad.dtype, op, [&]<class P, class G>() { joins = batchable<P, G>(t); });
+    if (!joins) {
+      single(t);
+      continue;
+    }
+    const std::pair<DType, DType> key{t.param.dtype, t.grad.dtype};
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == key; });
+    if (it == groups.end()) it = groups.insert(groups.end(), {key, {}});
+    it->second.push_back(&t);
+  }
+  DeviceGuard guard(device);
+  for (const auto& [key, members] : groups) {
+    dispatch_param_grad(key.first, key.second, op, [&]<class P, class G>() {
+      launch_batched<P, Fn<P, G>>(device, members, typename Fn<P, G>::Step(s));
+    });
+  }
+}
+
 }  // namespace
 
 void adamw_update(int device, const cpu::AdamWScalars& s, const Shape& shape, cpu::StridedOperand param,
@@ -143,6 +285,18 @@ void sgd_update(int device, const cpu::SgdScalars& s, const Shape& shape, cpu::S
     const SgdFn<P, G> fn{static_cast<P*>(param.data), static_cast<const G*>(grad.data),
                          static_cast<P*>(momentum_buffer.data), cpu::SgdStep<P>(s)};
     launch<P, G>(device, geo, grad.data, {param.data, momentum_buffer.data}, fn);
+  });
+}
+
+void adamw_update_many(int device, const cpu::AdamWScalars& s, std::span<const cpu::UpdateOperands> tensors) {
+  update_many<AdamWFn>(device, "adamw_update_many", s, tensors, [&](const cpu::UpdateOperands& t) {
+    adamw_update(device, s, t.shape, t.param, t.grad, t.state[0], t.state[1]);
+  });
+}
+
+void sgd_update_many(int device, const cpu::SgdScalars& s, std::span<const cpu::UpdateOperands> tensors) {
+  update_many<SgdFn>(device, "sgd_update_many", s, tensors, [&](const cpu::UpdateOperands& t) {
+    sgd_update(device, s, t.shape, t.param, t.grad, t.state[0]);
   });
 }
 

@@ -3,6 +3,8 @@
 // place. Not recorded by autograd (optimizers call them under NoGradGuard). Parameters and states
 // are f32 (f64 for checks); the gradient may also be bf16 or f16 for an f32 parameter (mixed
 // precision: f32 master weights, 16-bit gradients), widened as it is read.
+#include <span>
+
 #include "framework/core/tensor.h"
 
 namespace longnet {
@@ -43,5 +45,18 @@ struct SgdParams {
 ///   g = nesterov ? g + momentum * buf : buf (when momentum > 0); param -= lr * g.
 /// momentum_buffer: param's shape and dtype, or undefined when momentum is 0.
 void sgd_update_(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, const SgdParams& p);
+
+/// adamw_update_ on every (params[i], grads[i], exp_avgs[i], exp_avg_sqs[i]), all with the same
+/// hyper-parameters and step and on one device, with bit-identical results. On a GPU the
+/// contiguous tensors are updated by one kernel launch per batch of up to 64 (their pointers
+/// travel as kernel parameters, so nothing is copied or synchronised); the CPU runs the
+/// per-tensor op on each.
+void adamw_update_many_(std::span<const Tensor> params, std::span<const Tensor> grads,
+                        std::span<const Tensor> exp_avgs, std::span<const Tensor> exp_avg_sqs, const AdamWParams& p);
+
+/// sgd_update_ on every (params[i], grads[i], momentum_buffers[i]) in the manner of
+/// adamw_update_many_. momentum_buffers: one per parameter, or empty when momentum is 0.
+void sgd_update_many_(std::span<const Tensor> params, std::span<const Tensor> grads,
+                      std::span<const Tensor> momentum_buffers, const SgdParams& p);
 
 }  // namespace longnet
