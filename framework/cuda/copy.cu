@@ -1,9 +1,11 @@
-// Copies and fills involving GPU tensors: strided conversion kernels on the device, and transfers
-// between host and device (staged through contiguous buffers when layouts differ).
+// Copies and fills involving GPU tensors: strided conversion kernels on the device (a vectorised
+// one for contiguous float casts), and transfers between host and device (staged through
+// contiguous buffers when layouts differ).
 #include "framework/cpu/copy.h"
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
 #include "framework/cuda/device/loops.cuh"
+#include "framework/cuda/device/rows.cuh"
 #include "framework/cuda/runtime.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/common.h"
@@ -32,6 +34,48 @@ __global__ void fill_kernel(Geometry<1> g, T* dst, T value) {
   }
 }
 
+// Float conversion of contiguous elements, V at a time (V: the elements in 16 bytes of the wider
+// type), without the strided loop's per-element index arithmetic: a cast of a parameter or of its
+// gradient in mixed precision.
+template <class To, class From>
+struct ConvertFn {
+  using Wide = std::conditional_t<(sizeof(To) > sizeof(From)), To, From>;
+  static constexpr int kVec = Pack<Wide>::kSize;
+  To* dst;
+  const From* src;
+
+  __device__ void pack(int64_t i) const {
+    const rowwise::Vec<From, kVec> in = reinterpret_cast<const rowwise::Vec<From, kVec>*>(src)[i];
+    rowwise::Vec<To, kVec> out;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) out.v[k] = convert_on_device<To>(in.v[k]);
+    reinterpret_cast<rowwise::Vec<To, kVec>*>(dst)[i] = out;
+  }
+  __device__ void one(int64_t j) const { dst[j] = convert_on_device<To>(src[j]); }
+};
+
+// Runs the packed conversion when dst and src are float, contiguous and aligned to their vector
+// accesses; false when the strided kernel must do it.
+bool convert_packed(int dev, const Geometry<2>& g, const Tensor& dst, const void* src, DType src_dtype) {
+  if (!is_flat(g) || !is_floating(dst.dtype()) || !is_floating(src_dtype)) return false;
+  bool done = false;
+  dispatch_float_types(dst.dtype(), "copy_", [&]<class To>() {
+    dispatch_float_types(src_dtype, "copy_", [&]<class From>() {
+      using Fn = ConvertFn<To, From>;
+      const auto aligned = [](const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; };
+      if (!aligned(dst.raw_data(), sizeof(rowwise::Vec<To, Fn::kVec>)) ||
+          !aligned(src, sizeof(rowwise::Vec<From, Fn::kVec>))) {
+        return;
+      }
+      const Fn fn{static_cast<To*>(dst.raw_data()), static_cast<const From*>(src)};
+      packed_kernel<typename Fn::Wide><<<grid_for(g.numel, Fn::kVec * 4), kBlock, 0, stream(dev)>>>(g.numel, fn);
+      LN_CUDA_CHECK_LAUNCH();
+      done = true;
+    });
+  });
+  return done;
+}
+
 // dst = convert(src) on one device; src strides already broadcast to dst's shape.
 void copy_on_device(const Tensor& dst, const void* src, DType src_dtype, const Strides& src_strides) {
   const Geometry<2> g = make_geometry<2>(dst.shape(), {dst.strides().data(), src_strides.data()});
@@ -43,6 +87,7 @@ void copy_on_device(const Tensor& dst, const void* src, DType src_dtype, const S
                                   cudaMemcpyDeviceToDevice, stream(dev)));
     return;
   }
+  if (convert_packed(dev, g, dst, src, src_dtype)) return;
   dispatch_all(dst.dtype(), "copy_", [&]<class To>() {
     dispatch_all(src_dtype, "copy_", [&]<class From>() {
       copy_kernel<To, From><<<grid_for(g.numel), kBlock, 0, stream(dev)>>>(
