@@ -23,7 +23,7 @@ Tensor FeedForward::hidden(const Tensor& activated) const {
 Tensor FeedForward::forward(const Tensor& x) const {
   if (gate_) return fc2_->forward(hidden(mul(silu(gate_->forward(x)), fc1_->forward(x))));
   const Tensor pre = fc1_->forward(x);
-  if (!ffn_layernorm_) return fc2_->forward(hidden(gelu(pre)));
+  if (!ffn_layernorm_ || !config_.recompute_activation) return fc2_->forward(hidden(gelu(pre)));
   // GELU and the sub-LN as one recomputed block: the graph keeps fc1's output alone instead of
   // also the GELU output the norm reads (hidden-sized, the largest activations of a layer). The
   // recomputation is elementwise work and gives the same values, so the gradients are unchanged.

@@ -22,6 +22,9 @@ struct FeedForwardConfig {
   /// Dropout of the hidden activations (after the activation function).
   double activation_dropout = 0.0;
   bool bias = true;
+  /// gelu with sub_ln: recompute the activation and the sub-LN in backward, so that the graph
+  /// keeps fc1's output alone instead of also the activation's output (hidden-sized).
+  bool recompute_activation = true;
 };
 
 /// Feed-forward block: (..., dim) -> (..., dim) through `hidden` units. Submodules fc1, gate

@@ -21,6 +21,10 @@ TransformerLayer::TransformerLayer(const TransformerLayerConfig& config, bool ca
   LN_CHECK(c.norm_placement == "sub_ln" || c.norm_placement == "pre_ln", "[TransformerLayer] unknown norm placement '",
            c.norm_placement, "'; known: sub_ln, pre_ln");
   LN_CHECK(!c.cross_attention || causal, "[TransformerLayer] cross-attention belongs to decoder layers");
+  LN_CHECK(c.ffn_checkpoint == "activation" || c.ffn_checkpoint == "none" || c.ffn_checkpoint == "chunked",
+           "[TransformerLayer] unknown ffn_checkpoint '", c.ffn_checkpoint, "'; known: activation, none, chunked");
+  LN_CHECK(c.ffn_checkpoint_chunk > 0, "[TransformerLayer] ffn_checkpoint_chunk must be positive, got ",
+           c.ffn_checkpoint_chunk);
   const bool sub_ln = c.norm_placement == "sub_ln";
   MultiheadAttentionConfig attn;
   attn.dim = c.dim;
@@ -50,6 +54,8 @@ TransformerLayer::TransformerLayer(const TransformerLayerConfig& config, bool ca
   ffn.norm_eps = c.norm_eps;
   ffn.activation_dropout = c.activation_dropout;
   ffn.bias = c.bias;
+  // Inside a chunk the activations are small, and recomputing them twice would be waste.
+  ffn.recompute_activation = c.ffn_checkpoint == "activation";
   ffn_ = register_module("ffn", std::make_shared<FeedForward>(ffn, init));
   final_layer_norm_ = register_module("final_layer_norm", make_norm(c.norm, c.dim, init, c.norm_eps));
   dropout_ = register_module("dropout", std::make_shared<Dropout>(c.dropout));
@@ -66,7 +72,13 @@ LayerOutput TransformerLayer::compose(const Tensor& x, const SublayerCalls& call
     h = add(h, branch(a.out));
     aux = add_loss(aux, a.aux_loss);
   }
-  h = add(h, branch(ffn_->forward(final_layer_norm_->forward(h))));
+  // By value: a chunked checkpoint runs it again in backward, after this call has returned.
+  const RowwiseFn ffn_branch = [this, dropout](const Tensor& t) {
+    const Tensor y = ffn_->forward(final_layer_norm_->forward(t));
+    return dropout ? dropout_->forward(y) : y;
+  };
+  const bool chunked = config_.ffn_checkpoint == "chunked";
+  h = add(h, chunked ? checkpoint_rows(ffn_branch, h, config_.ffn_checkpoint_chunk) : ffn_branch(h));
   return {h, aux};
 }
 

@@ -46,6 +46,13 @@ struct TransformerLayerConfig {
   int64_t memory_dim = 0;
   /// Recompute the layer's activations in backward instead of keeping them.
   bool checkpoint = false;
+  /// What the feed-forward sublayer (its norm, the block, its dropout) keeps for the backward:
+  /// activation: all but the gelu sub-LN block's activation output, which it recomputes (see
+  /// FeedForwardConfig::recompute_activation); none: everything; chunked: its input alone, the
+  /// rest recomputed in backward ffn_checkpoint_chunk tokens at a time (checkpoint_rows), which
+  /// bounds the sublayer's activations by a chunk's, whatever the sequence length.
+  std::string ffn_checkpoint = "activation";
+  int64_t ffn_checkpoint_chunk = 65536;
 };
 
 /// Inputs of a layer besides x.

@@ -213,6 +213,8 @@ void visit(ModelConfig& c, V&& v) {
   v("cross_attention", c.cross_attention);
   v("checkpoint_activations", c.checkpoint_activations);
   v("checkpoint_layers", c.checkpoint_layers);
+  v("ffn_checkpoint", c.ffn_checkpoint);
+  v("ffn_checkpoint_chunk", c.ffn_checkpoint_chunk);
   v("ignore_index", c.ignore_index);
   v("seed", c.seed);
   v("compute_dtype", c.compute_dtype);
@@ -315,6 +317,9 @@ void validate(const ModelConfig& c, Device device) {
   need(c.checkpoint_layers >= 0 && c.checkpoint_layers <= std::max(c.layers, c.encoder_layers),
        "checkpoint_layers must be between 0 (all layers) and the number of layers, got " +
            std::to_string(c.checkpoint_layers));
+  need(one_of(c.ffn_checkpoint, {"activation", "none", "chunked"}),
+       "ffn_checkpoint '" + c.ffn_checkpoint + "' is not activation, none or chunked");
+  need(c.ffn_checkpoint_chunk > 0, "ffn_checkpoint_chunk must be positive, got " + std::to_string(c.ffn_checkpoint_chunk));
   need(!enc_dec || c.encoder_layers > 0, "an encoder_decoder needs encoder_layers > 0, got " + std::to_string(c.encoder_layers));
   need(c.heads > 0, "heads must be positive, got " + std::to_string(c.heads));
   need(c.heads <= 0 || c.dim % c.heads == 0,

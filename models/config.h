@@ -64,6 +64,11 @@ struct ModelConfig {
   /// With checkpoint_activations: how many layers recompute (the first ones; the others keep
   /// their activations, trading memory for the recomputation's time); 0: all of them.
   int64_t checkpoint_layers = 0;
+  /// What each layer's feed-forward sublayer keeps for the backward (TransformerLayerConfig):
+  /// activation (default), none, or chunked (its input alone; recomputed ffn_checkpoint_chunk
+  /// tokens at a time, which is what lets the longest sequences fit).
+  std::string ffn_checkpoint = "activation";
+  int64_t ffn_checkpoint_chunk = 65536;
   /// Target id that the loss ignores.
   int64_t ignore_index = -100;
   /// Seed of the initial weights.

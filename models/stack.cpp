@@ -45,6 +45,8 @@ TransformerLayerConfig layer_config(const ModelConfig& c, bool encoder) {
   l.bias = c.bias;
   l.dropout = c.dropout;
   l.activation_dropout = c.activation_dropout;
+  l.ffn_checkpoint = c.ffn_checkpoint;
+  l.ffn_checkpoint_chunk = c.ffn_checkpoint_chunk;
   l.self_attention = encoder ? c.encoder_attention : c.attention;
   l.self_attention_config = encoder ? c.encoder_attention_config : c.attention_config;
   l.cross_attention = !encoder && c.kind == "encoder_decoder";

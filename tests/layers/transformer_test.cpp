@@ -464,6 +464,49 @@ TEST(TransformerLayer, CheckpointingReproducesOutputsAndGradients) {
   }
 }
 
+// What the feed-forward sublayer keeps (activation, none, chunked over 5 of the 12 rows: chunks of
+// 5, 5, 2), alone and under the layer's checkpoint: the same maths in another order of work, so the
+// same outputs and gradients. With dropout, chunks draw their masks in another order than the
+// whole sublayer, so the chunked layer is compared with itself, with and without the layer's
+// checkpoint: its masks replay in both recomputations.
+TEST(TransformerLayer, FeedForwardCheckpointModesReproduceOutputsAndGradients) {
+  const auto run = [](const std::string& mode, bool layer_ckpt, double dropout) {
+    TransformerLayerConfig c = layer_config("sub_ln", "dilated");
+    c.dropout = dropout;
+    c.activation_dropout = dropout;
+    c.ffn_checkpoint = mode;
+    c.ffn_checkpoint_chunk = 5;
+    c.checkpoint = layer_ckpt;
+    Initializer init = f64_init(38);
+    DecoderLayer layer(c, init, xpos(4));
+    randomise(layer, 39);
+    const Tensor x = leaf({2, 6, 8}, 40);
+    manual_seed(78);
+    const Tensor y = layer.forward(x).x;
+    sum(mul(y, y)).backward();
+    std::vector<Tensor> out{y, x.grad()};
+    for (const Tensor& p : layer.parameters()) out.push_back(p.grad());
+    return out;
+  };
+  const auto expect_same = [](const std::vector<Tensor>& got, const std::vector<Tensor>& want, const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_TRUE(got[i].defined()) << what << " tensor " << i;
+      EXPECT_TRUE(all_close(got[i], want[i], 1e-13, 1e-12)) << what << " tensor " << i;
+    }
+  };
+  const std::vector<Tensor> base = run("activation", false, 0.0);
+  for (const std::string mode : {"activation", "none", "chunked"}) {
+    for (bool layer_ckpt : {false, true}) expect_same(run(mode, layer_ckpt, 0.0), base, mode);
+  }
+  expect_same(run("chunked", true, 0.3), run("chunked", false, 0.3), "chunked with dropout");
+  TransformerLayerConfig bad = layer_config("sub_ln");
+  bad.ffn_checkpoint = "all";
+  Initializer init = f64_init(1);
+  const std::string m = testing::error_message([&] { DecoderLayer layer(bad, init); });
+  EXPECT_NE(m.find("unknown ffn_checkpoint 'all'; known: activation, none, chunked"), std::string::npos) << m;
+}
+
 TEST(TransformerLayer, AttendHookRunsTheLayerIncrementally) {
   // What a KV-cache decoder does through LayerContext::self_attend: feed rows one at a time at
   // their positions, keep keys and values, attend over them; the rows equal the full forward's.

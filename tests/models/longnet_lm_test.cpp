@@ -223,10 +223,53 @@ TEST(LongNetLM, CheckpointingGivesTheSameLossAndGradients) {
   EXPECT_GT(kept[1], kept[2]);
 }
 
+// The feed-forward policies keep, for the backward: everything (none) > all but the activation's
+// output (activation) > the sublayer's input alone (chunked); the loss and gradients agree.
+TEST(LongNetLM, FeedForwardCheckpointPoliciesKeepLessForTheSameGradients) {
+  ModelConfig c = model_preset("tiny");
+  c.ffn_checkpoint_chunk = 8;  // 32 rows: 4 chunks
+  const Tensor tokens = tokens_of(2, 16, c.vocab_size, 9), targets = tokens_of(2, 16, c.vocab_size, 10);
+  std::vector<int64_t> kept;
+  std::vector<double> losses;
+  std::vector<std::vector<double>> grads;
+  for (const std::string mode : {"none", "activation", "chunked"}) {
+    c.ffn_checkpoint = mode;
+    LongNetLM model(c);
+    const int64_t before = memory_stats(Device::cpu()).current_bytes;
+    const Tensor loss = model.loss(tokens, targets).loss;
+    kept.push_back(memory_stats(Device::cpu()).current_bytes - before);
+    loss.backward();
+    losses.push_back(loss.item());
+    std::vector<double> g;
+    for (const Tensor& p : model.parameters()) {
+      const auto v = p.grad().to_vector<double>();
+      g.insert(g.end(), v.begin(), v.end());
+    }
+    grads.push_back(g);
+  }
+  EXPECT_GT(kept[0], kept[1]);
+  EXPECT_GT(kept[1], kept[2]);
+  for (size_t run = 1; run < 3; ++run) {
+    EXPECT_NEAR(losses[run], losses[0], 1e-6 * std::abs(losses[0])) << run;
+    ASSERT_EQ(grads[run].size(), grads[0].size());
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      ASSERT_NEAR(grads[run][i], grads[0][i], 1e-6 + 1e-5 * std::abs(grads[0][i])) << "run " << run << ", " << i;
+    }
+  }
+}
+
 TEST(LongNetLM, CheckpointLayersIsValidated) {
   ModelConfig c = model_preset("tiny");
   c.checkpoint_layers = c.layers + 1;
   EXPECT_NE(testing::error_message([&] { LongNetLM m(c); }).find("checkpoint_layers must be between 0"),
+            std::string::npos);
+  c = model_preset("tiny");
+  c.ffn_checkpoint = "chunks";
+  EXPECT_NE(testing::error_message([&] { LongNetLM m(c); }).find("ffn_checkpoint 'chunks' is not activation, none or chunked"),
+            std::string::npos);
+  c = model_preset("tiny");
+  c.ffn_checkpoint_chunk = 0;
+  EXPECT_NE(testing::error_message([&] { LongNetLM m(c); }).find("ffn_checkpoint_chunk must be positive, got 0"),
             std::string::npos);
 }
 

@@ -54,6 +54,7 @@ ModelConfig config_at(const TrainBenchOptions& o, int64_t n) {
   c.compute_dtype = dtype_from_name(o.dtype);
   c.checkpoint_activations = train_bench_checkpointing(o.checkpoint, n);
   c.checkpoint_layers = o.checkpoint_layers;
+  c.ffn_checkpoint = train_bench_ffn_checkpoint(o.ffn_checkpoint, n);
   return c;
 }
 
@@ -202,8 +203,15 @@ std::string join(const std::vector<int64_t>& v) {
 }
 
 void print_header(const TrainBenchOptions& o, Device device, const ModelConfig& c, int64_t params) {
+  const std::string ffn =
+      o.ffn_checkpoint == "auto"
+          ? printf_string("chunked (recomputed %lld tokens at a time) above %lld tokens",
+                          static_cast<long long>(c.ffn_checkpoint_chunk), static_cast<long long>(kFfnChunkAbove))
+          : o.ffn_checkpoint;
   const std::string checkpointing =
-      o.checkpoint == "auto" ? printf_string("above %lld tokens", static_cast<long long>(kCheckpointAbove)) : o.checkpoint;
+      (o.checkpoint == "auto" ? printf_string("above %lld tokens", static_cast<long long>(kCheckpointAbove))
+                              : o.checkpoint) +
+      "; ours' feed-forward sublayers: " + ffn;
   std::printf("## Training step against PyTorch: %s (%s parameters) on %s, %s compute, batch 1\n\n", o.preset.c_str(),
               human_count(params).c_str(), device_label(device).c_str(), o.dtype.c_str());
   std::printf("Both sides: attention %s (w = {%s}, r = {%s}), %lld layers of %lld heads x %lld; one step = loss "
@@ -242,10 +250,12 @@ void print_timing(const TrainBenchOptions& o, Device device, bool torch, const T
                                    ? printf_string("%.2f", *ref.peak_bytes / *ours.peak_bytes)
                                    : "-";
     const std::string checkpointing =
-        !c.checkpoint_activations ? "off"
-        : c.checkpoint_layers > 0 ? printf_string("ours %lld of %lld layers, PyTorch all", static_cast<long long>(c.checkpoint_layers),
-                                                  static_cast<long long>(c.layers))
-                                  : "on";
+        std::string(!c.checkpoint_activations ? "off"
+                    : c.checkpoint_layers > 0
+                        ? printf_string("ours %lld of %lld layers, PyTorch all", static_cast<long long>(c.checkpoint_layers),
+                                        static_cast<long long>(c.layers))
+                        : "on") +
+        (c.ffn_checkpoint == "activation" ? "" : "; ours FFN " + c.ffn_checkpoint);
     std::printf("| %lld | %s | %s | %s | %s | %s |\n", static_cast<long long>(n), checkpointing.c_str(),
                 side_cells(ours, n, flops).c_str(), torch ? side_cells(ref, n, flops).c_str() : "- | - | - | -",
                 speed.c_str(), memory.c_str());
@@ -326,6 +336,13 @@ bool train_bench_checkpointing(const std::string& mode, int64_t n) {
   return mode == "auto" ? n > kCheckpointAbove : mode == "on";
 }
 
+std::string train_bench_ffn_checkpoint(const std::string& mode, int64_t n) {
+  LN_CHECK(mode == "auto" || mode == "activation" || mode == "none" || mode == "chunked",
+           "bench train: --ffn-checkpoint must be auto, activation, none or chunked, got '", mode, "'");
+  if (mode != "auto") return mode;
+  return n > kFfnChunkAbove ? "chunked" : "activation";
+}
+
 int run_bench_train(const TrainBenchOptions& o) {
   const Device device = device_from_string(o.device);
   if (!device_usable(device)) return 1;
@@ -357,6 +374,9 @@ void register_bench_train(CLI::App& bench) {
                   "Ours, where checkpointing is on: how many layers recompute (the first ones; 0: all); PyTorch "
                   "recomputes every layer")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--ffn-checkpoint", o->ffn_checkpoint,
+                  "Ours: what the feed-forward sublayers keep for the backward: auto (chunked above 262144 tokens, "
+                  "else activation), activation, none, chunked (model.ffn_checkpoint)");
   sub->add_option("--steps", o->steps, "Timed steps per length (median)")->check(CLI::Range(1, 100000));
   sub->add_option("--warmup", o->warmup, "Untimed steps before them")->check(CLI::Range(0, 100000));
   sub->add_flag("--no-torch", o->no_torch, "Skip the PyTorch reference");

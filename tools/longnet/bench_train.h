@@ -23,6 +23,9 @@ struct TrainBenchOptions {
   /// Ours only, where checkpointing is on: how many layers recompute (the first ones); 0: all.
   /// PyTorch's reference checkpoints every layer.
   int64_t checkpoint_layers = 0;
+  /// Ours: what the feed-forward sublayers keep (model.ffn_checkpoint): activation, none,
+  /// chunked, or auto (chunked above kFfnChunkAbove tokens, activation otherwise).
+  std::string ffn_checkpoint = "auto";
   int steps = 5;   // timed steps (median)
   int warmup = 2;  // untimed steps before them
   bool no_torch = false;
@@ -45,9 +48,17 @@ struct TrainBenchOptions {
 /// With checkpoint "auto", activation checkpointing is on for sequences longer than this.
 inline constexpr int64_t kCheckpointAbove = 32768;
 
+/// With ffn_checkpoint "auto", the feed-forward sublayers recompute in chunks above this many
+/// tokens: where a layer's feed-forward activations no longer fit beside the rest.
+inline constexpr int64_t kFfnChunkAbove = 262144;
+
 /// Whether a step at n tokens checkpoints activations under `mode` (on, off, auto); throws for
 /// another mode.
 bool train_bench_checkpointing(const std::string& mode, int64_t n);
+
+/// model.ffn_checkpoint for a step at n tokens under `mode` (auto, activation, none, chunked);
+/// throws for another mode.
+std::string train_bench_ffn_checkpoint(const std::string& mode, int64_t n);
 
 /// Runs the benchmark; prints markdown. Fails clearly (returns 1) when asked for CUDA without a
 /// GPU or a CUDA build.

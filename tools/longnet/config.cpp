@@ -61,6 +61,11 @@ std::vector<ConfigKey> make_schema() {
       ranged(LN_KEY(model.dropout), "Dropout probability", 0.0, 1.0),
       plain(LN_KEY(model.checkpoint_activations), "Recompute each block's forward in backward (saves memory)"),
       ranged(LN_KEY(model.checkpoint_layers), "With checkpoint_activations: how many layers (the first ones) recompute; 0: all", 0),
+      choice(LN_KEY(model.ffn_checkpoint),
+             "What each feed-forward sublayer keeps for the backward: activation (recomputes the GELU and sub-LN), "
+             "none, chunked (its input alone; recomputed ffn_checkpoint_chunk tokens at a time: the longest sequences)",
+             {"activation", "none", "chunked"}),
+      ranged(LN_KEY(model.ffn_checkpoint_chunk), "With ffn_checkpoint = chunked: tokens per recomputed chunk", 1),
       // [attention]
       choice(LN_KEY(attention.kind), "Attention core", {"dense", "dilated", "block_sparse", "adaptive"}),
       ranged(LN_KEY(attention.segment_lengths), "dilated: segment lengths w_i, paired with dilation_rates", 1),

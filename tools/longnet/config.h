@@ -37,6 +37,8 @@ struct ModelConfig {
   double dropout = 0.0;
   bool checkpoint_activations = false;
   int64_t checkpoint_layers = 0;
+  std::string ffn_checkpoint = "activation";
+  int64_t ffn_checkpoint_chunk = 65536;
 
   bool operator==(const ModelConfig&) const = default;
 };

@@ -65,6 +65,8 @@ longnet::ModelConfig model_config_from_run(const RunConfig& c, Device device) {
   m.dropout = c.model.dropout;
   m.checkpoint_activations = c.model.checkpoint_activations;
   m.checkpoint_layers = c.model.checkpoint_layers;
+  m.ffn_checkpoint = c.model.ffn_checkpoint;
+  m.ffn_checkpoint_chunk = c.model.ffn_checkpoint_chunk;
   // XPOS centres its factors at max_positions / 2; keep the centre inside the trained range.
   m.max_positions = std::max(m.max_positions, c.training.seq_len);
 
