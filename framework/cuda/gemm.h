@@ -51,7 +51,7 @@ struct GemmParams {
   // C's dtype when it is not `dtype`: only f32 C for bf16/f16 A and B, without an epilogue. The
   // f32 sums are then stored unrounded, and beta 1 accumulates into an f32 C (a gradient summed
   // over chunks) with no rounding to 16 bits in between.
-  std::optional<DType> c_dtype;
+  std::optional<DType> c_dtype = std::nullopt;
 };
 
 /// The dtype of p's C: p.c_dtype when set, else p.dtype.

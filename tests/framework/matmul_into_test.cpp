@@ -9,6 +9,9 @@
 
 #include <gtest/gtest.h>
 
+#ifdef LONGNET_WITH_CUDA
+#include "framework/cuda/gemm.h"
+#endif
 #include "framework/ops/matmul.h"
 #include "framework/ops/ops.h"
 #include "tests/support/gpu.h"
@@ -120,6 +123,29 @@ TEST(MatmulInto, GpuMatchesTheNaiveProduct) {
   expect_rows_of_a_larger_tensor(Device::cuda(), DType::BF16, 2e-2);
   expect_f32_results_of_bf16_operands(Device::cuda());
 }
+
+#ifdef LONGNET_WITH_CUDA
+// cuBLASLt takes a C dtype other than the operands' only as f32 C of 16-bit operands, without an
+// epilogue; the error names the C dtype.
+TEST(MatmulInto, GpuGemmRejectsOtherResultDtypes) {
+  LN_REQUIRE_GPU();
+  const Tensor buf = zeros({8, 8}, DType::F32, Device::cuda());
+  cuda::GemmParams p;
+  p.dtype = DType::BF16;
+  p.m = p.n = p.k = 8;
+  p.a = p.b = p.c = buf.raw_data();
+  p.lda = p.ldb = p.ldc = 8;
+  p.c_dtype = DType::F16;
+  const std::string half = testing::error_message([&] { cuda::gemm(p); });
+  EXPECT_NE(half.find("only f32 for bf16/f16 operands"), std::string::npos) << half;
+  EXPECT_NE(half.find("-> f16 C (8, 8)"), std::string::npos) << half;
+  p.c_dtype = DType::F32;
+  p.epilogue = cuda::GemmEpilogue::Bias;
+  p.bias = buf.raw_data();
+  const std::string epilogue = testing::error_message([&] { cuda::gemm(p); });
+  EXPECT_NE(epilogue.find("without an epilogue"), std::string::npos) << epilogue;
+}
+#endif
 
 }  // namespace
 }  // namespace longnet
