@@ -408,8 +408,9 @@ void matmul_into(const Tensor& out, const Tensor& a, const Tensor& b, bool accum
            "[matmul_into] out of ", dtype_name(out.dtype()), " for ", dtype_name(a.dtype()),
            " operands (the operands' dtype, or f32 for bf16/f16)");
   LN_CHECK((out.stride(1) == 1 || out.size(1) <= 1) && (out.size(0) <= 1 || out.stride(0) >= out.size(1)),
-           "[matmul_into] out ", shape_str(out.shape()), " needs unit column stride and rows that do not overlap, got strides (",
-           out.stride(0), ", ", out.stride(1), ")");
+           "[matmul_into] out ", shape_str(out.shape()),
+           " needs unit column stride and rows that do not overlap, got strides (", out.stride(0), ", ",
+           out.stride(1), ")");
   NoGradGuard no_grad;
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (m == 0 || n == 0) return;
