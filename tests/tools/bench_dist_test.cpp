@@ -397,6 +397,14 @@ TEST(BenchDistSections, LongestFindsLongerSequencesOnTwoRanksUnderAMemoryLimit) 
   EXPECT_TRUE(contains(table, "or a peak over 0.00586 GiB")) << table;
   EXPECT_EQ(table_rows(table), 2);
   EXPECT_TRUE(contains(table, "2 GPUs train on "));
+
+  // The N-GPU search may start elsewhere: from the length just found, it confirms it in fewer tries.
+  o.longest_start_n = two.longest;
+  const LongestResult again =
+      on_two_ranks<LongestResult>([&](dist::Communicator& w) { return bench_dist_longest(w, Device::cpu(), o); })[0];
+  EXPECT_GE(again.rows[1].longest, two.longest);
+  EXPECT_LT(again.rows[1].tries, two.tries);
+  EXPECT_TRUE(contains(format_longest(again), "(1 GPU: 32 tokens; N GPUs: " + std::to_string(two.longest) + ")"));
 }
 
 TEST(BenchDistSections, RunPrintsEverySectionInOrder) {

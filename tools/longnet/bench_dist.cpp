@@ -233,6 +233,9 @@ void register_bench_dist(CLI::App& bench) {
       ->check(CLI::IsMember({"zigzag", "contiguous"}));
   sub->add_option("--longest-start", o->longest_start, "longest: first length (default 32768)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  sub->add_option("--longest-start-n", o->longest_start_n,
+                  "longest: first length of the N-GPU search (default: --longest-start)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
   sub->add_option("--longest-granularity", o->longest_granularity,
                   "longest: bisection step after the doubling, 0 for doubling only (default 16384)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));

@@ -67,6 +67,9 @@ struct DistBenchOptions {
 
   // longest
   int64_t longest_start = 32768;
+  /// First length of the N-GPU search (0: longest_start): N times the one-GPU result, say, to
+  /// confirm a target without doubling up to it.
+  int64_t longest_start_n = 0;
   /// Bisection step after the doubling (0: doubling only).
   int64_t longest_granularity = 16384;
   /// The search's upper bound.
@@ -174,6 +177,8 @@ struct LongestResult {
   ModelBenchInfo model;
   int64_t memory_limit_bytes = 0;
   int64_t max = 0;
+  /// First lengths tried on one GPU and on N.
+  int64_t start = 0, start_n = 0;
   std::vector<LongestRow> rows;
 };
 

@@ -285,14 +285,17 @@ LongestResult bench_dist_longest(dist::Communicator& world, Device device, const
   const int n = world.size();
   const int warmup = o.warmup >= 0 ? o.warmup : 1, reps = o.reps > 0 ? o.reps : 1;
   const bool checkpoint = checkpointing(o, true);
-  LN_CHECK(o.longest_start >= 1 && o.longest_start <= o.longest_max && o.longest_granularity >= 0,
-           "bench dist: the longest search needs 1 <= start (", o.longest_start, ") <= max (", o.longest_max,
-           ") and a granularity >= 0");
+  LN_CHECK(o.longest_start >= 1 && o.longest_start <= o.longest_max && o.longest_granularity >= 0 &&
+               o.longest_start_n >= 0 && o.longest_start_n <= o.longest_max,
+           "bench dist: the longest search needs 1 <= start (", o.longest_start, "), start for N GPUs (",
+           o.longest_start_n, ") <= max (", o.longest_max, ") and a granularity >= 0");
   LongestResult r;
   r.ranks = n;
   r.device = dist_bench::device_name(device);
   r.memory_limit_bytes = o.memory_limit_bytes;
   r.max = o.longest_max;
+  r.start = o.longest_start;
+  r.start_n = o.longest_start_n > 0 ? o.longest_start_n : o.longest_start;
 
   const auto search = [&](int gpus, const std::string& core) {
     const ModelConfig config = bench_config(o, core, checkpoint);
@@ -333,7 +336,7 @@ LongestResult bench_dist_longest(dist::Communicator& world, Device device, const
       progress(o, world, what + printf_string(" fits, %.1f ms/step, peak %.0f MiB", agreed.step.ms, agreed.step.peak_mib));
       return true;
     };
-    const LongestSearch s = find_longest(o.longest_start, row.unit, o.longest_max, o.longest_granularity > 0, fits);
+    const LongestSearch s = find_longest(gpus > 1 ? r.start_n : r.start, row.unit, o.longest_max, o.longest_granularity > 0, fits);
     row.longest = s.longest;
     row.first_failure = s.first_failure;
     row.tries = s.tries;
@@ -407,12 +410,14 @@ std::string format_longest(const LongestResult& r) {
                                 model_title(m).c_str(), r.ranks, r.device.c_str(), m.dtype.c_str(),
                                 m.checkpoint ? "on" : "off");
   s += printf_string(
-      "Lengths double from the start until a step does not fit (an out-of-memory error%s), then bisection narrows "
+      "Lengths double from the start (1 GPU: %lld tokens; N GPUs: %lld) until a step does not fit (an "
+      "out-of-memory error%s), then bisection narrows "
       "the gap to the unit; at most %lld tokens. 1 GPU: dilated on the whole sequence (every rank tries alone at the "
       "same time; a length fits when it fits on all). N GPUs: dilated_parallel, each rank's chunk a whole number of "
       "the longest segment (%s), hence the larger unit. Each try: %d warm-up step(s), which create the optimizer "
       "state, then %d timed; batch 1, AdamW, gradients averaged over the ranks. Memory is returned to the device "
       "between tries. Peak: the framework allocator's high-water mark over the timed steps, the largest over ranks.\n\n",
+      static_cast<long long>(r.start), static_cast<long long>(r.start_n),
       r.memory_limit_bytes > 0 ? printf_string(", or a peak over %.3g GiB", r.memory_limit_bytes / kMiB / 1024.0).c_str() : "",
       static_cast<long long>(r.max), m.schedule.c_str(), m.warmup, m.reps);
   s += "| attention | GPUs | unit | longest sequence | tokens per GPU | ms / step | tokens/s | peak MiB per GPU | first "
