@@ -48,6 +48,21 @@ cpu::GemmOperand matrix_operand(Tensor& t) {
   return *op;
 }
 
+// The one GEMM c (M, N) = a (M, K) @ b (K, N) in a's dtype, c's rows ldc apart. a and b may be
+// replaced by contiguous copies (matrix_operand), which must outlive the GEMM.
+cpu::GemmParams product_params(Tensor& a, Tensor& b, void* c, int64_t ldc) {
+  cpu::GemmParams p;
+  p.dtype = a.dtype();
+  p.m = a.size(0);
+  p.n = b.size(1);
+  p.k = a.size(1);
+  p.a = matrix_operand(a);
+  p.b = matrix_operand(b);
+  p.c = c;
+  p.ldc = ldc;
+  return p;
+}
+
 // When all rows of `a` over its batch dims and M are equally spaced (a contiguous batch), the
 // batch folds into M: returns that row stride.
 std::optional<int64_t> folded_row_stride(const Tensor& a) {
@@ -324,15 +339,7 @@ LinearProduct linear_product(Tensor a, Tensor b, const Tensor& bias, bool a_row_
   LinearProduct r;
   r.c = empty ? zeros({m, n}, a.dtype(), dev) : Tensor::empty({m, n}, a.dtype(), dev);
   if (!empty) {
-    cpu::GemmParams p;
-    p.dtype = a.dtype();
-    p.m = m;
-    p.n = n;
-    p.k = k;
-    p.a = matrix_operand(a);
-    p.b = matrix_operand(b);
-    p.c = r.c.raw_data();
-    p.ldc = n;
+    const cpu::GemmParams p = product_params(a, b, r.c.raw_data(), n);
     LN_ON_DEVICE(dev, cpu::gemm(p), r.a_row_sums = gpu_gemm_epilogue(p, dev.index, bias_k, a_row_sums));
   }
   if (!fused) {
@@ -422,15 +429,7 @@ void matmul_into(const Tensor& out, const Tensor& a, const Tensor& b, bool accum
   if (dev.is_cuda()) {
     const ProfileScope scope("gemm");
     Tensor ak = a, bk = b;
-    cpu::GemmParams p;
-    p.dtype = a.dtype();
-    p.m = m;
-    p.n = n;
-    p.k = k;
-    p.a = matrix_operand(ak);
-    p.b = matrix_operand(bk);
-    p.c = out.raw_data();
-    p.ldc = m == 1 ? n : out.stride(0);
+    const cpu::GemmParams p = product_params(ak, bk, out.raw_data(), m == 1 ? n : out.stride(0));
     cuda::GemmParams g = cuda_params(p, dev.index);
     if (out.dtype() != a.dtype()) g.c_dtype = out.dtype();
     g.beta = accumulate ? 1.0 : 0.0;

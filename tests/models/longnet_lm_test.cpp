@@ -186,41 +186,55 @@ TEST(LongNetLM, XposStaysFiniteFarFromItsCentreWithDilatedAttention) {
                                  .loss.item()));
 }
 
+// One loss forward and backward of a fresh model of config c: the bytes the forward left for the
+// backward, the loss, and every parameter's gradient, flattened.
+struct LossRun {
+  int64_t kept = 0;
+  double loss = 0.0;
+  std::vector<double> grads;
+};
+
+LossRun run_loss(const ModelConfig& c, const Tensor& tokens, const Tensor& targets) {
+  LongNetLM model(c);
+  manual_seed(3);
+  LossRun r;
+  const int64_t before = memory_stats(Device::cpu()).current_bytes;
+  const Tensor loss = model.loss(tokens, targets).loss;
+  r.kept = memory_stats(Device::cpu()).current_bytes - before;
+  loss.backward();
+  r.loss = loss.item();
+  for (const Tensor& p : model.parameters()) {
+    const auto v = p.grad().to_vector<double>();
+    r.grads.insert(r.grads.end(), v.begin(), v.end());
+  }
+  return r;
+}
+
+void expect_same_gradients(const LossRun& got, const LossRun& want, const std::string& what) {
+  ASSERT_EQ(got.grads.size(), want.grads.size()) << what;
+  for (size_t i = 0; i < want.grads.size(); ++i) {
+    ASSERT_NEAR(got.grads[i], want.grads[i], 1e-6 + 1e-5 * std::abs(want.grads[i])) << what << ", " << i;
+  }
+}
+
 TEST(LongNetLM, CheckpointingGivesTheSameLossAndGradients) {
   ModelConfig c = model_preset("tiny");
   c.dropout = 0.1;
   const Tensor tokens = tokens_of(2, 16, c.vocab_size, 7), targets = tokens_of(2, 16, c.vocab_size, 8);
-  std::vector<std::vector<double>> grads;
-  std::vector<double> losses;
-  std::vector<int64_t> kept;  // bytes the forward leaves for the backward
+  std::vector<LossRun> runs;
   // Off, the first of the two layers only, every layer: the same weights (the config's seed).
   for (const auto& [on, layers] : {std::pair<bool, int64_t>{false, 0}, {true, 1}, {true, 0}}) {
     c.checkpoint_activations = on;
     c.checkpoint_layers = layers;
-    LongNetLM model(c);
-    manual_seed(3);
-    const int64_t before = memory_stats(Device::cpu()).current_bytes;
-    const Tensor loss = model.loss(tokens, targets).loss;
-    kept.push_back(memory_stats(Device::cpu()).current_bytes - before);
-    loss.backward();
-    losses.push_back(loss.item());
-    std::vector<double> g;
-    for (const Tensor& p : model.parameters()) {
-      const auto v = p.grad().to_vector<double>();
-      g.insert(g.end(), v.begin(), v.end());
-    }
-    grads.push_back(g);
+    runs.push_back(run_loss(c, tokens, targets));
   }
   for (size_t run = 1; run < 3; ++run) {
-    EXPECT_EQ(losses[run], losses[0]);
-    ASSERT_EQ(grads[run].size(), grads[0].size());
-    for (size_t i = 0; i < grads[0].size(); ++i) {
-      ASSERT_NEAR(grads[run][i], grads[0][i], 1e-6 + 1e-5 * std::abs(grads[0][i])) << "run " << run << ", " << i;
-    }
+    EXPECT_EQ(runs[run].loss, runs[0].loss);
+    expect_same_gradients(runs[run], runs[0], "run " + std::to_string(run));
   }
   // Each recomputed layer keeps less for the backward.
-  EXPECT_GT(kept[0], kept[1]);
-  EXPECT_GT(kept[1], kept[2]);
+  EXPECT_GT(runs[0].kept, runs[1].kept);
+  EXPECT_GT(runs[1].kept, runs[2].kept);
 }
 
 // The feed-forward policies keep, for the backward: everything (none) > all but the activation's
@@ -229,32 +243,16 @@ TEST(LongNetLM, FeedForwardCheckpointPoliciesKeepLessForTheSameGradients) {
   ModelConfig c = model_preset("tiny");
   c.ffn_checkpoint_chunk = 8;  // 32 rows: 4 chunks
   const Tensor tokens = tokens_of(2, 16, c.vocab_size, 9), targets = tokens_of(2, 16, c.vocab_size, 10);
-  std::vector<int64_t> kept;
-  std::vector<double> losses;
-  std::vector<std::vector<double>> grads;
+  std::vector<LossRun> runs;
   for (const std::string mode : {"none", "activation", "chunked"}) {
     c.ffn_checkpoint = mode;
-    LongNetLM model(c);
-    const int64_t before = memory_stats(Device::cpu()).current_bytes;
-    const Tensor loss = model.loss(tokens, targets).loss;
-    kept.push_back(memory_stats(Device::cpu()).current_bytes - before);
-    loss.backward();
-    losses.push_back(loss.item());
-    std::vector<double> g;
-    for (const Tensor& p : model.parameters()) {
-      const auto v = p.grad().to_vector<double>();
-      g.insert(g.end(), v.begin(), v.end());
-    }
-    grads.push_back(g);
+    runs.push_back(run_loss(c, tokens, targets));
   }
-  EXPECT_GT(kept[0], kept[1]);
-  EXPECT_GT(kept[1], kept[2]);
+  EXPECT_GT(runs[0].kept, runs[1].kept);
+  EXPECT_GT(runs[1].kept, runs[2].kept);
   for (size_t run = 1; run < 3; ++run) {
-    EXPECT_NEAR(losses[run], losses[0], 1e-6 * std::abs(losses[0])) << run;
-    ASSERT_EQ(grads[run].size(), grads[0].size());
-    for (size_t i = 0; i < grads[0].size(); ++i) {
-      ASSERT_NEAR(grads[run][i], grads[0][i], 1e-6 + 1e-5 * std::abs(grads[0][i])) << "run " << run << ", " << i;
-    }
+    EXPECT_NEAR(runs[run].loss, runs[0].loss, 1e-6 * std::abs(runs[0].loss)) << run;
+    expect_same_gradients(runs[run], runs[0], "run " + std::to_string(run));
   }
 }
 
