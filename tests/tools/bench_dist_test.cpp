@@ -398,13 +398,16 @@ TEST(BenchDistSections, LongestFindsLongerSequencesOnTwoRanksUnderAMemoryLimit) 
   EXPECT_EQ(table_rows(table), 2);
   EXPECT_TRUE(contains(table, "2 GPUs train on "));
 
-  // The N-GPU search may start elsewhere: from the length just found, it confirms it in fewer tries.
-  o.longest_start_n = two.longest;
-  const LongestResult again =
+  // The N-GPU search may start at its own length: at the bound, far over the limit, its first and
+  // only try fails, while the one-GPU search starts as before.
+  o.longest_start_n = o.longest_max;
+  const LongestResult high =
       on_two_ranks<LongestResult>([&](dist::Communicator& w) { return bench_dist_longest(w, Device::cpu(), o); })[0];
-  EXPECT_GE(again.rows[1].longest, two.longest);
-  EXPECT_LT(again.rows[1].tries, two.tries);
-  EXPECT_TRUE(contains(format_longest(again), "(1 GPU: 32 tokens; N GPUs: " + std::to_string(two.longest) + ")"));
+  EXPECT_GT(high.rows[0].longest, 0);
+  EXPECT_EQ(high.rows[1].longest, 0);
+  EXPECT_EQ(high.rows[1].tries, 1);
+  EXPECT_EQ(high.rows[1].first_failure, o.longest_max);
+  EXPECT_TRUE(contains(format_longest(high), "(1 GPU: 32 tokens; N GPUs: 8192)"));
 }
 
 TEST(BenchDistSections, RunPrintsEverySectionInOrder) {
