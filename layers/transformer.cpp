@@ -62,7 +62,8 @@ TransformerLayer::TransformerLayer(const TransformerLayerConfig& config, bool ca
 }
 
 LayerOutput TransformerLayer::compose(const Tensor& x, const SublayerCalls& calls, bool dropout) const {
-  const auto branch = [&](const Tensor& t) { return dropout ? dropout_->forward(t) : t; };
+  // By value: a chunked feed-forward runs it again in backward, after this call has returned.
+  const auto branch = [this, dropout](const Tensor& t) { return dropout ? dropout_->forward(t) : t; };
   AttentionLayerOutput a = calls.self(self_attn_layer_norm_->forward(x));
   Tensor h = add(x, branch(a.out));
   Tensor aux = a.aux_loss;
@@ -72,10 +73,8 @@ LayerOutput TransformerLayer::compose(const Tensor& x, const SublayerCalls& call
     h = add(h, branch(a.out));
     aux = add_loss(aux, a.aux_loss);
   }
-  // By value: a chunked checkpoint runs it again in backward, after this call has returned.
-  const RowwiseFn ffn_branch = [this, dropout](const Tensor& t) {
-    const Tensor y = ffn_->forward(final_layer_norm_->forward(t));
-    return dropout ? dropout_->forward(y) : y;
+  const RowwiseFn ffn_branch = [this, branch](const Tensor& t) {
+    return branch(ffn_->forward(final_layer_norm_->forward(t)));
   };
   const bool chunked = config_.ffn_checkpoint == "chunked";
   h = add(h, chunked ? checkpoint_rows(ffn_branch, h, config_.ffn_checkpoint_chunk) : ffn_branch(h));
