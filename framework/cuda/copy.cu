@@ -1,9 +1,12 @@
 // Copies and fills involving GPU tensors: strided conversion kernels on the device (a vectorised
 // one for contiguous float casts), and transfers between host and device (staged through
 // contiguous buffers when layouts differ).
+#include <algorithm>
+
 #include "framework/cpu/copy.h"
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
+#include "framework/cuda/device/batch.cuh"
 #include "framework/cuda/device/loops.cuh"
 #include "framework/cuda/device/rows.cuh"
 #include "framework/cuda/runtime.h"
@@ -97,6 +100,39 @@ void copy_on_device(const Tensor& dst, const void* src, DType src_dtype, const S
   LN_CUDA_CHECK_LAUNCH();
 }
 
+// Batched flat copies: 16-byte words, kWordsPerThread per thread of a block; a copy's last block
+// also moves the bytes after its last whole word.
+constexpr int kCopiesPerLaunch = 64;
+constexpr int kWordsPerThread = 4;
+constexpr int64_t kWordsPerBlock = int64_t(kBlock) * kWordsPerThread;
+// Keeps a launch's grid, and its running block count, within 31 bits.
+constexpr int64_t kMaxCopyBlocks = int64_t(1) << 30;
+
+struct CopyBatch {
+  char* dst[kCopiesPerLaunch];
+  const char* src[kCopiesPerLaunch];
+  int64_t bytes[kCopiesPerLaunch];
+  uint32_t block_end[kCopiesPerLaunch];
+  int count;
+};
+
+__global__ void __launch_bounds__(kBlock) copy_many_kernel(CopyBatch batch) {
+  const uint32_t block = blockIdx.x;
+  const int i = batch_member(batch, block);
+  char* dst = batch.dst[i];
+  const char* src = batch.src[i];
+  const int64_t bytes = batch.bytes[i];
+  const int64_t words = bytes / 16;
+  const int64_t begin = int64_t(block - batch_first_block(batch, i)) * kWordsPerBlock;
+  const int64_t end = begin + kWordsPerBlock < words ? begin + kWordsPerBlock : words;
+  for (int64_t w = begin + threadIdx.x; w < end; w += blockDim.x) {
+    reinterpret_cast<uint4*>(dst)[w] = reinterpret_cast<const uint4*>(src)[w];
+  }
+  if (block + 1 == batch.block_end[i]) {
+    for (int64_t b = words * 16 + threadIdx.x; b < bytes; b += blockDim.x) dst[b] = src[b];
+  }
+}
+
 // A contiguous tensor of `shape` holding src broadcast to it, in src's dtype, on src's device.
 Tensor dense_on_own_device(const Tensor& src, const Shape& shape) {
   if (src.shape() == shape && src.is_contiguous()) return src;
@@ -141,6 +177,36 @@ void device_copy(const Tensor& dst, const Tensor& src) {
                                       src.device().index, bytes, stream(dst.device().index)));
   }
   if (!direct) copy_(dst, landing);
+}
+
+void device_copy_many(int device, std::span<const FlatCopy> copies) {
+  using namespace longnet::cuda;
+  DeviceGuard guard(device);
+  CopyBatch batch{};
+  int64_t blocks = 0;
+  const auto flush = [&] {
+    if (batch.count == 0) return;
+    copy_many_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, stream(device)>>>(batch);
+    LN_CUDA_CHECK_LAUNCH();
+    batch.count = 0;
+    blocks = 0;
+  };
+  for (const FlatCopy& c : copies) {
+    if (c.bytes == 0) continue;
+    const int64_t need = std::max<int64_t>(1, (static_cast<int64_t>(c.bytes / 16) + kWordsPerBlock - 1) / kWordsPerBlock);
+    if (!aligned16(c.dst) || !aligned16(c.src) || need > kMaxCopyBlocks) {  // unaligned, or huge: on its own
+      LN_CUDA_CHECK(cudaMemcpyAsync(c.dst, c.src, c.bytes, cudaMemcpyDeviceToDevice, stream(device)));
+      continue;
+    }
+    if (batch.count == kCopiesPerLaunch || blocks + need > kMaxCopyBlocks) flush();
+    const int i = batch.count++;
+    batch.dst[i] = static_cast<char*>(c.dst);
+    batch.src[i] = static_cast<const char*>(c.src);
+    batch.bytes[i] = static_cast<int64_t>(c.bytes);
+    blocks += need;
+    batch.block_end[i] = static_cast<uint32_t>(blocks);
+  }
+  flush();
 }
 
 void device_fill(const Tensor& dst, double value) {

@@ -6,6 +6,7 @@
 
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
+#include "framework/cuda/device/batch.cuh"
 #include "framework/cuda/device/rows.cuh"
 
 namespace longnet::cuda {
@@ -159,15 +160,7 @@ static_assert(sizeof(TensorBatch) + sizeof(cpu::AdamWStep<double>) <= 4096, "ker
 template <class P, class Fn>
 __global__ void __launch_bounds__(kBlock) batched_kernel(TensorBatch batch, typename Fn::Step step) {
   const uint32_t block = blockIdx.x;
-  int lo = 0, hi = batch.count - 1;  // the first tensor whose blocks end after this one
-  while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (batch.block_end[mid] <= block) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
+  const int lo = batch_member(batch, block);
   // Read into registers: the address of a kernel parameter would make each thread copy it.
   void* data[4];
 #pragma unroll
@@ -176,8 +169,7 @@ __global__ void __launch_bounds__(kBlock) batched_kernel(TensorBatch batch, type
   constexpr int kVecP = Pack<P>::kSize;
   const int64_t n = batch.numel[lo];
   const int64_t packs = n / kVecP;
-  const uint32_t first = lo == 0 ? 0u : batch.block_end[lo - 1];
-  const int64_t begin = int64_t(block - first) * kPacksPerBlock;
+  const int64_t begin = int64_t(block - batch_first_block(batch, lo)) * kPacksPerBlock;
   const int64_t end = begin + kPacksPerBlock < packs ? begin + kPacksPerBlock : packs;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) fn.pack(i);
   if (block + 1 == batch.block_end[lo]) {

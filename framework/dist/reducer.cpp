@@ -9,11 +9,17 @@
 #include "framework/ops/factory.h"
 
 namespace longnet::dist {
+namespace {
+
+constexpr size_t kSlotAlign = 256;
+
+}  // namespace
 
 struct GradientReducer::State {
   struct Bucket {
     std::vector<size_t> params;
     Tensor flat;
+    std::vector<Tensor> slots;  // per parameter, its view of flat
     int ready = 0;
     std::shared_ptr<Work> work;
   };
@@ -35,17 +41,17 @@ struct GradientReducer::State {
   /// Packs bucket b's gradients (zeros for missing ones) and starts its all-reduce.
   void launch(Bucket& b) {
     NoGradGuard no_grad;
-    int64_t at = 0;
-    for (size_t i : b.params) {
-      const Tensor& p = params[i];
-      const Tensor piece = b.flat.narrow(0, at, p.numel()).view(p.shape());
-      if (p.grad().defined()) {
-        copy_(piece, p.grad());
+    std::vector<Tensor> dsts, srcs;
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      const Tensor& g = params[b.params[k]].grad();
+      if (g.defined()) {
+        dsts.push_back(b.slots[k]);
+        srcs.push_back(g);
       } else {
-        fill_(piece, 0.0);
+        fill_(b.slots[k], 0.0);
       }
-      at += p.numel();
     }
+    copy_many_(dsts, srcs);
     b.work = comm.all_reduce_async(b.flat, op);
   }
 
@@ -92,10 +98,21 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<Tensor> params,
     s.bucket_of[n] = s.buckets.size() - 1;
   }
   for (State::Bucket& b : s.buckets) {
-    int64_t total = 0;
-    for (size_t i : b.params) total += s.params[i].numel();
+    // Each parameter's piece starts at a multiple of kSlotAlign bytes: whole vector accesses for
+    // the packing copies and for the optimizer, which reads the averages where they are.
     const Tensor& first = s.params[b.params.front()];
+    const int64_t align = static_cast<int64_t>(kSlotAlign / dtype_size(first.dtype()));
+    std::vector<int64_t> at;
+    int64_t total = 0;
+    for (size_t i : b.params) {
+      at.push_back(total);
+      total += (s.params[i].numel() + align - 1) / align * align;
+    }
     b.flat = zeros({total}, first.dtype(), first.device());
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      const Tensor& p = s.params[b.params[k]];
+      b.slots.push_back(b.flat.narrow(0, at[k], p.numel()).view(p.shape()));
+    }
   }
   std::weak_ptr<State> weak = state_;
   for (size_t i = 0; i < s.params.size(); ++i) {
@@ -119,14 +136,7 @@ void GradientReducer::finish() {
     b.work->wait();
     b.work.reset();
     b.ready = 0;
-    int64_t at = 0;
-    for (size_t i : b.params) {
-      const Tensor& p = s.params[i];
-      const Tensor avg = b.flat.narrow(0, at, p.numel()).view(p.shape());
-      if (!p.grad().defined()) p.set_grad(zeros(p.shape(), p.dtype(), p.device()));
-      copy_(p.grad(), avg);
-      at += p.numel();
-    }
+    for (size_t k = 0; k < b.params.size(); ++k) s.params[b.params[k]].set_grad(b.slots[k]);
   }
   s.ready.assign(s.params.size(), false);
   s.next = 0;

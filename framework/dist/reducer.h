@@ -37,7 +37,8 @@ class GradientReducer {
   /// update); on (the default) before the last backward, whose hooks launch the buckets.
   void set_sync(bool on);
   /// Launches what backward left (parameters that got no gradient contribute zeros), waits for
-  /// every bucket and replaces each gradient by its average. Call after backward, before the step.
+  /// every bucket and makes each gradient its average: a view of the bucket, which the next
+  /// synced backward refills (keep a clone to hold it longer). Call after backward, before the step.
   /// Throws when a gradient grew after its bucket had been launched (a second synced backward).
   void finish();
   /// Buckets, as lists of indices into the parameter list (for inspection and tests).

@@ -1,5 +1,7 @@
 #include "framework/ops/copy.h"
 
+#include <vector>
+
 #include "framework/autograd/node.h"
 #include "framework/core/profiler.h"
 #include "framework/cpu/copy.h"
@@ -30,6 +32,31 @@ void copy_(const Tensor& dst, const Tensor& src) {
            "[copy_] cannot broadcast source ", shape_str(src.shape()), " to destination ",
            shape_str(shape));
   convert_into(dst, src);
+}
+
+void copy_many_(std::span<const Tensor> dsts, std::span<const Tensor> srcs) {
+  const ProfileScope scope("copy_many");
+  LN_CHECK(dsts.size() == srcs.size(), "[copy_many_] ", dsts.size(), " destinations for ", srcs.size(), " sources");
+  std::vector<ops::FlatCopy> flat;
+  int gpu = -1;
+  for (size_t i = 0; i < dsts.size(); ++i) {
+    const Tensor& dst = dsts[i];
+    const Tensor& src = srcs[i];
+    LN_CHECK(dst.defined() && src.defined(), "[copy_many_] pair ", i, " has an undefined tensor");
+    LN_CHECK(dst.shape() == src.shape(), "[copy_many_] pair ", i, ": destination ", shape_str(dst.shape()),
+             " and source ", shape_str(src.shape()), " differ in shape");
+    const bool flat_pair = dst.device().is_cuda() && dst.device() == src.device() && dst.dtype() == src.dtype() &&
+                           dst.is_contiguous() && src.is_contiguous() && (gpu < 0 || gpu == dst.device().index);
+    if (!flat_pair) {
+      copy_(dst, src);
+      continue;
+    }
+    gpu = dst.device().index;
+    if (dst.raw_data() != src.raw_data()) {
+      flat.push_back({dst.raw_data(), src.raw_data(), static_cast<size_t>(dst.numel()) * dtype_size(dst.dtype())});
+    }
+  }
+  if (!flat.empty()) ops::device_copy_many(gpu, flat);
 }
 
 void fill_(const Tensor& dst, double value) {

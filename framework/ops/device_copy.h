@@ -1,6 +1,8 @@
 #pragma once
 // Copies and fills that involve a GPU. The CUDA backend provides them; a CPU-only build reports
 // that no such device exists.
+#include <span>
+
 #include "framework/core/tensor.h"
 
 namespace longnet::ops {
@@ -9,5 +11,15 @@ namespace longnet::ops {
 void device_copy(const Tensor& dst, const Tensor& src);
 /// fill_ on a GPU tensor.
 void device_fill(const Tensor& dst, double value);
+
+/// A copy of `bytes` contiguous bytes between two places on one GPU.
+struct FlatCopy {
+  void* dst;
+  const void* src;
+  size_t bytes;
+};
+/// The flat copies `copies` on GPU `device`, on its stream, in as few launches as their number
+/// allows (destinations must not overlap each other or any source).
+void device_copy_many(int device, std::span<const FlatCopy> copies);
 
 }  // namespace longnet::ops

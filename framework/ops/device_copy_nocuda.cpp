@@ -14,5 +14,9 @@ void device_fill(const Tensor& dst, double) {
   LN_FAIL("[fill_] ", dst.device().str(), " needs the CUDA backend (configure with -DLONGNET_CUDA=ON)");
 }
 
+void device_copy_many(int device, std::span<const FlatCopy>) {
+  LN_FAIL("[copy_many_] cuda:", device, " needs the CUDA backend (configure with -DLONGNET_CUDA=ON)");
+}
+
 }  // namespace longnet::ops
 #endif

@@ -78,6 +78,28 @@ TEST(GradientReducer, AccumulatesSeveralBackwardsWithSyncOffUntilTheLast) {
   });
 }
 
+TEST(GradientReducer, AveragesStayInTheBucketsAndAccumulateThere) {
+  run_in_process(2, [&](Communicator& comm) {
+    // Odd sizes: each parameter's piece of the shared bucket still starts 256 bytes apart.
+    const Tensor a = ones({3}, DType::F32).requires_grad_(), b = ones({5}, DType::F32).requires_grad_();
+    GradientReducer reducer(comm, {a, b});
+    ASSERT_EQ(reducer.buckets().size(), 1u);
+    const float f = comm.rank() + 1.0f;
+    (sum(a * f) + sum(b * (2.0f * f))).backward();
+    reducer.finish();
+    EXPECT_EQ(a.grad().to_vector<float>(), std::vector<float>(3, 1.5f));
+    EXPECT_EQ(b.grad().to_vector<float>(), std::vector<float>(5, 3.0f));
+    const auto at = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.grad().raw_data()); };
+    EXPECT_EQ((at(a) - at(b)) % 256, 0u);  // b's piece comes first (reverse order), a's after it
+    EXPECT_GT(at(a), at(b));
+    // Not zeroed: the next backward adds to the averages in place, and its average is added.
+    (sum(a * f) + sum(b * (2.0f * f))).backward();
+    reducer.finish();
+    EXPECT_EQ(a.grad().to_vector<float>(), std::vector<float>(3, 3.0f));
+    EXPECT_EQ(b.grad().to_vector<float>(), std::vector<float>(5, 6.0f));
+  });
+}
+
 TEST(GradientReducer, RejectsNonLeafParameters) {
   run_in_process(1, [&](Communicator& comm) {
     const Tensor x = ones({2}).requires_grad_();
