@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "framework/autograd/grad_mode.h"
+#include "framework/ops/cast_many.h"
 #include "framework/ops/copy.h"
 
 namespace longnet {
@@ -30,10 +31,34 @@ void convert_all(const std::vector<NamedTensor>& named, F&& convert) {
   }
 }
 
+thread_local ParamCastScope* t_innermost_cast_scope = nullptr;
+
 }  // namespace
 
 Tensor in_dtype_of(const Tensor& param, const Tensor& x) {
-  return !param.defined() || param.dtype() == x.dtype() ? param : cast(param, x.dtype());
+  if (!param.defined() || param.dtype() == x.dtype()) return param;
+  const Tensor converted = ParamCastScope::find(param, x.dtype());
+  return converted.defined() ? converted : cast(param, x.dtype());
+}
+
+ParamCastScope::ParamCastScope(std::span<const Tensor> params, DType dtype)
+    : dtype_(dtype), outer_(t_innermost_cast_scope) {
+  const std::vector<Tensor> converted = cast_many(params, dtype);
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i].defined() && converted[i].impl() != params[i].impl()) converted_.emplace(params[i].impl(), converted[i]);
+  }
+  t_innermost_cast_scope = this;
+}
+
+ParamCastScope::~ParamCastScope() { t_innermost_cast_scope = outer_; }
+
+Tensor ParamCastScope::find(const Tensor& param, DType dtype) {
+  for (const ParamCastScope* s = t_innermost_cast_scope; s != nullptr; s = s->outer_) {
+    if (s->dtype_ != dtype) continue;
+    const auto it = s->converted_.find(param.impl());
+    if (it != s->converted_.end()) return it->second;
+  }
+  return Tensor();
 }
 
 void set_tensor_data(const Tensor& t, const Tensor& value) {
@@ -100,9 +125,15 @@ std::vector<NamedTensor> Module::named_parameters() const {
   return out;
 }
 
+void Module::collect_parameters(std::vector<Tensor>& out) const {
+  for (const auto& [name, t] : params_) out.push_back(t);
+  for (const auto& [name, child] : children_) child->collect_parameters(out);
+}
+
 std::vector<Tensor> Module::parameters() const {
+  // Without the names: layers list their parameters on every forward (ParamCastScope).
   std::vector<Tensor> out;
-  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  collect_parameters(out);
   return out;
 }
 

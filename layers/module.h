@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -93,6 +95,7 @@ class Module {
   void add_child(const std::string& name, std::shared_ptr<Module> m);
   void check_new_name(const std::string& name) const;
   void collect(const std::string& prefix, bool buffers, std::vector<NamedTensor>& out) const;
+  void collect_parameters(std::vector<Tensor>& out) const;
   void collect_modules(const std::string& prefix, std::vector<NamedModule>& out) const;
 
   std::vector<NamedTensor> params_;
@@ -118,8 +121,32 @@ class ModuleList : public Module {
 };
 
 /// `param` in the dtype of the activations `x` (a differentiable cast, or `param` itself when they
-/// agree): f32 master weights used by 16-bit activations receive f32 gradients.
+/// agree): f32 master weights used by 16-bit activations receive f32 gradients. Inside a
+/// ParamCastScope that converted `param` to x's dtype, that conversion.
 Tensor in_dtype_of(const Tensor& param, const Tensor& x);
+
+/// Converts a module's parameters to the compute dtype together (cast_many: one launch forward,
+/// one for their gradients in backward, instead of one each) and, while alive, makes
+/// in_dtype_of(param, x) with x in that dtype return the conversion made here. Per thread; scopes
+/// nest (the innermost that holds a parameter wins) and must end in reverse order of creation.
+/// Outside every scope (a chunked block recomputed in backward, say), in_dtype_of casts alone,
+/// with the same values and gradients.
+class ParamCastScope {
+ public:
+  /// Converts `params` (those not already in `dtype`) to `dtype`.
+  ParamCastScope(std::span<const Tensor> params, DType dtype);
+  ~ParamCastScope();
+  ParamCastScope(const ParamCastScope&) = delete;
+  ParamCastScope& operator=(const ParamCastScope&) = delete;
+
+  /// The conversion of `param` to `dtype` held by the innermost scope that has one, or undefined.
+  static Tensor find(const Tensor& param, DType dtype);
+
+ private:
+  DType dtype_;
+  std::unordered_map<const TensorImpl*, Tensor> converted_;
+  ParamCastScope* outer_;
+};
 
 /// Replaces the data of `t` in place by `value` (its storage, geometry and dtype), keeping the
 /// tensor's identity and autograd state; the gradient, if any, is converted alike.

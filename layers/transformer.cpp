@@ -1,5 +1,9 @@
 #include "layers/transformer.h"
 
+#include <algorithm>
+#include <optional>
+#include <unordered_set>
+
 #include "framework/autograd/checkpoint.h"
 #include "framework/ops/elementwise.h"
 
@@ -61,7 +65,27 @@ TransformerLayer::TransformerLayer(const TransformerLayerConfig& config, bool ca
   dropout_ = register_module("dropout", std::make_shared<Dropout>(c.dropout));
 }
 
+std::vector<Tensor> TransformerLayer::activation_dtype_parameters() const {
+  std::unordered_set<const TensorImpl*> own_dtype;
+  for (const MultiheadAttention* attn : {self_attn_.get(), encoder_attn_.get()}) {
+    if (attn == nullptr) continue;
+    for (const Tensor& p : attn->core().parameters()) own_dtype.insert(p.impl());
+  }
+  std::vector<Tensor> params = parameters();
+  if (!own_dtype.empty()) std::erase_if(params, [&](const Tensor& p) { return own_dtype.count(p.impl()) > 0; });
+  return params;
+}
+
 LayerOutput TransformerLayer::compose(const Tensor& x, const SublayerCalls& calls, bool dropout) const {
+  // Covers the whole layer; a chunked feed-forward recomputed in backward, after it is gone, casts
+  // its parameters one by one.
+  std::optional<ParamCastScope> casts;
+  if (config_.batch_param_casts) {
+    const std::vector<Tensor> params = activation_dtype_parameters();
+    if (std::any_of(params.begin(), params.end(), [&](const Tensor& p) { return p.dtype() != x.dtype(); })) {
+      casts.emplace(params, x.dtype());
+    }
+  }
   // By value: a chunked feed-forward runs it again in backward, after this call has returned.
   const auto branch = [this, dropout](const Tensor& t) { return dropout ? dropout_->forward(t) : t; };
   AttentionLayerOutput a = calls.self(self_attn_layer_norm_->forward(x));

@@ -47,12 +47,17 @@ struct TransformerLayerConfig {
   /// Recompute the layer's activations in backward instead of keeping them.
   bool checkpoint = false;
   /// What the feed-forward sublayer (its norm, the block, its dropout) keeps for the backward:
-  /// activation: all but the gelu sub-LN block's activation output, which it recomputes (see
-  /// FeedForwardConfig::recompute_activation); none: everything; chunked: its input alone, the
+  /// activation: all but the gelu sub-LN block's activation output, which it recomputes or, fused
+  /// with the sub-LN, never writes (see FeedForwardConfig::recompute_activation); none: everything; chunked: its input alone, the
   /// rest recomputed in backward ffn_checkpoint_chunk tokens at a time (checkpoint_rows), which
   /// bounds the sublayer's activations by a chunk's, whatever the sequence length.
   std::string ffn_checkpoint = "activation";
   int64_t ffn_checkpoint_chunk = 65536;
+  /// With parameters in another dtype than the activations (f32 master weights, bf16 compute),
+  /// convert them all at the start of the layer in one batched cast (ParamCastScope) rather than
+  /// each where it is used: the same values and gradients in two launches instead of one per
+  /// parameter and direction.
+  bool batch_param_casts = true;
 };
 
 /// Inputs of a layer besides x.
@@ -108,6 +113,9 @@ class TransformerLayer : public Module {
 
  private:
   LayerOutput run(const Tensor& x, const Tensor& memory, const LayerContext& context) const;
+  /// The parameters the sublayers take in the activations' dtype (in_dtype_of): all but the
+  /// attention cores', which convert their own.
+  std::vector<Tensor> activation_dtype_parameters() const;
 
   TransformerLayerConfig config_;
   bool causal_;

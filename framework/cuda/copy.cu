@@ -1,7 +1,8 @@
 // Copies and fills involving GPU tensors: strided conversion kernels on the device (a vectorised
-// one for contiguous float casts), and transfers between host and device (staged through
+// one for contiguous float casts, batched ones for many small copies or casts), and transfers between host and device (staged through
 // contiguous buffers when layouts differ).
 #include <algorithm>
+#include <utility>
 
 #include "framework/cpu/copy.h"
 #include "framework/cuda/check.h"
@@ -100,38 +101,101 @@ void copy_on_device(const Tensor& dst, const void* src, DType src_dtype, const S
   LN_CUDA_CHECK_LAUNCH();
 }
 
-// Batched flat copies: 16-byte words, kWordsPerThread per thread of a block; a copy's last block
-// also moves the bytes after its last whole word.
+// Batched launches over flat members (copies and conversions of contiguous data): each member
+// gets whole blocks, of kUnitsPerThread 16-byte units per thread (bytes for a copy, packs of the
+// wider dtype for a conversion); a member's last block also does the elements after its last
+// whole unit.
 constexpr int kCopiesPerLaunch = 64;
-constexpr int kWordsPerThread = 4;
-constexpr int64_t kWordsPerBlock = int64_t(kBlock) * kWordsPerThread;
+constexpr int kUnitsPerThread = 4;
+constexpr int64_t kUnitsPerBlock = int64_t(kBlock) * kUnitsPerThread;
 // Keeps a launch's grid, and its running block count, within 31 bits.
 constexpr int64_t kMaxCopyBlocks = int64_t(1) << 30;
 
-struct CopyBatch {
-  char* dst[kCopiesPerLaunch];
-  const char* src[kCopiesPerLaunch];
-  int64_t bytes[kCopiesPerLaunch];
+// size: bytes for a copy, elements for a conversion.
+struct FlatMember {
+  void* dst;
+  const void* src;
+  int64_t size;
+};
+
+struct FlatBatch {
+  FlatMember member[kCopiesPerLaunch];
   uint32_t block_end[kCopiesPerLaunch];
   int count;
 };
 
-__global__ void __launch_bounds__(kBlock) copy_many_kernel(CopyBatch batch) {
+// The blocks a member of `units` whole units takes (at least one, for its tail).
+int64_t blocks_for(int64_t units) { return std::max<int64_t>(1, (units + kUnitsPerBlock - 1) / kUnitsPerBlock); }
+
+// This block's share of its member: the member, its units [begin, end), its whole-unit count, and
+// whether the block is the member's last (which does the tail).
+struct BlockShare {
+  const FlatMember* m;
+  int64_t begin, end, units;
+  bool last;
+};
+
+// `per_unit`: the member's size units per 16-byte unit.
+__device__ __forceinline__ BlockShare block_share(const FlatBatch& batch, int64_t per_unit) {
   const uint32_t block = blockIdx.x;
   const int i = batch_member(batch, block);
-  char* dst = batch.dst[i];
-  const char* src = batch.src[i];
-  const int64_t bytes = batch.bytes[i];
-  const int64_t words = bytes / 16;
-  const int64_t begin = int64_t(block - batch_first_block(batch, i)) * kWordsPerBlock;
-  const int64_t end = begin + kWordsPerBlock < words ? begin + kWordsPerBlock : words;
-  for (int64_t w = begin + threadIdx.x; w < end; w += blockDim.x) {
+  const FlatMember* m = &batch.member[i];
+  const int64_t units = m->size / per_unit;
+  const int64_t begin = int64_t(block - batch_first_block(batch, i)) * kUnitsPerBlock;
+  const int64_t end = begin + kUnitsPerBlock < units ? begin + kUnitsPerBlock : units;
+  return {m, begin, end, units, block + 1 == batch.block_end[i]};
+}
+
+__global__ void __launch_bounds__(kBlock) copy_many_kernel(FlatBatch batch) {
+  const BlockShare s = block_share(batch, 16);
+  char* dst = static_cast<char*>(s.m->dst);
+  const char* src = static_cast<const char*>(s.m->src);
+  for (int64_t w = s.begin + threadIdx.x; w < s.end; w += blockDim.x) {
     reinterpret_cast<uint4*>(dst)[w] = reinterpret_cast<const uint4*>(src)[w];
   }
-  if (block + 1 == batch.block_end[i]) {
-    for (int64_t b = words * 16 + threadIdx.x; b < bytes; b += blockDim.x) dst[b] = src[b];
+  if (s.last) {
+    for (int64_t b = s.units * 16 + threadIdx.x; b < s.m->size; b += blockDim.x) dst[b] = src[b];
   }
 }
+
+template <class To, class From>
+__global__ void __launch_bounds__(kBlock) cast_many_kernel(FlatBatch batch) {
+  using Fn = ConvertFn<To, From>;
+  const BlockShare s = block_share(batch, Fn::kVec);
+  const Fn fn{static_cast<To*>(s.m->dst), static_cast<const From*>(s.m->src)};
+  for (int64_t p = s.begin + threadIdx.x; p < s.end; p += blockDim.x) fn.pack(p);
+  if (s.last) {
+    for (int64_t j = s.units * Fn::kVec + threadIdx.x; j < s.m->size; j += blockDim.x) fn.one(j);
+  }
+}
+
+// Gathers members into batches (kCopiesPerLaunch members, kMaxCopyBlocks blocks at most) and
+// hands each to `launch(batch, blocks)`: when the next member does not fit, and at flush().
+template <class Launch>
+class BatchLauncher {
+ public:
+  explicit BatchLauncher(Launch launch) : launch_(std::move(launch)) {}
+  /// Adds a member of `blocks` blocks (at most kMaxCopyBlocks).
+  void add(const FlatMember& m, int64_t blocks) {
+    if (batch_.count == kCopiesPerLaunch || blocks_ + blocks > kMaxCopyBlocks) flush();
+    const int i = batch_.count++;
+    batch_.member[i] = m;
+    blocks_ += blocks;
+    batch_.block_end[i] = static_cast<uint32_t>(blocks_);
+  }
+  /// Launches the members added since the last launch.
+  void flush() {
+    if (batch_.count == 0) return;
+    launch_(batch_, blocks_);
+    batch_.count = 0;
+    blocks_ = 0;
+  }
+
+ private:
+  Launch launch_;
+  FlatBatch batch_{};
+  int64_t blocks_ = 0;
+};
 
 // A contiguous tensor of `shape` holding src broadcast to it, in src's dtype, on src's device.
 Tensor dense_on_own_device(const Tensor& src, const Shape& shape) {
@@ -182,31 +246,42 @@ void device_copy(const Tensor& dst, const Tensor& src) {
 void device_copy_many(int device, std::span<const FlatCopy> copies) {
   using namespace longnet::cuda;
   DeviceGuard guard(device);
-  CopyBatch batch{};
-  int64_t blocks = 0;
-  const auto flush = [&] {
-    if (batch.count == 0) return;
+  BatchLauncher launcher([device](const FlatBatch& batch, int64_t blocks) {
     copy_many_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, stream(device)>>>(batch);
     LN_CUDA_CHECK_LAUNCH();
-    batch.count = 0;
-    blocks = 0;
-  };
+  });
   for (const FlatCopy& c : copies) {
     if (c.bytes == 0) continue;
-    const int64_t need = std::max<int64_t>(1, (static_cast<int64_t>(c.bytes / 16) + kWordsPerBlock - 1) / kWordsPerBlock);
+    const int64_t need = blocks_for(static_cast<int64_t>(c.bytes / 16));
     if (!aligned16(c.dst) || !aligned16(c.src) || need > kMaxCopyBlocks) {  // unaligned, or huge: on its own
       LN_CUDA_CHECK(cudaMemcpyAsync(c.dst, c.src, c.bytes, cudaMemcpyDeviceToDevice, stream(device)));
       continue;
     }
-    if (batch.count == kCopiesPerLaunch || blocks + need > kMaxCopyBlocks) flush();
-    const int i = batch.count++;
-    batch.dst[i] = static_cast<char*>(c.dst);
-    batch.src[i] = static_cast<const char*>(c.src);
-    batch.bytes[i] = static_cast<int64_t>(c.bytes);
-    blocks += need;
-    batch.block_end[i] = static_cast<uint32_t>(blocks);
+    launcher.add({c.dst, c.src, static_cast<int64_t>(c.bytes)}, need);
   }
-  flush();
+  launcher.flush();
+}
+
+void device_cast_many(int device, DType to, DType from, std::span<const FlatCast> casts) {
+  using namespace longnet::cuda;
+  DeviceGuard guard(device);
+  dispatch_float_types(to, "cast_many", [&]<class To>() {
+    dispatch_float_types(from, "cast_many", [&]<class From>() {
+      BatchLauncher launcher([device](const FlatBatch& batch, int64_t blocks) {
+        cast_many_kernel<To, From><<<static_cast<unsigned>(blocks), kBlock, 0, stream(device)>>>(batch);
+        LN_CUDA_CHECK_LAUNCH();
+      });
+      for (const FlatCast& c : casts) {
+        if (c.numel == 0) continue;
+        LN_CHECK(aligned16(c.dst) && aligned16(c.src), "[cast_many] a batched conversion of ", c.numel,
+                 " elements is not 16-byte aligned");
+        const int64_t need = blocks_for(c.numel / ConvertFn<To, From>::kVec);
+        LN_CHECK(need <= kMaxCopyBlocks, "[cast_many] a conversion of ", c.numel, " elements is too large for one launch");
+        launcher.add({c.dst, c.src, c.numel}, need);
+      }
+      launcher.flush();
+    });
+  });
 }
 
 void device_fill(const Tensor& dst, double value) {

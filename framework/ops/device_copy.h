@@ -22,4 +22,14 @@ struct FlatCopy {
 /// allows (destinations must not overlap each other or any source).
 void device_copy_many(int device, std::span<const FlatCopy> copies);
 
+/// A conversion of `numel` contiguous elements between two places on one GPU, both 16-byte aligned.
+struct FlatCast {
+  void* dst;
+  const void* src;
+  int64_t numel;
+};
+/// The conversions `casts` from float dtype `from` to float dtype `to` on GPU `device`, on its
+/// stream, in as few launches as their number allows (destinations must not overlap any source).
+void device_cast_many(int device, DType to, DType from, std::span<const FlatCast> casts);
+
 }  // namespace longnet::ops

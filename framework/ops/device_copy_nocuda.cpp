@@ -18,5 +18,9 @@ void device_copy_many(int device, std::span<const FlatCopy>) {
   LN_FAIL("[copy_many_] cuda:", device, " needs the CUDA backend (configure with -DLONGNET_CUDA=ON)");
 }
 
+void device_cast_many(int device, DType, DType, std::span<const FlatCast>) {
+  LN_FAIL("[cast_many] cuda:", device, " needs the CUDA backend (configure with -DLONGNET_CUDA=ON)");
+}
+
 }  // namespace longnet::ops
 #endif

@@ -3,6 +3,7 @@
 #include "framework/autograd/checkpoint.h"
 #include "framework/autograd/grad_mode.h"
 #include "framework/ops/attention.h"
+#include "framework/ops/cast_many.h"
 #include "framework/ops/copy.h"
 #include "framework/ops/dropout.h"
 #include "framework/ops/elementwise.h"
