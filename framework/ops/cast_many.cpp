@@ -14,10 +14,10 @@ namespace {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Fills `out[i]` with `src[i]` converted, for every i: the pairs a batched GPU launch can take
-// grouped by (device, source dtype), every other pair through copy_ (the CPU's loop, views,
-// misaligned data, integer types).
-void convert_many(std::span<const Tensor> outs, std::span<const Tensor> srcs) {
+// Fills `outs[i]` (fresh tensors in `dtype`) with `srcs[i]` converted, for every i: the pairs a
+// batched GPU launch can take grouped by (device, source dtype), every other pair through copy_
+// (the CPU's loop, views, misaligned data, integer types).
+void convert_many(std::span<const Tensor> outs, std::span<const Tensor> srcs, DType dtype) {
   std::map<std::pair<int, DType>, std::vector<ops::FlatCast>> batches;
   for (size_t i = 0; i < outs.size(); ++i) {
     const Tensor& out = outs[i];
@@ -31,7 +31,7 @@ void convert_many(std::span<const Tensor> outs, std::span<const Tensor> srcs) {
       copy_(out, src);
     }
   }
-  for (const auto& [key, casts] : batches) ops::device_cast_many(key.first, outs[0].dtype(), key.second, casts);
+  for (const auto& [key, casts] : batches) ops::device_cast_many(key.first, dtype, key.second, casts);
 }
 
 // One node for a cast_many: input i's gradient is output i's, converted back to input i's dtype
@@ -74,7 +74,7 @@ std::vector<Tensor> cast_many(std::span<const Tensor> tensors, DType dtype) {
     outs.push_back(Tensor::empty(t.shape(), dtype, t.device()));
     where.push_back(i);
   }
-  convert_many(outs, srcs);
+  convert_many(outs, srcs, dtype);
   // Recorded as cast records: float to float, for the inputs that need a gradient.
   std::vector<Tensor> graph_in, graph_out;
   std::vector<DType> from;
