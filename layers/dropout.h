@@ -13,6 +13,8 @@ class Dropout : public Module {
   std::string type_name() const override { return "Dropout"; }
   Tensor forward(const Tensor& x) const;
   double p() const { return p_; }
+  /// Whether forward changes its input (p > 0 in training).
+  bool active() const { return p_ > 0.0 && is_training(); }
 
  private:
   double p_;

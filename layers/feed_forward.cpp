@@ -23,6 +23,8 @@ Tensor FeedForward::hidden(const Tensor& activated) const {
 Tensor FeedForward::forward(const Tensor& x) const {
   if (gate_) return fc2_->forward(hidden(mul(silu(gate_->forward(x)), fc1_->forward(x))));
   const Tensor pre = fc1_->forward(x);
+  // GELU and the sub-LN in one fused op: no GELU output is written, read or kept.
+  if (ffn_layernorm_ && !activation_dropout_->active()) return fc2_->forward(ffn_layernorm_->forward_gelu(pre));
   if (!ffn_layernorm_ || !config_.recompute_activation) return fc2_->forward(hidden(gelu(pre)));
   // GELU and the sub-LN as one recomputed block: the graph keeps fc1's output alone instead of
   // also the GELU output the norm reads (hidden-sized, the largest activations of a layer). The

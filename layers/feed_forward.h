@@ -22,8 +22,10 @@ struct FeedForwardConfig {
   /// Dropout of the hidden activations (after the activation function).
   double activation_dropout = 0.0;
   bool bias = true;
-  /// gelu with sub_ln: recompute the activation and the sub-LN in backward, so that the graph
-  /// keeps fc1's output alone instead of also the activation's output (hidden-sized).
+  /// gelu with sub_ln and activation dropout in training: recompute the activation and the
+  /// sub-LN in backward, so that the graph keeps fc1's output alone instead of also the
+  /// activation's output (hidden-sized). Without that dropout the two run as one fused op
+  /// (gelu_layer_norm), which keeps fc1's output alone either way.
   bool recompute_activation = true;
 };
 

@@ -23,6 +23,11 @@ Tensor LayerNorm::forward(const Tensor& x) const {
   return layer_norm(x, in_dtype_of(weight_, x), in_dtype_of(bias_, x), eps_);
 }
 
+Tensor LayerNorm::forward_gelu(const Tensor& pre) const {
+  check_input("LayerNorm", pre, weight_.size(0));
+  return gelu_layer_norm(pre, in_dtype_of(weight_, pre), in_dtype_of(bias_, pre), eps_);
+}
+
 RMSNorm::RMSNorm(int64_t dim, Initializer& init, double eps) : eps_(eps) {
   LN_CHECK(dim > 0, "[RMSNorm] dim must be positive, got ", dim);
   weight_ = register_parameter("weight", init.constant({dim}, 1.0));
@@ -31,6 +36,11 @@ RMSNorm::RMSNorm(int64_t dim, Initializer& init, double eps) : eps_(eps) {
 Tensor RMSNorm::forward(const Tensor& x) const {
   check_input("RMSNorm", x, weight_.size(0));
   return rms_norm(x, in_dtype_of(weight_, x), eps_);
+}
+
+Tensor RMSNorm::forward_gelu(const Tensor& pre) const {
+  check_input("RMSNorm", pre, weight_.size(0));
+  return gelu_rms_norm(pre, in_dtype_of(weight_, pre), eps_);
 }
 
 std::shared_ptr<Norm> make_norm(const std::string& kind, int64_t dim, Initializer& init, double eps) {

@@ -12,6 +12,8 @@ namespace longnet {
 class Norm : public Module {
  public:
   virtual Tensor forward(const Tensor& x) const = 0;
+  /// forward(gelu(pre)) (erf GELU) in one fused pass each way, keeping only `pre` for backward.
+  virtual Tensor forward_gelu(const Tensor& pre) const = 0;
 };
 
 /// LayerNorm with a learned scale (init 1) and shift (init 0), cast to the input dtype on use.
@@ -20,6 +22,7 @@ class LayerNorm final : public Norm {
   LayerNorm(int64_t dim, Initializer& init, double eps = 1e-5);
   std::string type_name() const override { return "LayerNorm"; }
   Tensor forward(const Tensor& x) const override;
+  Tensor forward_gelu(const Tensor& pre) const override;
   const Tensor& weight() const { return weight_; }
   const Tensor& bias() const { return bias_; }
 
@@ -34,6 +37,7 @@ class RMSNorm final : public Norm {
   RMSNorm(int64_t dim, Initializer& init, double eps = 1e-6);
   std::string type_name() const override { return "RMSNorm"; }
   Tensor forward(const Tensor& x) const override;
+  Tensor forward_gelu(const Tensor& pre) const override;
   const Tensor& weight() const { return weight_; }
 
  private:

@@ -48,9 +48,10 @@ struct TransformerLayerConfig {
   bool checkpoint = false;
   /// What the feed-forward sublayer (its norm, the block, its dropout) keeps for the backward:
   /// activation: all but the gelu sub-LN block's activation output, which it recomputes or, fused
-  /// with the sub-LN, never writes (see FeedForwardConfig::recompute_activation); none: everything; chunked: its input alone, the
-  /// rest recomputed in backward ffn_checkpoint_chunk tokens at a time (checkpoint_rows), which
-  /// bounds the sublayer's activations by a chunk's, whatever the sequence length.
+  /// with the sub-LN, never writes (see FeedForwardConfig::recompute_activation); none:
+  /// everything; chunked: its input alone, the rest recomputed in backward ffn_checkpoint_chunk
+  /// tokens at a time (checkpoint_rows), which bounds the sublayer's activations by a chunk's,
+  /// whatever the sequence length.
   std::string ffn_checkpoint = "activation";
   int64_t ffn_checkpoint_chunk = 65536;
   /// With parameters in another dtype than the activations (f32 master weights, bf16 compute),

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "framework/cpu/loops.h"
+#include "framework/ops/elementwise_math.h"
 
 namespace longnet::cpu {
 namespace {
@@ -12,6 +13,9 @@ namespace {
 // Upper bound on the row chunks of the backward: enough to keep many threads busy, few enough
 // that the (chunks, len) partial sums stay small.
 constexpr int64_t kMaxChunks = 128;
+
+// The value a row normalises at x: x itself, or gelu(x) when the norm takes a pre-activation.
+double normed(double x, bool gelu) { return gelu ? math::unary<UnaryOp::GeluErf>(x, 0.0, 0.0) : x; }
 
 }  // namespace
 
@@ -31,20 +35,20 @@ void norm_forward(const NormParams& p) {
           T* yr = y + r * len;
           double mu = 0.0;
           if (!p.rms) {
-            for (int64_t j = 0; j < len; ++j) mu += static_cast<double>(xr[j]);
+            for (int64_t j = 0; j < len; ++j) mu += normed(static_cast<double>(xr[j]), p.gelu);
             mu /= static_cast<double>(len);
           }
           // Second pass over the cached row: the centred sum of squares does not cancel the way
           // E[x^2] - E[x]^2 does.
           double ss = 0.0;
           for (int64_t j = 0; j < len; ++j) {
-            const double d = static_cast<double>(xr[j]) - mu;
+            const double d = normed(static_cast<double>(xr[j]), p.gelu) - mu;
             ss += d * d;
           }
           const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(len) + p.eps);
           const T m = static_cast<T>(mu), s = static_cast<T>(rstd);
           for (int64_t j = 0; j < len; ++j) {
-            T v = (xr[j] - m) * s;
+            T v = (static_cast<T>(normed(static_cast<double>(xr[j]), p.gelu)) - m) * s;
             if (w) v *= w[j];
             if (b) v += b[j];
             yr[j] = v;
@@ -84,7 +88,7 @@ void norm_backward(const NormBackwardParams& p) {
           for (int64_t j = 0; j < len; ++j) {
             const double gw = static_cast<double>(gr[j]) * (w ? static_cast<double>(w[j]) : 1.0);
             sum_gw += gw;
-            sum_gwx += gw * (static_cast<double>(xr[j]) - m) * s;
+            sum_gwx += gw * (normed(static_cast<double>(xr[j]), p.gelu) - m) * s;
           }
           const double inv_len = 1.0 / static_cast<double>(len);
           const T a = p.rms ? T(0) : static_cast<T>(sum_gw * inv_len);
@@ -93,13 +97,15 @@ void norm_backward(const NormBackwardParams& p) {
           T* dxr = dx + r * len;
           for (int64_t j = 0; j < len; ++j) {
             const T gw = w ? gr[j] * w[j] : gr[j];
-            const T xhat = (xr[j] - mt) * st;
+            const double h = static_cast<double>(xr[j]), act = normed(h, p.gelu);
+            const T xhat = (static_cast<T>(act) - mt) * st;
             dxr[j] = st * (gw - a - xhat * bb);
+            if (p.gelu) dxr[j] *= static_cast<T>(math::derivative<UnaryOp::GeluErf>(h, act, 0.0, 0.0));
           }
         }
         if (dwc) {
           for (int64_t j = 0; j < len; ++j) {
-            dwc[j] += static_cast<double>(gr[j]) * (static_cast<double>(xr[j]) - m) * s;
+            dwc[j] += static_cast<double>(gr[j]) * (normed(static_cast<double>(xr[j]), p.gelu) - m) * s;
           }
         }
         if (dbc) {

@@ -20,7 +20,8 @@ struct NormParams {
   int64_t rows = 0;
   int64_t len = 0;
   double eps = 1e-5;
-  bool rms = false;  // RMSNorm: no centring, no bias
+  bool rms = false;   // RMSNorm: no centring, no bias
+  bool gelu = false;  // x is a pre-activation: the rows normalised are gelu(x) (erf form)
 };
 
 /// Backward: x, dy (rows, len); weight (len) or null; the forward's mean (null for RMSNorm) and
@@ -38,6 +39,7 @@ struct NormBackwardParams {
   int64_t rows = 0;
   int64_t len = 0;
   bool rms = false;
+  bool gelu = false;  // x is the pre-activation (as in NormParams); dx is the gradient with respect to it
 };
 
 /// y = (x - mean) * rstd * weight + bias per row (x * rstd * weight for RMSNorm), statistics

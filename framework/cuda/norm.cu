@@ -7,6 +7,7 @@
 #include "framework/cuda/check.h"
 #include "framework/cuda/context.h"
 #include "framework/cuda/device/rows.cuh"
+#include "framework/ops/elementwise_math.h"
 
 namespace longnet::cuda {
 namespace {
@@ -52,6 +53,13 @@ __device__ __forceinline__ void allow_dependent_launch() {
 #endif
 }
 
+// The value a row normalises at x: x itself, or gelu(x) when the norm takes a pre-activation (a
+// warp-uniform flag: one kernel serves both, the extra arithmetic hides under the memory traffic).
+template <class A>
+__device__ __forceinline__ A normed(A x, bool gelu) {
+  return gelu ? math::unary<UnaryOp::GeluErf>(x, A(0), A(0)) : x;
+}
+
 template <int V, int K, bool kWarp, int kMaxThreads>
 inline constexpr int kBlockLimit = rowwise::max_block_threads(kWarp, K * V, kMaxThreads);
 template <bool kWarp>
@@ -64,7 +72,7 @@ inline constexpr int kMinBackwardBlocks = kWarp ? 4 : 1;
 template <class T, int V, int K, bool kWarp>
 __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMinBlocks<kWarp>)
     norm_forward_kernel(const T* x, const T* weight, const T* bias, T* y, acc_t<T>* mean, acc_t<T>* rstd,
-                        int64_t rows, int64_t len, int group_threads, acc_t<T> eps, bool rms) {
+                        int64_t rows, int64_t len, int group_threads, acc_t<T> eps, bool rms, bool gelu) {
   using A = acc_t<T>;
   const Group<kWarp> g(group_threads);
   __shared__ typename rowwise::Reducer<A, 1, kWarp>::Scratch scratch;
@@ -75,7 +83,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
     if (!rms) {
       row.visit([&](int, int64_t, const auto& v) {
 #pragma unroll
-        for (int e = 0; e < V; ++e) mu += v[0][e];
+        for (int e = 0; e < V; ++e) mu += normed(v[0][e], gelu);
       });
       mu = reduce.sum(g, mu) * inv_len;
     }
@@ -83,7 +91,10 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
     A ss = 0;
     row.visit([&](int, int64_t, const auto& v) {
 #pragma unroll
-      for (int e = 0; e < V; ++e) ss += (v[0][e] - mu) * (v[0][e] - mu);
+      for (int e = 0; e < V; ++e) {
+        const A d = normed(v[0][e], gelu) - mu;
+        ss += d * d;
+      }
     });
     ss = reduce.sum(g, ss);
     const A s = A(1) / rowwise::sqrt_of(ss * inv_len + eps);
@@ -92,7 +103,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
       rowwise::load_param<T, V>(weight, p, w, A(1));
       rowwise::load_param<T, V>(bias, p, b, A(0));
 #pragma unroll
-      for (int e = 0; e < V; ++e) o[e] = (v[0][e] - mu) * s * w[e] + b[e];
+      for (int e = 0; e < V; ++e) o[e] = (normed(v[0][e], gelu) - mu) * s * w[e] + b[e];
     });
     if (g.rank == 0) {
       if (mean) mean[r] = mu;
@@ -115,7 +126,7 @@ struct Stats {
 template <class T, int V, int K, bool kWarp, int kAhead>
 __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kMinBackwardBlocks<kWarp>)
     norm_backward_kernel(const T* x, const T* weight, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dy,
-                         T* dx, acc_t<T>* part, int64_t rows, int64_t len, int group_threads, bool rms) {
+                         T* dx, acc_t<T>* part, int64_t rows, int64_t len, int group_threads, bool rms, bool gelu) {
   using A = acc_t<T>;
   constexpr int kSlots = K > 0 ? K : 1;
   const Group<kWarp> g(group_threads);
@@ -154,7 +165,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
         for (int e = 0; e < V; ++e) {
           const A gw = v[1][e] * w[e];
           sums[0] += gw;
-          sums[1] += gw * (v[0][e] - st.mu);
+          sums[1] += gw * (normed(v[0][e], gelu) - st.mu);
         }
       });
       reduce(g, sums, rowwise::SumOp{}, A(0));
@@ -164,8 +175,10 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
         weights(k, p, w);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-          const A xhat = (v[0][e] - st.mu) * st.s;
+          const A act = normed(v[0][e], gelu);
+          const A xhat = (act - st.mu) * st.s;
           o[e] = st.s * (v[1][e] * w[e] - a - xhat * b);
+          if (gelu) o[e] *= math::derivative<UnaryOp::GeluErf>(v[0][e], act, A(0), A(0));
           if constexpr (K > 0) {
             if (partials) {
               pw[k][e] += v[1][e] * xhat;
@@ -179,7 +192,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
         if constexpr (K > 0) {
 #pragma unroll
           for (int e = 0; e < V; ++e) {
-            pw[k][e] += v[1][e] * (v[0][e] - st.mu) * st.s;
+            pw[k][e] += v[1][e] * (normed(v[0][e], gelu) - st.mu) * st.s;
             pb[k][e] += v[1][e];
           }
         }
@@ -245,7 +258,7 @@ __device__ __forceinline__ A sum_lanes(A v, A (*smem)[kColTile + 1]) {
 // (chunks, 2 * len).
 template <class T>
 __global__ void norm_param_partials_kernel(const T* x, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dy,
-                                           acc_t<T>* part, int64_t rows, int64_t len, int64_t chunk) {
+                                           acc_t<T>* part, int64_t rows, int64_t len, int64_t chunk, bool gelu) {
   using A = acc_t<T>;
   __shared__ A smem[kColLanes][kColTile + 1];
   const int64_t c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
@@ -255,7 +268,7 @@ __global__ void norm_param_partials_kernel(const T* x, const acc_t<T>* mean, con
     for (int64_t r = r0 + threadIdx.y; r < r1; r += kColLanes) {
       const A g = load(dy[r * len + c]);
       const A mu = mean ? mean[r] : A(0);
-      w += g * (load(x[r * len + c]) - mu) * rstd[r];
+      w += g * (normed(load(x[r * len + c]), gelu) - mu) * rstd[r];
       b += g;
     }
   }
@@ -373,7 +386,7 @@ void norm_forward(int device, const cpu::NormParams& p) {
       kernel<<<rowwise::grid_for_rows(device, kernel, c, p.rows), c.threads, 0, stream(device)>>>(
           static_cast<const T*>(p.x), static_cast<const T*>(p.weight), static_cast<const T*>(p.bias),
           static_cast<T*>(p.y), static_cast<A*>(p.mean), static_cast<A*>(p.rstd), p.rows, p.len, c.group,
-          static_cast<A>(p.eps), p.rms);
+          static_cast<A>(p.eps), p.rms, p.gelu);
     });
   });
   LN_CUDA_CHECK_LAUNCH();
@@ -424,7 +437,7 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
         }
         kernel<<<blocks, c.threads, smem, stream(device)>>>(
             x, static_cast<const T*>(p.weight), mean, rstd, dy, static_cast<T*>(p.dx),
-            part ? static_cast<A*>(part->data()) : nullptr, p.rows, p.len, c.group, p.rms);
+            part ? static_cast<A*>(part->data()) : nullptr, p.rows, p.len, c.group, p.rms, p.gelu);
       };
       rowwise::dispatch_rows<T, kBigBackward<T>>(plan, [&]<int V, int K, bool kWarp>() {
         // Warp groups load nothing ahead: one instance; block groups one for each count
@@ -442,7 +455,7 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
       part = scratch_for(device, static_cast<size_t>(chunks) * sum_bytes);
       const dim3 grid(static_cast<unsigned>((p.len + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
       norm_param_partials_kernel<T><<<grid, dim3(kColTile, kColLanes), 0, stream(device)>>>(
-          x, mean, rstd, dy, static_cast<A*>(part->data()), p.rows, p.len, (p.rows + chunks - 1) / chunks);
+          x, mean, rstd, dy, static_cast<A*>(part->data()), p.rows, p.len, (p.rows + chunks - 1) / chunks, p.gelu);
       LN_CUDA_CHECK_LAUNCH();
     }
     sum_partials<T>(device, static_cast<const A*>(part->data()), p.dweight, p.dbias, groups, p.len);

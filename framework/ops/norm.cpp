@@ -45,9 +45,12 @@ void run_backward(const char* op, const cpu::NormBackwardParams& p, Device devic
 
 class NormBackward final : public autograd::Node {
  public:
-  NormBackward(Tensor x, Tensor weight, Tensor mean, Tensor rstd, bool rms)
-      : x_(std::move(x)), weight_(std::move(weight)), mean_(std::move(mean)), rstd_(std::move(rstd)), rms_(rms) {}
-  std::string name() const override { return rms_ ? "RmsNormBackward" : "LayerNormBackward"; }
+  NormBackward(Tensor x, Tensor weight, Tensor mean, Tensor rstd, bool rms, bool gelu)
+      : x_(std::move(x)), weight_(std::move(weight)), mean_(std::move(mean)), rstd_(std::move(rstd)), rms_(rms),
+        gelu_(gelu) {}
+  std::string name() const override {
+    return std::string(gelu_ ? "Gelu" : "") + (rms_ ? "RmsNormBackward" : "LayerNormBackward");
+  }
   std::vector<Tensor> apply(std::vector<Tensor>&& g) override {
     const DType dt = ops::kernel_dtype(x_);
     const int64_t len = x_.size(-1);
@@ -61,7 +64,7 @@ class NormBackward final : public autograd::Node {
     Tensor db = need_b ? Tensor::empty({len}, dt, x.device()) : Tensor();
     run_backward(rms_ ? "rms_norm" : "layer_norm",
                  {x.raw_data(), ptr(w), ptr(mean_), rstd_.raw_data(), dy.raw_data(), ptr(dx), ptr(dw), ptr(db), dt,
-                  x.size(0), len, rms_},
+                  x.size(0), len, rms_, gelu_},
                  x.device());
     std::vector<Tensor> out{need_x ? cast(reshape(dx, x_.shape()), x_.dtype()) : Tensor(),
                             need_w ? cast(dw, weight_.dtype()) : Tensor()};
@@ -77,8 +80,8 @@ class NormBackward final : public autograd::Node {
   }
 
  private:
-  Tensor x_, weight_, mean_, rstd_;
-  bool rms_;
+  Tensor x_, weight_, mean_, rstd_;  // x_: the pre-activation when gelu_
+  bool rms_, gelu_;
 };
 
 void check_param(const char* op, const char* what, const Tensor& p, const Tensor& x) {
@@ -88,8 +91,9 @@ void check_param(const char* op, const char* what, const Tensor& p, const Tensor
   ops::require_same_dtype(op, x, p);
 }
 
-Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms) {
-  const char* op = rms ? "rms_norm" : "layer_norm";
+// The norm of x, or of gelu(x) when `gelu` (then x, the pre-activation, is all the graph keeps).
+Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms, bool gelu) {
+  const char* op = gelu ? (rms ? "gelu_rms_norm" : "gelu_layer_norm") : (rms ? "rms_norm" : "layer_norm");
   const ProfileScope scope(op);
   ops::common_device(op, {x, weight, bias});
   ops::require_float(op, x);
@@ -109,14 +113,15 @@ Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double
     Tensor yr = Tensor::empty(xr.shape(), dt, x.device());
     if (!rms) mean = Tensor::empty({rows}, stats_dtype(dt), x.device());
     rstd = Tensor::empty({rows}, stats_dtype(dt), x.device());
-    run_forward(op, {xr.raw_data(), ptr(w), ptr(b), yr.raw_data(), ptr(mean), rstd.raw_data(), dt, rows, len, eps, rms},
+    run_forward(op,
+                {xr.raw_data(), ptr(w), ptr(b), yr.raw_data(), ptr(mean), rstd.raw_data(), dt, rows, len, eps, rms, gelu},
                 x.device());
     y = cast(reshape(yr, x.shape()), x.dtype());
   }
   const std::vector<Tensor> inputs = rms ? std::vector<Tensor>{x, weight} : std::vector<Tensor>{x, weight, bias};
   if (autograd::needs_grad(inputs)) {
     autograd::record(std::make_shared<NormBackward>(x.detach(), weight.defined() ? weight.detach() : Tensor(),
-                                                    mean, rstd, rms),
+                                                    mean, rstd, rms, gelu),
                      inputs, {y});
   }
   return y;
@@ -125,9 +130,19 @@ Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double
 }  // namespace
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  return norm_op(x, weight, bias, eps, false);
+  return norm_op(x, weight, bias, eps, false, false);
 }
 
-Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) { return norm_op(x, weight, Tensor(), eps, true); }
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  return norm_op(x, weight, Tensor(), eps, true, false);
+}
+
+Tensor gelu_layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  return norm_op(x, weight, bias, eps, false, true);
+}
+
+Tensor gelu_rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  return norm_op(x, weight, Tensor(), eps, true, true);
+}
 
 }  // namespace longnet

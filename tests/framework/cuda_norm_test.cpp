@@ -184,6 +184,22 @@ TEST(CudaNorm, RmsNormWithAndWithoutWeight) {
   }
 }
 
+TEST(CudaNorm, GeluNormsOnEveryRowShape) {
+  LN_REQUIRE_GPU();
+  for (const Shape& shape : norm_shapes()) {
+    const int64_t d = shape.back();
+    const Tensor x = input(shape, 16), w = input({d}, 17, 0.5, 1.5), b = input({d}, 18, -0.5, 0.5);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      EXPECT_TRUE(cpu_cuda_parity(
+          [](const std::vector<Tensor>& a) { return gelu_layer_norm(a[0], a[1], a[2], 1e-5); }, {x, w, b}, dt))
+          << "gelu_layer_norm " << label(shape, dt, false);
+      EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return gelu_rms_norm(a[0], a[1], 1e-6); },
+                                  {x, w}, dt))
+          << "gelu_rms_norm " << label(shape, dt, false);
+    }
+  }
+}
+
 TEST(CudaNorm, NormHalfAndDouble) {
   LN_REQUIRE_GPU();
   for (const Shape& shape : {Shape{33, 64}, Shape{5, 3000}, Shape{2, 12000}}) {

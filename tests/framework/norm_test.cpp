@@ -1,5 +1,6 @@
 // LayerNorm and RMSNorm: forward against naive loops, gradients of x, weight and bias, errors.
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,32 @@ TEST(Norm, GradientsNonContiguousAndBroadcastParams) {
   EXPECT_TRUE(gradcheck(
       [](const std::vector<Tensor>& x) { return rms_norm(x[0].slice(1, 1, 7, 2), x[1].expand({3}), 1e-6); },
       {leaf({2, 7}, 13), leaf({1}, 14)}));
+}
+
+TEST(Norm, GeluNormsEqualTheNormOfGelu) {
+  // Against the unfused composition in f64, forward and every gradient; and by finite differences.
+  Generator g(25);
+  const Tensor x = mul(randn({5, 11}, DType::F64, Device::cpu(), &g), 2.0);
+  const Tensor w = randn({11}, DType::F64, Device::cpu(), &g), b = randn({11}, DType::F64, Device::cpu(), &g);
+  const Tensor dy = randn({5, 11}, DType::F64, Device::cpu(), &g);
+  EXPECT_TRUE(all_close(gelu_layer_norm(x, w, b, 1e-5), layer_norm(gelu(x), w, b, 1e-5), 1e-12, 1e-10));
+  EXPECT_TRUE(all_close(gelu_rms_norm(x, w, 1e-6), rms_norm(gelu(x), w, 1e-6), 1e-12, 1e-10));
+  const auto grads = [&](const std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>& f) {
+    const Tensor xl = x.detach().requires_grad_(), wl = w.detach().requires_grad_(), bl = b.detach().requires_grad_();
+    sum(mul(f(xl, wl, bl), dy)).backward();
+    return std::vector<Tensor>{xl.grad(), wl.grad(), bl.grad()};
+  };
+  const std::vector<Tensor> fused = grads([](const Tensor& a, const Tensor& w, const Tensor& b) {
+    return gelu_layer_norm(a, w, b, 1e-5);
+  });
+  const std::vector<Tensor> plain = grads([](const Tensor& a, const Tensor& w, const Tensor& b) {
+    return layer_norm(gelu(a), w, b, 1e-5);
+  });
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(all_close(fused[i], plain[i], 1e-12, 1e-10)) << "input " << i;
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& t) { return gelu_layer_norm(t[0], t[1], t[2], 1e-5); },
+                        {leaf({3, 6}, 26), leaf({6}, 27), leaf({6}, 28)}));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& t) { return gelu_rms_norm(t[0], t[1], 1e-6); },
+                        {leaf({3, 6}, 29), leaf({6}, 30)}));
 }
 
 TEST(Norm, WeightGradientIsDeterministicAcrossThreadCounts) {
