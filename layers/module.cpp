@@ -45,7 +45,9 @@ ParamCastScope::ParamCastScope(std::span<const Tensor> params, DType dtype)
     : dtype_(dtype), outer_(t_innermost_cast_scope) {
   const std::vector<Tensor> converted = cast_many(params, dtype);
   for (size_t i = 0; i < params.size(); ++i) {
-    if (params[i].defined() && converted[i].impl() != params[i].impl()) converted_.emplace(params[i].impl(), converted[i]);
+    if (params[i].defined() && converted[i].impl() != params[i].impl()) {
+      converted_.emplace(params[i].impl(), converted[i]);
+    }
   }
   t_innermost_cast_scope = this;
 }

@@ -1,6 +1,6 @@
 // Copies and fills involving GPU tensors: strided conversion kernels on the device (a vectorised
-// one for contiguous float casts, batched ones for many small copies or casts), and transfers between host and device (staged through
-// contiguous buffers when layouts differ).
+// one for contiguous float casts, batched ones for many small copies or casts), and transfers
+// between host and device (staged through contiguous buffers when layouts differ).
 #include <algorithm>
 #include <utility>
 
@@ -276,7 +276,8 @@ void device_cast_many(int device, DType to, DType from, std::span<const FlatCast
         LN_CHECK(aligned16(c.dst) && aligned16(c.src), "[cast_many] a batched conversion of ", c.numel,
                  " elements is not 16-byte aligned");
         const int64_t need = blocks_for(c.numel / ConvertFn<To, From>::kVec);
-        LN_CHECK(need <= kMaxCopyBlocks, "[cast_many] a conversion of ", c.numel, " elements is too large for one launch");
+        LN_CHECK(need <= kMaxCopyBlocks, "[cast_many] a conversion of ", c.numel,
+                 " elements is too large for one launch");
         launcher.add({c.dst, c.src, c.numel}, need);
       }
       launcher.flush();

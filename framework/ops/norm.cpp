@@ -113,9 +113,9 @@ Tensor norm_op(const Tensor& x, const Tensor& weight, const Tensor& bias, double
     Tensor yr = Tensor::empty(xr.shape(), dt, x.device());
     if (!rms) mean = Tensor::empty({rows}, stats_dtype(dt), x.device());
     rstd = Tensor::empty({rows}, stats_dtype(dt), x.device());
-    run_forward(op,
-                {xr.raw_data(), ptr(w), ptr(b), yr.raw_data(), ptr(mean), rstd.raw_data(), dt, rows, len, eps, rms, gelu},
-                x.device());
+    const cpu::NormParams params{xr.raw_data(), ptr(w),   ptr(b), yr.raw_data(), ptr(mean), rstd.raw_data(),
+                                 dt,           rows,     len,    eps,           rms,        gelu};
+    run_forward(op, params, x.device());
     y = cast(reshape(yr, x.shape()), x.dtype());
   }
   const std::vector<Tensor> inputs = rms ? std::vector<Tensor>{x, weight} : std::vector<Tensor>{x, weight, bias};

@@ -14,6 +14,7 @@
 #include "layers/linear.h"
 #include "layers/transformer.h"
 #include "tests/support/gpu.h"
+#include "tests/support/gradcheck.h"
 
 namespace longnet {
 namespace {
@@ -100,8 +101,9 @@ LayerRun run_layer(Device device, bool batched, const std::string& ffn_checkpoin
   return r;
 }
 
-// The layer with and without batched casts, in every feed-forward and layer checkpoint mode.
-void expect_batched_casts_bit_identical(Device device) {
+// The layer with and without batched casts, in every feed-forward and layer checkpoint mode: bit
+// for bit (tol 0), or within tol where the device's layer is not deterministic run to run.
+void expect_batched_casts_match(Device device, double tol) {
   for (const std::string ffn : {"activation", "chunked"}) {
     for (bool ckpt : {false, true}) {
       const std::string what = "ffn_checkpoint " + ffn + (ckpt ? ", layer checkpoint" : "");
@@ -110,7 +112,13 @@ void expect_batched_casts_bit_identical(Device device) {
       ASSERT_EQ(single.tensors.size(), batched.tensors.size());
       for (size_t i = 0; i < single.tensors.size(); ++i) {
         ASSERT_TRUE(single.tensors[i].defined() && batched.tensors[i].defined()) << what << ", tensor " << i;
-        EXPECT_EQ(exact(batched.tensors[i]), exact(single.tensors[i])) << what << ", tensor " << i;
+        if (tol == 0.0) {
+          EXPECT_EQ(exact(batched.tensors[i]), exact(single.tensors[i])) << what << ", tensor " << i;
+        } else {
+          EXPECT_TRUE(testing::all_close(batched.tensors[i].to(Device::cpu()).to(DType::F64),
+                                         single.tensors[i].to(Device::cpu()).to(DType::F64), tol, tol))
+              << what << ", tensor " << i;
+        }
       }
       EXPECT_EQ(single.batched_casts, 0) << what;
       // A forward (two with the layer's checkpoint) and its backward, one call each.
@@ -122,20 +130,19 @@ void expect_batched_casts_bit_identical(Device device) {
   }
 }
 
-TEST(ParamCastScope, TransformerLayerBatchedCastsAreBitIdentical) { expect_batched_casts_bit_identical(Device::cpu()); }
+TEST(ParamCastScope, TransformerLayerBatchedCastsAreBitIdentical) { expect_batched_casts_match(Device::cpu(), 0.0); }
 
 // Bit-identical results need a deterministic layer: where the GPU's attention backward is not
-// (atomic accumulation), two per-parameter runs already differ and the comparison says nothing.
-TEST(ParamCastScope, TransformerLayerBatchedCastsAreBitIdenticalOnTheGpu) {
+// (atomic accumulation), two per-parameter runs already differ, and bf16's rounding bounds both.
+TEST(ParamCastScope, TransformerLayerBatchedCastsMatchOnTheGpu) {
   LN_REQUIRE_GPU();
   const LayerRun a = run_layer(Device::cuda(0), false, "activation", false);
   const LayerRun b = run_layer(Device::cuda(0), false, "activation", false);
+  bool deterministic = true;
   for (size_t i = 0; i < a.tensors.size(); ++i) {
-    if (exact(a.tensors[i]) != exact(b.tensors[i])) {
-      GTEST_SKIP() << "the layer's GPU backward is not deterministic (tensor " << i << " differs between two runs)";
-    }
+    deterministic = deterministic && exact(a.tensors[i]) == exact(b.tensors[i]);
   }
-  expect_batched_casts_bit_identical(Device::cuda(0));
+  expect_batched_casts_match(Device::cuda(0), deterministic ? 0.0 : 2e-2);
 }
 
 }  // namespace
