@@ -53,11 +53,23 @@ __device__ __forceinline__ void allow_dependent_launch() {
 #endif
 }
 
+// gelu(h) = h * Phi(h) (erf form) and its slope Phi(h) + h * phi(h), sharing Phi: the erf is most
+// of a fused norm's arithmetic, enough to make it compute-bound when taken more than once or twice.
+template <class A>
+struct GeluAt {
+  A value, slope;
+};
+template <class A>
+__device__ __forceinline__ GeluAt<A> gelu_at(A h) {
+  const A cdf = A(0.5) * (A(1) + erf(h * A(math::kInvSqrt2)));
+  return {h * cdf, cdf + h * A(math::kInvSqrt2Pi) * exp(A(-0.5) * h * h)};
+}
+
 // The value a row normalises at x: x itself, or gelu(x) when the norm takes a pre-activation (a
-// warp-uniform flag: one kernel serves both, the extra arithmetic hides under the memory traffic).
+// warp-uniform flag: one kernel serves both).
 template <class A>
 __device__ __forceinline__ A normed(A x, bool gelu) {
-  return gelu ? math::unary<UnaryOp::GeluErf>(x, A(0), A(0)) : x;
+  return gelu ? gelu_at(x).value : x;
 }
 
 template <int V, int K, bool kWarp, int kMaxThreads>
@@ -79,11 +91,22 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
   rowwise::Reducer<A, 1, kWarp> reduce(scratch);
   const A inv_len = A(1) / static_cast<A>(len);
   rowwise::for_each_row<T, V, K, 1>(g, {x}, rows, len, rowwise::FetchNothing{}, [&](int64_t r, auto& row, auto) {
+    // A held row takes its activation once, in place; a streamed one on each of its three reads.
+    bool act = gelu;
+    if constexpr (K > 0) {
+      if (gelu) {
+        row.update([](int, int64_t, auto& v) {
+#pragma unroll
+          for (int e = 0; e < V; ++e) v[0][e] = gelu_at(v[0][e]).value;
+        });
+      }
+      act = false;
+    }
     A mu = 0;
     if (!rms) {
       row.visit([&](int, int64_t, const auto& v) {
 #pragma unroll
-        for (int e = 0; e < V; ++e) mu += normed(v[0][e], gelu);
+        for (int e = 0; e < V; ++e) mu += normed(v[0][e], act);
       });
       mu = reduce.sum(g, mu) * inv_len;
     }
@@ -92,7 +115,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
     row.visit([&](int, int64_t, const auto& v) {
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const A d = normed(v[0][e], gelu) - mu;
+        const A d = normed(v[0][e], act) - mu;
         ss += d * d;
       }
     });
@@ -103,7 +126,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
       rowwise::load_param<T, V>(weight, p, w, A(1));
       rowwise::load_param<T, V>(bias, p, b, A(0));
 #pragma unroll
-      for (int e = 0; e < V; ++e) o[e] = (normed(v[0][e], gelu) - mu) * s * w[e] + b[e];
+      for (int e = 0; e < V; ++e) o[e] = (normed(v[0][e], act) - mu) * s * w[e] + b[e];
     });
     if (g.rank == 0) {
       if (mean) mean[r] = mu;
@@ -175,10 +198,10 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
         weights(k, p, w);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-          const A act = normed(v[0][e], gelu);
-          const A xhat = (act - st.mu) * st.s;
-          o[e] = st.s * (v[1][e] * w[e] - a - xhat * b);
-          if (gelu) o[e] *= math::derivative<UnaryOp::GeluErf>(v[0][e], act, A(0), A(0));
+          // The activation again, with its slope from the same erf (the row keeps x, not gelu(x)).
+          const GeluAt<A> ga = gelu ? gelu_at(v[0][e]) : GeluAt<A>{v[0][e], A(1)};
+          const A xhat = (ga.value - st.mu) * st.s;
+          o[e] = st.s * (v[1][e] * w[e] - a - xhat * b) * ga.slope;
           if constexpr (K > 0) {
             if (partials) {
               pw[k][e] += v[1][e] * xhat;

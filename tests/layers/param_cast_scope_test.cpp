@@ -61,9 +61,9 @@ struct LayerRun {
 // A small decoder layer with cross-attention on `device`: f32 parameters, bf16 activations, dropout.
 LayerRun run_layer(Device device, bool batched, const std::string& ffn_checkpoint, bool layer_checkpoint) {
   TransformerLayerConfig c;
-  c.dim = 8;
+  c.dim = 64;  // head dim 32: the GPU attention kernels take 32, 64 and 128
   c.heads = 2;
-  c.ffn_dim = 12;
+  c.ffn_dim = 96;
   c.cross_attention = true;
   c.dropout = 0.2;
   c.activation_dropout = 0.1;
@@ -80,8 +80,8 @@ LayerRun run_layer(Device device, bool batched, const std::string& ffn_checkpoin
   }
   layer.to(device);
   Generator g(23);
-  const Tensor x = randn({2, 6, 8}, DType::BF16, Device::cpu(), &g).to(device).requires_grad_(true);
-  const Tensor mem = randn({2, 3, 8}, DType::BF16, Device::cpu(), &g).to(device).requires_grad_(true);
+  const Tensor x = randn({2, 6, 64}, DType::BF16, Device::cpu(), &g).to(device).requires_grad_(true);
+  const Tensor mem = randn({2, 3, 64}, DType::BF16, Device::cpu(), &g).to(device).requires_grad_(true);
   manual_seed(24);
   LayerRun r;
   Profiler profiler(device);

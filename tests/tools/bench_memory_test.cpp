@@ -44,10 +44,10 @@ TEST(BenchMemory, TinyModelKeepsWhatTheBackwardNeedsOnce) {
   // Per token, f32: the layer's input (for its first norm), the norm output the q, k, v
   // projections read, q and k after XPOS, v, the attention output (which the inner norm reads
   // too), the inner norm's output (out_proj), the residual sum (final norm), its output (fc1), the
-  // GELU input (the FFN recomputes GELU and its norm from it), the FFN norm's output (fc2); mean
-  // and rstd of three norms; the attention's log-sum-exp per head. A later layer shares no
-  // position tables with layer 0.
-  const int64_t per_token = 9 * c.dim + 2 * c.ffn_dim + 3 * 2 + c.heads;
+  // GELU input (GELU and the FFN's norm are one fused op that reads it again), the FFN norm's
+  // output (fc2); mean and rstd of four norms; the attention's log-sum-exp per head. A later layer
+  // shares no position tables with layer 0.
+  const int64_t per_token = 9 * c.dim + 2 * c.ffn_dim + 4 * 2 + c.heads;
   const PartMemory& layer = part(m, "layer 1");
   EXPECT_EQ(layer.bytes, b * n * per_token * 4);
   int64_t sum = 0;
@@ -78,11 +78,12 @@ TEST(BenchMemory, ParameterCastsAreCountedApart) {
   const LongNetLM model(c);
   const Tensor tokens = zeros({1, 8}, DType::I64, Device::cpu());  // activations of no parameter's size
   const GraphMemory m = graph_memory(model, tokens, tokens);
-  // Each layer's products keep q, k, v, out, fc1 and fc2 weights; three norms keep their weights
-  // (biases are not read by the backward; the FFN's norm is recomputed); the head keeps the final
-  // norm's weight alone (its products ran in the forward: the tied embedding is not kept).
+  // Each layer's products keep q, k, v, out, fc1 and fc2 weights; the four norms keep their
+  // weights (biases are not read by the backward), three of dim and the FFN's of ffn_dim; the head
+  // keeps the final norm's weight alone (its products ran in the forward: the tied embedding is
+  // not kept).
   const int64_t d = c.dim, f = c.ffn_dim;
-  const int64_t layer_casts = (4 * d * d + 2 * d * f) * 2 + 3 * d * 2;
+  const int64_t layer_casts = (4 * d * d + 2 * d * f) * 2 + (3 * d + f) * 2;
   EXPECT_EQ(part(m, "layer 1").weight_bytes, layer_casts);
   EXPECT_EQ(part(m, "head").weight_bytes, d * 2);
 }
