@@ -61,6 +61,7 @@ struct GeluAt {
 };
 template <class A>
 __device__ __forceinline__ GeluAt<A> gelu_at(A h) {
+  using std::erf, std::exp;
   const A cdf = A(0.5) * (A(1) + erf(h * A(math::kInvSqrt2)));
   return {h * cdf, cdf + h * A(math::kInvSqrt2Pi) * exp(A(-0.5) * h * h)};
 }
