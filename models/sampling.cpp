@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <span>
 
 #include "framework/core/error.h"
 #include "framework/core/rng.h"
@@ -15,6 +16,21 @@ namespace {
 double uniform53(const uint32_t w[4]) {
   const uint64_t bits = (static_cast<uint64_t>(w[0]) << 21) | (w[1] >> 11);
   return static_cast<double>(bits) * 0x1.0p-53;
+}
+
+// The token greedy decoding picks: the largest logit, the lowest id among equals. Checks the
+// logits as sampling_distribution does and returns how many are finite through `finite`.
+size_t most_likely(std::span<const float> logits, size_t& finite) {
+  finite = 0;
+  size_t best = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float l = logits[i];
+    LN_CHECK(!std::isnan(l) && l != INFINITY, "[sampling] logits must not be NaN or +inf, got ", l);
+    finite += std::isfinite(l) ? 1 : 0;
+    if (l > logits[best]) best = i;
+  }
+  LN_CHECK(finite > 0, "[sampling] no token has a finite logit (vocabulary of ", logits.size(), ")");
+  return best;
 }
 
 }  // namespace
@@ -47,20 +63,14 @@ std::vector<double> sampling_distribution(const std::vector<float>& logits, cons
   check_sampling_config(c);
   const size_t v = logits.size();
   size_t finite = 0;
-  for (float l : logits) {
-    LN_CHECK(!std::isnan(l) && l != INFINITY, "[sampling] logits must not be NaN or +inf, got ", l);
-    finite += std::isfinite(l) ? 1 : 0;
-  }
-  LN_CHECK(finite > 0, "[sampling] no token has a finite logit (vocabulary of ", v, ")");
+  const size_t best = most_likely(logits, finite);
   std::vector<double> p(v, 0.0);
-  // Most likely first, lower id first among equals; -inf logits (impossible tokens) last.
-  auto before = [&](size_t a, size_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   if (c.temperature == 0.0) {
-    size_t best = 0;
-    for (size_t i = 1; i < v; ++i) best = before(i, best) ? i : best;
     p[best] = 1.0;
     return p;
   }
+  // Most likely first, lower id first among equals; -inf logits (impossible tokens) last.
+  auto before = [&](size_t a, size_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   size_t keep = finite;
   if (c.top_k > 0) keep = std::min(keep, static_cast<size_t>(c.top_k));
   std::vector<size_t> order(v);
@@ -113,9 +123,16 @@ std::vector<int64_t> Sampler::sample(const Tensor& logits, const std::vector<std
   std::vector<int64_t> tokens(batch, -1);
   for (size_t r = 0; r < batch; ++r) {
     if (!active.empty() && !active[r]) continue;
-    std::vector<float> row(all.begin() + static_cast<std::ptrdiff_t>(r) * v,
-                           all.begin() + static_cast<std::ptrdiff_t>(r + 1) * v);
-    if (!history.empty()) row = apply_repetition_penalty(std::move(row), history[r], config_.repetition_penalty);
+    const std::span<const float> raw(all.data() + static_cast<std::ptrdiff_t>(r) * v, static_cast<size_t>(v));
+    const bool penalised = !history.empty() && config_.repetition_penalty != 1.0;
+    if (config_.temperature == 0.0 && !penalised) {  // greedy: one pass over the row, no distribution
+      size_t finite = 0;
+      tokens[r] = static_cast<int64_t>(most_likely(raw, finite));
+      ++draws_[r];
+      continue;
+    }
+    std::vector<float> row(raw.begin(), raw.end());
+    if (penalised) row = apply_repetition_penalty(std::move(row), history[r], config_.repetition_penalty);
     const std::vector<double> p = sampling_distribution(row, config_);
     const uint64_t stream = streams_.empty() ? r : streams_[r];
     uint32_t words[4];

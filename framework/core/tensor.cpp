@@ -1,5 +1,6 @@
 #include "framework/core/tensor.h"
 
+#include <cstring>
 #include <iomanip>
 #include <sstream>
 
@@ -60,6 +61,10 @@ template <class T>
 std::vector<T> Tensor::to_vector() const {
   Tensor host = to(Device::cpu());
   std::vector<T> out(static_cast<size_t>(numel()));
+  if (host.dtype() == dtype_of_v<T> && host.is_contiguous()) {  // a plain copy: no staging tensor
+    if (!out.empty()) std::memcpy(out.data(), host.raw_data(), out.size() * sizeof(T));
+    return out;
+  }
   Tensor dst = Tensor::from_storage(
       std::make_shared<Storage>(out.size() * sizeof(T), Device::cpu()), 0, shape(),
       contiguous_strides(shape()), dtype_of_v<T>);

@@ -57,6 +57,21 @@ TEST(Sampling, GreedyIsArgmaxWithLowerIdOnTies) {
   Sampler s(with(0.0));
   const Tensor t = tensor({0.1f, 3.0f, -2.0f, 3.0f, 5.0f, 1.0f, 7.0f, -1.0f}, {2, 4}, Device::cpu());
   EXPECT_EQ(s.sample(t, {}), (std::vector<int64_t>{1, 2}));
+  // The sampler's greedy pass checks the row as the distribution does, skips -inf tokens and
+  // still counts the draw.
+  EXPECT_EQ(s.sample(tensor({-INFINITY, -1.0f, -1.0f, -INFINITY}, {1, 4}, Device::cpu()), {}),
+            (std::vector<int64_t>{1}));
+  EXPECT_EQ(s.draws(0), 2u);
+  EXPECT_NE(error_message([&] { s.sample(tensor({1.0f, NAN}, {1, 2}, Device::cpu()), {}); }).find("NaN"),
+            std::string::npos);
+  EXPECT_NE(error_message([&] { s.sample(tensor({-INFINITY, -INFINITY}, {1, 2}, Device::cpu()), {}); })
+                .find("no token has a finite logit"),
+            std::string::npos);
+  // With a repetition penalty greedy takes the penalised logits: 3.0 / 4 falls below 1.0.
+  SamplingConfig penalised = with(0.0);
+  penalised.repetition_penalty = 4.0;
+  Sampler sp(penalised);
+  EXPECT_EQ(sp.sample(tensor({3.0f, 1.0f}, {1, 2}, Device::cpu()), {{0}}), (std::vector<int64_t>{1}));
 }
 
 TEST(Sampling, TemperatureDistributionAndFrequencies) {
