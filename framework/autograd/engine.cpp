@@ -81,6 +81,29 @@ bool exclusively_owned(const Tensor& g) {
          impl->storage->nbytes() == static_cast<size_t>(g.numel()) * dtype_size(g.dtype());
 }
 
+// Offers `n` (see Node::grad_sinks) each partial sum of its inputs' gradients that nothing but the
+// engine holds, taking it out of the buffers until n has run.
+void offer_sinks(Node* n, std::unordered_map<Node*, std::vector<Tensor>>& buffers) {
+  n->grad_sinks.assign(n->next_edges.size(), Tensor());
+  for (size_t i = 0; i < n->next_edges.size(); ++i) {
+    const Edge& e = n->next_edges[i];
+    if (!e.fn) continue;
+    const auto it = buffers.find(e.fn.get());
+    if (it == buffers.end() || it->second.size() <= e.input_nr) continue;
+    Tensor& slot = it->second[e.input_nr];
+    if (slot.defined() && exclusively_owned(slot)) n->grad_sinks[i] = std::move(slot);
+  }
+}
+
+// What `n` adds to input i's gradient: its output, which already holds the sink when n added into
+// it, else the sink plus the output (either may be missing).
+Tensor take_contribution(Node* n, size_t i, std::vector<Tensor>& out) {
+  Tensor own = i < out.size() ? std::move(out[i]) : Tensor();
+  Tensor sink = i < n->grad_sinks.size() ? std::move(n->grad_sinks[i]) : Tensor();
+  if (!sink.defined() || (own.defined() && own.impl() == sink.impl())) return own;
+  return own.defined() ? add(sink, own) : sink;
+}
+
 }  // namespace
 
 std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grad_outputs) {
@@ -170,6 +193,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
         }
       }
       n->saved_expire = !retain_graph;
+      offer_sinks(n, buffers);
       std::optional<ProfileScope> scope;
       if (Profiler::active() != nullptr) scope.emplace(n->name());
       out = n->apply(std::move(in));
@@ -181,11 +205,11 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     for (size_t i = 0; i < n->next_edges.size(); ++i) {
       const Edge& e = n->next_edges[i];
       if (!e.fn) continue;
-      if (i < out.size() && out[i].defined()) {
+      if (Tensor g = take_contribution(n, i, out); g.defined()) {
         auto& buf = buffers[e.fn.get()];
         buf.resize(std::max<size_t>(e.fn->outputs.size(), 1));
         Tensor& slot = buf[e.input_nr];
-        slot = slot.defined() ? add(slot, out[i]) : out[i];
+        slot = slot.defined() ? add(slot, g) : std::move(g);
       }
       if (--deps[e.fn.get()] == 0) ready.push_back(e.fn.get());
     }

@@ -50,6 +50,17 @@ class Node : public std::enable_shared_from_this<Node> {
   /// Set by the engine before apply(): the saved tensors are released right after it (the graph is
   /// not retained), so apply may overwrite a saved storage that nothing else holds.
   bool saved_expire = false;
+  /// Set by the engine before apply(), one per next edge: the gradient already summed for that
+  /// input when nothing else holds it (contiguous, whole storage), else undefined. A node may add
+  /// its own gradient into it in place and return it as that output, sparing the engine a
+  /// separate pass to add the two; nodes that return a fresh tensor are added as usual.
+  std::vector<Tensor> grad_sinks;
+  /// grad_sinks[i] if it can take a gradient of `shape` and `dtype`, else an undefined tensor.
+  Tensor grad_sink(size_t i, const Shape& shape, DType dtype) const {
+    if (i >= grad_sinks.size() || !grad_sinks[i].defined()) return {};
+    const Tensor& s = grad_sinks[i];
+    return s.shape() == shape && s.dtype() == dtype ? s : Tensor();
+  }
 };
 
 /// Accumulates incoming gradients into a leaf tensor's `grad` and runs its hooks.

@@ -369,7 +369,16 @@ class LinearBackward final : public autograd::Node {
     const Tensor g = as_rows(grads[0]);
     const bool bias_grad = next_edges.size() > 2 && next_edges[2].fn;
     Tensor gx, gw, gb;
-    if (next_edges[0].fn) gx = reshape(linear_product(g, weight_, Tensor(), false).c, x_.shape());
+    if (next_edges[0].fn) {
+      // x's gradient so far, when the engine offers it, takes this one in the GEMM's epilogue
+      // (beta = 1): an input shared by several products (q, k and v) needs no separate adds.
+      gx = grad_sink(0, x_.shape(), g.dtype());
+      if (gx.defined()) {
+        matmul_into(as_rows(gx), g, weight_, true);
+      } else {
+        gx = reshape(linear_product(g, weight_, Tensor(), false).c, x_.shape());
+      }
+    }
     if (next_edges[1].fn) {
       LinearProduct w = linear_product(transpose(g, 0, 1), as_rows(x_), Tensor(), bias_grad);
       gw = std::move(w.c);
