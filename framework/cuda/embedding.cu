@@ -46,35 +46,43 @@ __global__ void sort_input_kernel(const I* ids, int64_t n, uint32_t* keys, int32
   }
 }
 
-// First k in [0, n) with keys[k] >= v (n when none).
-__device__ __forceinline__ int64_t lower_bound(const uint32_t* keys, int64_t n, int64_t v) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (static_cast<int64_t>(keys[mid]) < v) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
+// For each id v present, its run [first[v], end[v]) of the sorted keys; ids absent keep the
+// zeros the caller filled in, an empty run.
+__global__ void run_bounds_kernel(const uint32_t* keys, int64_t n, int32_t* first, int32_t* end) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const uint32_t k = keys[i];
+    if (i == 0 || keys[i - 1] != k) first[k] = static_cast<int32_t>(i);
+    if (i == n - 1 || keys[i + 1] != k) end[k] = static_cast<int32_t>(i + 1);
   }
-  return lo;
 }
+
+// Rows a thread loads before adding any: the adds stay in position order (bitwise the CPU's
+// sums) while a hot id's rows come from memory several at a time.
+constexpr int kAhead = 4;
 
 // Block (x, y) owns rows v = x, x + gridDim.x, ... of grad_weight and columns
 // [y * blockDim.x, (y + 1) * blockDim.x); each thread sums one column over the rows of id v in
-// sorted (= increasing position) order.
+// sorted (= increasing position) order. The run bounds replace a search of the sorted keys per
+// row, which cost more than the sums themselves.
 template <class T>
-__global__ void embedding_backward_kernel(T* grad_weight, const T* grad_out, const uint32_t* keys,
-                                          const int32_t* positions, int64_t n, int64_t vocab,
+__global__ void embedding_backward_kernel(T* grad_weight, const T* grad_out, const int32_t* positions,
+                                          const int32_t* first, const int32_t* end, int64_t vocab,
                                           int64_t dim) {
   const int64_t d = blockIdx.y * int64_t(blockDim.x) + threadIdx.x;
   if (d >= dim) return;
   for (int64_t v = blockIdx.x; v < vocab; v += gridDim.x) {
-    const int64_t first = lower_bound(keys, n, v), last = lower_bound(keys, n, v + 1);
+    int64_t k = first[v];
+    const int64_t last = end[v];
     acc_t<T> acc = 0;
-    for (int64_t k = first; k < last; ++k) {
-      acc += load(grad_out[static_cast<int64_t>(positions[k]) * dim + d]);
+    for (; k + kAhead <= last; k += kAhead) {
+      acc_t<T> x[kAhead];
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j) x[j] = load(grad_out[static_cast<int64_t>(positions[k + j]) * dim + d]);
+#pragma unroll
+      for (int j = 0; j < kAhead; ++j) acc += x[j];
     }
+    for (; k < last; ++k) acc += load(grad_out[static_cast<int64_t>(positions[k]) * dim + d]);
     grad_weight[v * dim + d] = store<T>(acc);
   }
 }
@@ -144,14 +152,27 @@ void embedding_backward(int device, const cpu::EmbeddingBackwardParams& p) {
     LN_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(scratch.raw_data(), scratch_bytes, keys_in, keys_out,
                                                   pos_in, pos_out, n, 0, bits, s));
   }
+  // Run bounds per id, zero (an empty run) for ids that do not occur.
+  const Tensor bounds = Tensor::empty({2, p.vocab}, DType::I32, dev);
+  auto* first = static_cast<int32_t*>(bounds.raw_data());
+  auto* end = first + p.vocab;
+  LN_CUDA_CHECK(cudaMemsetAsync(first, 0, static_cast<size_t>(2 * p.vocab) * sizeof(int32_t), s));
+  if (n > 0) {
+    run_bounds_kernel<<<grid_for(p.n), kBlock, 0, s>>>(keys_out, p.n, first, end);
+    LN_CUDA_CHECK_LAUNCH();
+  }
   constexpr int kThreads = 128;
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>(p.vocab, std::numeric_limits<int32_t>::max())),
+  // A few vocabulary rows per block: most rows are empty, and a block per row costs more in
+  // scheduling than its loads of two bounds and one store.
+  constexpr int64_t kRowsPerBlock = 8;
+  const dim3 grid(static_cast<unsigned>(std::min<int64_t>((p.vocab + kRowsPerBlock - 1) / kRowsPerBlock,
+                                                          std::numeric_limits<int32_t>::max())),
                   static_cast<unsigned>((p.dim + kThreads - 1) / kThreads));
   LN_CHECK(grid.y <= 65535, "[embedding] D = ", p.dim, " is too wide for the CUDA backward");
   auto run = [&]<class T>() {
     embedding_backward_kernel<T><<<grid, kThreads, 0, s>>>(static_cast<T*>(p.grad_weight),
-                                                           static_cast<const T*>(p.grad_out), keys_out,
-                                                           pos_out, p.n, p.vocab, p.dim);
+                                                           static_cast<const T*>(p.grad_out), pos_out,
+                                                           first, end, p.vocab, p.dim);
   };
   switch (p.dtype) {
     case DType::F32: run.template operator()<float>(); break;
