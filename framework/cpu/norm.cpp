@@ -68,6 +68,7 @@ void norm_backward(const NormBackwardParams& p) {
     const T* rstd = static_cast<const T*>(p.rstd);
     const T* dy = static_cast<const T*>(p.dy);
     T* dx = static_cast<T*>(p.dx);
+    const T* dx_add = static_cast<const T*>(p.dx_add);
     const int64_t len = p.len, rows = p.rows;
     const int64_t chunks = std::min(rows, kMaxChunks);
     std::vector<double> dw_part(p.dweight ? static_cast<size_t>(chunks * len) : 0, 0.0);
@@ -95,12 +96,14 @@ void norm_backward(const NormBackwardParams& p) {
           const T bb = static_cast<T>(sum_gwx * inv_len);
           const T mt = static_cast<T>(m), st = static_cast<T>(s);
           T* dxr = dx + r * len;
+          const T* addr = dx_add ? dx_add + r * len : nullptr;
           for (int64_t j = 0; j < len; ++j) {
             const T gw = w ? gr[j] * w[j] : gr[j];
             const double h = static_cast<double>(xr[j]), act = normed(h, p.gelu);
             const T xhat = (static_cast<T>(act) - mt) * st;
-            dxr[j] = st * (gw - a - xhat * bb);
-            if (p.gelu) dxr[j] *= static_cast<T>(math::derivative<UnaryOp::GeluErf>(h, act, 0.0, 0.0));
+            T d = st * (gw - a - xhat * bb);
+            if (p.gelu) d *= static_cast<T>(math::derivative<UnaryOp::GeluErf>(h, act, 0.0, 0.0));
+            dxr[j] = addr ? addr[j] + d : d;
           }
         }
         if (dwc) {

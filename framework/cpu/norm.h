@@ -33,6 +33,7 @@ struct NormBackwardParams {
   const void* rstd = nullptr;
   const void* dy = nullptr;
   void* dx = nullptr;
+  const void* dx_add = nullptr;  // (rows, len) or null: added into dx; may be dx itself (in place)
   void* dweight = nullptr;
   void* dbias = nullptr;
   DType dtype = DType::F32;

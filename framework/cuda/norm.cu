@@ -150,7 +150,8 @@ struct Stats {
 template <class T, int V, int K, bool kWarp, int kAhead>
 __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kMinBackwardBlocks<kWarp>)
     norm_backward_kernel(const T* x, const T* weight, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dy,
-                         T* dx, acc_t<T>* part, int64_t rows, int64_t len, int group_threads, bool rms, bool gelu) {
+                         T* dx, const T* dx_add, acc_t<T>* part, int64_t rows, int64_t len, int group_threads,
+                         bool rms, bool gelu) {
   using A = acc_t<T>;
   constexpr int kSlots = K > 0 ? K : 1;
   const Group<kWarp> g(group_threads);
@@ -209,6 +210,13 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
               pb[k][e] += v[1][e];
             }
           }
+        }
+        if (dx_add) {
+          // The input's gradient so far (a residual branch's): one rounding for the sum.
+          A so_far[V];
+          rowwise::load_param<T, V>(dx_add + r * len, p, so_far, A(0));
+#pragma unroll
+          for (int e = 0; e < V; ++e) o[e] += so_far[e];
         }
       });
     } else if (partials) {
@@ -428,7 +436,8 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
       return;
     }
     const bool vec = p.len % rowwise::kVecWidth<T> == 0 && aligned16(p.x) && aligned16(p.dy) &&
-                     rowwise::aligned_or_null(p.dx) && rowwise::aligned_or_null(p.weight);
+                     rowwise::aligned_or_null(p.dx) && rowwise::aligned_or_null(p.dx_add) &&
+                     rowwise::aligned_or_null(p.weight);
     const rowwise::RowConfig plan = rowwise::plan_rows(p.len, vec, kBigBackward<T>, kBackwardThreads);
     const bool params = p.dweight || p.dbias;
     const bool held = plan.values > 0;
@@ -461,7 +470,7 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
         }
         kernel<<<blocks, c.threads, smem, stream(device)>>>(
             x, static_cast<const T*>(p.weight), mean, rstd, dy, static_cast<T*>(p.dx),
-            part ? static_cast<A*>(part->data()) : nullptr, p.rows, p.len, c.group, p.rms, p.gelu);
+            static_cast<const T*>(p.dx_add), part ? static_cast<A*>(part->data()) : nullptr, p.rows, p.len, c.group, p.rms, p.gelu);
       };
       rowwise::dispatch_rows<T, kBigBackward<T>>(plan, [&]<int V, int K, bool kWarp>() {
         // Warp groups load nothing ahead: one instance; block groups one for each count

@@ -59,14 +59,18 @@ class NormBackward final : public autograd::Node {
     const bool need_x = next_edges[0].fn != nullptr;
     const bool need_w = next_edges[1].fn != nullptr;
     const bool need_b = !rms_ && next_edges[2].fn != nullptr;
-    Tensor dx = need_x ? Tensor::empty(x.shape(), dt, x.device()) : Tensor();
+    // x's gradient so far (the residual stream's, from the skip), when the engine offers it in
+    // the kernel's dtype, takes dx in place: the kernel adds it as it writes.
+    const Tensor sink = need_x && dt == x_.dtype() ? grad_sink(0, x_.shape(), dt) : Tensor();
+    Tensor dx = sink.defined() ? reshape(sink, x.shape())
+                               : need_x ? Tensor::empty(x.shape(), dt, x.device()) : Tensor();
     Tensor dw = need_w ? Tensor::empty({len}, dt, x.device()) : Tensor();
     Tensor db = need_b ? Tensor::empty({len}, dt, x.device()) : Tensor();
     run_backward(rms_ ? "rms_norm" : "layer_norm",
-                 {x.raw_data(), ptr(w), ptr(mean_), rstd_.raw_data(), dy.raw_data(), ptr(dx), ptr(dw), ptr(db), dt,
-                  x.size(0), len, rms_, gelu_},
+                 {x.raw_data(), ptr(w), ptr(mean_), rstd_.raw_data(), dy.raw_data(), ptr(dx), ptr(sink), ptr(dw),
+                  ptr(db), dt, x.size(0), len, rms_, gelu_},
                  x.device());
-    std::vector<Tensor> out{need_x ? cast(reshape(dx, x_.shape()), x_.dtype()) : Tensor(),
+    std::vector<Tensor> out{sink.defined() ? sink : need_x ? cast(reshape(dx, x_.shape()), x_.dtype()) : Tensor(),
                             need_w ? cast(dw, weight_.dtype()) : Tensor()};
     if (!rms_) out.push_back(need_b ? cast(db, x_.dtype()) : Tensor());
     return out;

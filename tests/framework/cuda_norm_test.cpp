@@ -167,6 +167,29 @@ TEST(CudaNorm, LayerNormWithAndWithoutAffine) {
                               DType::F32));
 }
 
+// A pre-norm residual block: the norm's backward adds its dx into the skip's gradient (the
+// engine's sink) as it writes, on every row shape, packed and not.
+TEST(CudaNorm, NormBackwardIntoTheResidualGradient) {
+  LN_REQUIRE_GPU();
+  for (const Shape& shape : norm_shapes()) {
+    const int64_t d = shape.back();
+    const Tensor x = input(shape, 11), w = input({d}, 12, 0.5, 1.5), b = input({d}, 13, -0.5, 0.5);
+    const Tensor proj = input({d, d}, 14, -0.1, 0.1);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      for (bool rms : {false, true}) {
+        EXPECT_TRUE(cpu_cuda_parity(
+            [rms](const std::vector<Tensor>& a) {
+              const Tensor h = mul(a[0], 1.0);
+              const Tensor n = rms ? rms_norm(h, a[1]) : layer_norm(h, a[1], a[2]);
+              return add(h, linear(n, a[3], Tensor()));
+            },
+            {x, w, b, proj}, dt, true, false))
+            << (rms ? "rms_norm" : "layer_norm") << " residual " << label(shape, dt, false);
+      }
+    }
+  }
+}
+
 TEST(CudaNorm, RmsNormWithAndWithoutWeight) {
   LN_REQUIRE_GPU();
   for (const Shape& shape : norm_shapes()) {

@@ -93,6 +93,40 @@ TEST(GradSink, ALeafsGradientMatchesFiniteDifferences) {
   EXPECT_TRUE(testing::gradcheck(fn, {testing::leaf({2, 3}, 3)}));
 }
 
+// A pre-norm residual block, y = x + W LN(x) + b: the skip's gradient reaches x first, and the
+// norm's backward adds its dx into it as it writes (the norm's own incoming gradient is the
+// product's fresh dx, so nothing else holds the skip's by then).
+Tensor residual_block(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& g, const Tensor& beta) {
+  return add(x, linear(layer_norm(x, g, beta), w, b));
+}
+
+TEST(GradSink, NormBackwardAddsIntoTheResidualGradient) {
+  const Tensor w = testing::leaf({6, 6}, 70), b = testing::leaf({6}, 71);
+  const Tensor g = testing::leaf({6}, 72), beta = testing::leaf({6}, 73);
+  const Tensor coeff = testing::leaf({3, 6}, 74).detach();
+  const testing::TensorFn fn = [&](const std::vector<Tensor>& a) {
+    return sum(mul(residual_block(mul(a[0], 2.0), w, b, g, beta), coeff));
+  };
+  const Tensor h = testing::leaf({3, 6}, 5);
+  const Tensor loss = fn({h});
+  Profiler profiler(Device::cpu());
+  loss.backward();
+  EXPECT_EQ(engine_adds(profiler.finish()), 0);
+  EXPECT_TRUE(testing::gradcheck(fn, {testing::leaf({3, 6}, 5)}));
+}
+
+TEST(GradSink, NormWhoseIncomingGradientIsTheSkipsOwnIsNotWrittenInPlace) {
+  // y = x + LN(x): add hands one tensor to both the skip and the norm, which reads it as dy, so
+  // the engine must not offer it to the norm as the place to write dx.
+  const Tensor g = testing::leaf({5}, 80), beta = testing::leaf({5}, 81);
+  const Tensor coeff = testing::leaf({4, 5}, 82).detach();
+  const testing::TensorFn fn = [&](const std::vector<Tensor>& a) {
+    const Tensor x = mul(a[0], 1.5);
+    return sum(mul(add(x, layer_norm(x, g, beta)), coeff));
+  };
+  EXPECT_TRUE(testing::gradcheck(fn, {testing::leaf({4, 5}, 6)}));
+}
+
 // A differentiable identity whose backward returns a tensor the test keeps a handle on.
 class KeepBackward final : public autograd::Node {
  public:
