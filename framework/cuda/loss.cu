@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "framework/core/storage.h"
 #include "framework/cuda/check.h"
@@ -35,12 +38,11 @@ __device__ __forceinline__ void for_batch(int64_t p0, int64_t packs, F&& f) {
 // start at every alignment, so each row gets its own split.
 template <class T, int V>
 struct Split {
-  int64_t head, packs;
-  __device__ __forceinline__ Split(const T* row, int64_t n) {
-    const int64_t misaligned = static_cast<int64_t>(reinterpret_cast<uintptr_t>(row) / sizeof(T) % V);
-    head = min(n, (V - misaligned) % V);
-    packs = (n - head) / V;
-  }
+  int64_t misaligned, head, packs;  // misaligned: elements from the last 16-byte boundary to `row`
+  __device__ __forceinline__ Split(const T* row, int64_t n)
+      : misaligned(static_cast<int64_t>(reinterpret_cast<uintptr_t>(row) / sizeof(T) % V)),
+        head(min(n, (V - misaligned) % V)),
+        packs((n - head) / V) {}
 };
 
 // Running max m and sum s of exp(x - m) over the values seen. A pack's values are compared with
@@ -79,6 +81,60 @@ struct OnlineLse {
 // True when target t of a row that is not ignored names no class.
 __device__ __forceinline__ bool bad_target(int64_t t, int64_t classes) { return t < 0 || t >= classes; }
 
+// What row_lse does with the values it reads besides summing them: nothing (the forward), or
+// keep the row in shared memory for a second pass (KeepInShared).
+struct KeepNothing {
+  template <class T>
+  __device__ __forceinline__ void element(int64_t, T) const {}
+  template <class W>
+  __device__ __forceinline__ void pack(int64_t, const W&) const {}
+};
+
+// Keeps a row in shared memory with element j at copy[j], `copy` lying as far past a 16-byte
+// boundary as the row does in global memory: the row's aligned packs are aligned there too, and
+// a second pass takes the row's own head/packs/tail split.
+template <class T, int V>
+struct KeepInShared {
+  T* copy;
+  int64_t head;
+  __device__ __forceinline__ void element(int64_t j, T v) const { copy[j] = v; }
+  __device__ __forceinline__ void pack(int64_t p, const rowwise::PackBits<T, V>& w) const {
+    reinterpret_cast<rowwise::PackBits<T, V>*>(copy + head)[p] = w;
+  }
+};
+
+// max + log(sum exp(x - max)) of a row's first `classes` elements in a single read, every value
+// also handed to `keep`. All threads of the block call it and get the same value; each thread
+// sums its head element, then its packs in increasing order, then its tail element, and the
+// block's reduction tree is fixed: the result depends on the block size alone.
+template <class T, int V, class Keep>
+__device__ __forceinline__ acc_t<T> row_lse(const T* row, const Split<T, V>& split, int64_t classes, acc_t<T>* scratch,
+                                            const Keep& keep) {
+  using A = acc_t<T>;
+  OnlineLse<A> acc;
+  auto one = [&](int64_t j) {
+    const T v = row[j];
+    keep.element(j, v);
+    acc.add(load(v));
+  };
+  for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) one(j);
+  const auto* body = reinterpret_cast<const rowwise::PackBits<T, V>*>(row + split.head);
+  for (int64_t p0 = threadIdx.x; p0 < split.packs; p0 += kBatch * blockDim.x) {
+    rowwise::PackBits<T, V> raw[kBatch];
+    for_batch(p0, split.packs, [&](int b, int64_t p) { raw[b] = body[p]; });
+    for_batch(p0, split.packs, [&](int b, int64_t p) {
+      keep.pack(p, raw[b]);
+      A v[V];
+      rowwise::unpack<T, V>(raw[b], v);
+      acc.add(v);
+    });
+  }
+  for (int64_t j = split.head + split.packs * V + threadIdx.x; j < classes; j += blockDim.x) one(j);
+  const A m = rowwise::block_reduce(acc.m, scratch, rowwise::MaxOp{}, rowwise::minus_inf<A>());
+  const A s = rowwise::block_reduce(acc.scaled_to(m), scratch, rowwise::SumOp{}, A(0));
+  return m + rowwise::log_of(s);
+}
+
 // One block per row: lse = max + log(sum exp(x - max)) in a single read of the row's first
 // `classes` elements (rows start `ld` elements apart), and the row's loss lse - x[target] (NaN for
 // a bad target). Ignored rows are not read and get 0 for both.
@@ -95,24 +151,8 @@ __global__ void __launch_bounds__(kMaxThreads)
       continue;
     }
     const T* row = logits + r * ld;
-    const Split<T, V> split(row, classes);
-    OnlineLse<A> acc;
-    for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) acc.add(load(row[j]));
-    const auto* body = reinterpret_cast<const rowwise::PackBits<T, V>*>(row + split.head);
-    for (int64_t p0 = threadIdx.x; p0 < split.packs; p0 += kBatch * blockDim.x) {
-      rowwise::PackBits<T, V> raw[kBatch];
-      for_batch(p0, split.packs, [&](int b, int64_t p) { raw[b] = body[p]; });
-      for_batch(p0, split.packs, [&](int b, int64_t) {
-        A v[V];
-        rowwise::unpack<T, V>(raw[b], v);
-        acc.add(v);
-      });
-    }
-    for (int64_t j = split.head + split.packs * V + threadIdx.x; j < classes; j += blockDim.x) acc.add(load(row[j]));
-    const A m = rowwise::block_reduce(acc.m, scratch, rowwise::MaxOp{}, rowwise::minus_inf<A>());
-    const A s = rowwise::block_reduce(acc.scaled_to(m), scratch, rowwise::SumOp{}, A(0));
+    const A l = row_lse(row, Split<T, V>(row, classes), classes, scratch, KeepNothing{});
     if (threadIdx.x == 0) {
-      const A l = m + rowwise::log_of(s);
       lse[r] = l;
       row_loss[r] = bad_target(t, classes) ? static_cast<A>(NAN) : l - load(row[t]);
     }
@@ -155,59 +195,121 @@ __global__ void __launch_bounds__(kFinalThreads)
   }
 }
 
+// grad / count (grad null: 1), 0 when no row is counted.
+template <class A>
+__device__ __forceinline__ A gradient_scale(const A* grad, const int64_t* count) {
+  const int64_t n = *count;
+  return n ? (grad ? *grad : A(1)) / static_cast<A>(n) : A(0);
+}
+
+// A row's gradient (exp(x - lse) - onehot(t)) * scale, written to `out` as `in` is read (in may
+// be out): exp(x - lse) costs one FFMA and one MUFU.EX2, and the one-hot term touches only the
+// pack holding the target. A row that is not live is written as `fill` without reading `in`.
+// Only the first `classes` elements are touched; in and out both follow `split` (the same
+// offset modulo 16 bytes).
+template <class T, int V>
+__device__ __forceinline__ void gradient_row(const T* in, T* out, const Split<T, V>& split, int64_t classes, int64_t t,
+                                             bool live, acc_t<T> fill, acc_t<T> lse, acc_t<T> scale) {
+  using A = acc_t<T>;
+  const rowwise::ExpMinus<A> ex(lse);
+  auto grad_of = [&](int64_t j) { return live ? (ex(load(in[j])) - (j == t ? A(1) : A(0))) * scale : fill; };
+  for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) out[j] = store<T>(grad_of(j));
+  const auto* body_in = reinterpret_cast<const rowwise::PackBits<T, V>*>(in + split.head);
+  auto* body_out = reinterpret_cast<Vec<T, V>*>(out + split.head);
+  for (int64_t p0 = threadIdx.x; p0 < split.packs; p0 += kBatch * blockDim.x) {
+    rowwise::PackBits<T, V> raw[kBatch];
+    if (live) for_batch(p0, split.packs, [&](int b, int64_t p) { raw[b] = body_in[p]; });
+    for_batch(p0, split.packs, [&](int b, int64_t p) {
+      A o[V];
+      if (live) {
+        rowwise::unpack<T, V>(raw[b], o);
+#pragma unroll
+        for (int e = 0; e < V; ++e) o[e] = ex(o[e]) * scale;
+        const int64_t hit = t - (split.head + p * V);  // the target's place in this pack
+        if (hit >= 0 && hit < V) {
+#pragma unroll
+          for (int e = 0; e < V; ++e) o[e] -= e == hit ? scale : A(0);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) o[e] = fill;
+      }
+      body_out[p] = rowwise::to_pack<T, V>(o);
+    });
+  }
+  for (int64_t j = split.head + split.packs * V + threadIdx.x; j < classes; j += blockDim.x) {
+    out[j] = store<T>(grad_of(j));
+  }
+}
+
+// 0 for an ignored row's gradient, NaN for a bad target's.
+template <class A>
+__device__ __forceinline__ A fill_of(bool ignored) {
+  return ignored ? A(0) : static_cast<A>(NAN);
+}
+
 // One block per row: dlogits = (exp(x - lse) - onehot) * grad / count, written as the row is
-// read; exp(x - lse) costs one FFMA and one MUFU.EX2, and the one-hot term touches only the pack
-// holding the target. Ignored rows are written as 0 and rows with a bad target as NaN, without
-// reading the logits. Rows start `ld` elements apart in both, and only their first `classes`
-// elements are touched. logits and dlogits share their offset modulo 16 bytes (checked at launch,
-// and kept from row to row by the common stride), so one split serves both.
+// read. Ignored rows are written as 0 and rows with a bad target as NaN, without reading the
+// logits. Rows start `ld` elements apart in both, and only their first `classes` elements are
+// touched. logits and dlogits share their offset modulo 16 bytes (checked at launch, and kept
+// from row to row by the common stride), so one split serves both.
 template <class T, class I, int V>
 __global__ void __launch_bounds__(kMaxThreads)
     cross_entropy_backward_kernel(const T* logits, const I* targets, const acc_t<T>* lse, T* dlogits, int64_t rows,
                                   int64_t classes, int64_t ld, int64_t ignore_index, const acc_t<T>* grad,
                                   const int64_t* count) {
   using A = acc_t<T>;
-  const int64_t n = *count;
-  const A scale = n ? (grad ? *grad : A(1)) / static_cast<A>(n) : A(0);
+  const A scale = gradient_scale(grad, count);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t t = static_cast<int64_t>(targets[r]);
     const bool ignored = t == ignore_index;
     const bool live = !ignored && !bad_target(t, classes);
-    const A fill = ignored ? A(0) : static_cast<A>(NAN);
-    const rowwise::ExpMinus<A> ex(live ? lse[r] : A(0));
     const T* in = logits + r * ld;
-    T* out = dlogits + r * ld;
-    auto grad_of = [&](int64_t j) {
-      return live ? (ex(load(in[j])) - (j == t ? A(1) : A(0))) * scale : fill;
-    };
-    const Split<T, V> split(in, classes);
-    for (int64_t j = threadIdx.x; j < split.head; j += blockDim.x) out[j] = store<T>(grad_of(j));
-    const auto* body_in = reinterpret_cast<const rowwise::PackBits<T, V>*>(in + split.head);
-    auto* body_out = reinterpret_cast<Vec<T, V>*>(out + split.head);
-    for (int64_t p0 = threadIdx.x; p0 < split.packs; p0 += kBatch * blockDim.x) {
-      rowwise::PackBits<T, V> raw[kBatch];
-      if (live) for_batch(p0, split.packs, [&](int b, int64_t p) { raw[b] = body_in[p]; });
-      for_batch(p0, split.packs, [&](int b, int64_t p) {
-        A o[V];
-        if (live) {
-          rowwise::unpack<T, V>(raw[b], o);
-#pragma unroll
-          for (int e = 0; e < V; ++e) o[e] = ex(o[e]) * scale;
-          const int64_t hit = t - (split.head + p * V);  // the target's place in this pack
-          if (hit >= 0 && hit < V) {
-#pragma unroll
-            for (int e = 0; e < V; ++e) o[e] -= e == hit ? scale : A(0);
-          }
-        } else {
-#pragma unroll
-          for (int e = 0; e < V; ++e) o[e] = fill;
-        }
-        body_out[p] = rowwise::to_pack<T, V>(o);
-      });
+    gradient_row(in, dlogits + r * ld, Split<T, V>(in, classes), classes, t, live, fill_of<A>(ignored),
+                 live ? lse[r] : A(0), scale);
+  }
+}
+
+// Blocks of the fused kernel a multiprocessor must be able to run at once as far as registers go
+// (2: 64 a thread at 512 threads): two 16-bit rows of the 50257-class head (100.5 KB each) fit an
+// H100's 228 KB of shared memory. f64 rows of more than 14K classes fit one at a time, and at 64
+// registers its kernel would spill.
+template <class T>
+inline constexpr int kFusedBlocks = sizeof(T) == 8 ? 1 : 2;
+
+// cross_entropy_forward_kernel, then cross_entropy_backward_kernel with grad 1, in one read of
+// each row: as row_lse reads the row it keeps it in shared memory (dynamic, (classes + V - 1)
+// elements rounded up to whole packs, the row lying as misaligned there as in global memory),
+// and the gradient pass reads it from there. Same block size, same reads in the same order, same
+// arithmetic: lse, row losses and gradients are bit for bit those of the two kernels. A row with
+// a bad target is read for its lse (as the forward does) and written as NaN; an ignored row is not
+// read, its lse and loss are 0 and its gradient 0. dlogits may be logits (in place): every
+// thread has read the row before the reductions end.
+template <class T, class I, int V>
+__global__ void __launch_bounds__(kMaxThreads, kFusedBlocks<T>)
+    cross_entropy_fused_kernel(const T* logits, const I* targets, acc_t<T>* lse, acc_t<T>* row_loss, T* dlogits,
+                               int64_t rows, int64_t classes, int64_t ld, int64_t ignore_index, const int64_t* count) {
+  using A = acc_t<T>;
+  extern __shared__ uint4 held[];  // 16-byte aligned
+  __shared__ A scratch[32];
+  const A scale = gradient_scale<A>(nullptr, count);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    const bool ignored = t == ignore_index;
+    const T* row = logits + r * ld;
+    const Split<T, V> split(row, classes);
+    T* copy = reinterpret_cast<T*>(held) + split.misaligned;
+    A l = 0;
+    if (!ignored) {
+      __syncthreads();  // every thread is done with the previous row's copy
+      l = row_lse(row, split, classes, scratch, KeepInShared<T, V>{copy, split.head});
     }
-    for (int64_t j = split.head + split.packs * V + threadIdx.x; j < classes; j += blockDim.x) {
-      out[j] = store<T>(grad_of(j));
+    const bool live = !ignored && !bad_target(t, classes);
+    if (threadIdx.x == 0) {
+      lse[r] = l;
+      row_loss[r] = live ? l - load(copy[t]) : fill_of<A>(ignored);
     }
+    gradient_row(copy, dlogits + r * ld, split, classes, t, live, fill_of<A>(ignored), live ? l : A(0), scale);
   }
 }
 
@@ -218,6 +320,48 @@ int threads_for(int64_t classes, int vec) {
 }
 
 unsigned blocks_for(int64_t rows) { return static_cast<unsigned>(std::clamp<int64_t>(rows, 1, rowwise::kMaxGrid)); }
+
+// Dynamic shared bytes `kernel` may take a block on `device`: the opt-in maximum less its static
+// shared memory. The first call for a kernel and device raises the kernel's limit to that (CUDA
+// keeps it per device); later calls find it in a cache. `device` is current.
+int64_t dynamic_shared_limit(int device, const void* kernel) {
+  struct Entry {
+    const void* kernel;
+    int device;
+    int64_t bytes;
+  };
+  static std::mutex mutex;
+  static std::vector<Entry> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  for (const Entry& e : cache) {
+    if (e.kernel == kernel && e.device == device) return e.bytes;
+  }
+  int optin = 0;
+  LN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes attr{};
+  LN_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  const int64_t bytes = std::max<int64_t>(0, int64_t{optin} - static_cast<int64_t>(attr.sharedSizeBytes));
+  LN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  cache.push_back({kernel, device, bytes});
+  return bytes;
+}
+
+// Shared bytes the fused kernel holds a row of `classes` elements of T in: room for the row at
+// any misalignment (up to V - 1 elements), in whole 16-byte packs.
+template <class T, int V>
+int64_t fused_row_bytes(int64_t classes) {
+  return (classes + 2 * (V - 1)) / V * 16;
+}
+
+// The fused kernel for T and I, and the most classes it takes on `device` (current): the
+// largest count whose row fits its shared memory limit at any alignment.
+template <class T, class I>
+auto fused_kernel(int device) {
+  constexpr int V = rowwise::kVecWidth<T>;
+  const auto kernel = cross_entropy_fused_kernel<T, I, V>;
+  const int64_t limit = dynamic_shared_limit(device, reinterpret_cast<const void*>(kernel));
+  return std::pair{kernel, std::max<int64_t>(0, limit / 16 * V - (V - 1))};
+}
 
 constexpr int kScaleThreads = 256;
 
@@ -323,6 +467,40 @@ void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p
       LN_CUDA_CHECK_LAUNCH();
     });
   });
+}
+
+int64_t cross_entropy_fused_classes(int device, DType dtype, DType target_dtype) {
+  DeviceGuard guard(device);
+  int64_t classes = 0;
+  dispatch_float_types(dtype, "cross_entropy", [&]<class T>() {
+    dispatch_index(target_dtype, "cross_entropy", [&]<class I>() { classes = fused_kernel<T, I>(device).second; });
+  });
+  return classes;
+}
+
+bool cross_entropy_rows_backward(int device, const cpu::CrossEntropyParams& p, void* row_loss, void* dlogits,
+                                 const int64_t* count) {
+  const int64_t ld = cpu::row_stride(p);
+  const auto offset = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16; };
+  LN_CHECK(offset(p.logits) == offset(dlogits), "[cross_entropy] the fused loss and gradient need logits and dlogits "
+           "at the same offset modulo 16 bytes, got ", offset(p.logits), " and ", offset(dlogits));
+  DeviceGuard guard(device);
+  bool fits = false;
+  dispatch_float_types(p.dtype, "cross_entropy", [&]<class T>() {
+    dispatch_index(p.target_dtype, "cross_entropy", [&]<class I>() {
+      using A = acc_t<T>;
+      constexpr int V = rowwise::kVecWidth<T>;
+      const auto [kernel, most] = fused_kernel<T, I>(device);
+      fits = p.classes <= most;
+      if (!fits || p.rows == 0) return;
+      kernel<<<blocks_for(p.rows), threads_for(p.classes, V), static_cast<size_t>(fused_row_bytes<T, V>(p.classes)),
+               stream(device)>>>(static_cast<const T*>(p.logits), static_cast<const I*>(p.targets),
+                                 static_cast<A*>(p.lse), static_cast<A*>(row_loss), static_cast<T*>(dlogits), p.rows,
+                                 p.classes, ld, p.ignore_index, count);
+      LN_CUDA_CHECK_LAUNCH();
+    });
+  });
+  return fits;
 }
 
 }  // namespace longnet::cuda

@@ -40,6 +40,18 @@ void cross_entropy_count(int device, const cpu::CrossEntropyParams& p, int64_t* 
 /// device.
 void cross_entropy_backward(int device, const cpu::CrossEntropyBackwardParams& p, const void* grad,
                             const int64_t* count);
+/// The most classes cross_entropy_rows_backward takes on `device` for logits of `dtype` and
+/// targets of `target_dtype`: a row must fit one block's shared memory (the device's opt-in
+/// maximum) at any alignment, e.g. about 116K bf16 or 58K f32 classes on an H100.
+int64_t cross_entropy_fused_classes(int device, DType dtype, DType target_dtype);
+/// cross_entropy_rows, then cross_entropy_backward with grad 1 (null) into `dlogits`, in one read
+/// of each row instead of two: each row is held in shared memory between its loss and its
+/// gradient. lse, row_loss and dlogits are bit for bit those of the two calls. dlogits has
+/// p.ld as its row stride and the logits' offset modulo 16 bytes (checked); dlogits == p.logits
+/// writes the gradient in place. With more than cross_entropy_fused_classes classes it launches
+/// nothing and returns false: the caller then makes the two calls.
+bool cross_entropy_rows_backward(int device, const cpu::CrossEntropyParams& p, void* row_loss, void* dlogits,
+                                 const int64_t* count);
 /// out = in * grad over n contiguous elements, rounded once to out_dtype; in has out_dtype, or is
 /// f32 for bf16/f16 out (a gradient accumulated in f32). `grad` is () on the device, f32 (f64 for
 /// f64 out). In place (in == out) with grad == 1 the kernel returns without touching the data.

@@ -156,7 +156,9 @@ class CrossEntropyBackward final : public autograd::Node {
 // gradient of 1: right after a chunk's loss, its logits block becomes dlogits and its two products
 // run (dx's rows written in place, dW accumulated in f32), so each chunk's logits are computed
 // once per step instead of again in the backward. The node keeps dx and dW, and its backward
-// only scales them by the upstream gradient.
+// only scales them by the upstream gradient. On a GPU one kernel forms a chunk's row losses and
+// dlogits in one read of each row (the row held in shared memory between the two) when a row fits
+// a block's shared memory; wider rows take the loss kernel and then the gradient kernel.
 
 // Multiple of 8 the head pads its class count to.
 constexpr int64_t kClassAlign = 8;
@@ -223,19 +225,24 @@ cpu::CrossEntropyParams chunk_params(const HeadSaved& s, const Tensor& logits, i
           logits.dtype(), s.t.dtype(), n, s.weight.size(0), ignore_index, logits.stride(0)};
 }
 
-// After the chunk's forward kernel has written its lse (p: the chunk's parameters, rows from
-// `start`): its logits block becomes dlogits = (softmax - onehot) / count in place (the pad keeps
-// its zeros), in the compute dtype as the composite's cross_entropy hands it to linear's backward;
-// then dx's rows = dlogits @ W_pad straight into dx, and dW_pad = (first chunk) or += dlogits^T @
-// x's rows in the accumulator. s.count must already hold the count over all rows.
-void chunk_gradients(HeadGrads& grads, const HeadSaved& s, const Tensor& w_pad, const Tensor& logits,
-                     const cpu::CrossEntropyParams& p, int64_t start) {
+// After the chunk's forward kernel has written its lse (p: the chunk's parameters): its logits
+// block becomes dlogits = (softmax - onehot) / count in place (the pad keeps its zeros), in the
+// compute dtype as the composite's cross_entropy hands it to linear's backward. s.count must
+// already hold the count over all rows.
+void chunk_dlogits(const HeadSaved& s, const Tensor& logits, const cpu::CrossEntropyParams& p) {
   run_backward({p.logits, p.targets, p.lse, logits.raw_data(), p.dtype, p.target_dtype, p.rows, p.classes,
                 p.ignore_index, 1.0, p.ld},
                Tensor(), s.count);
+}
+
+// Once the chunk's logits block (rows [start, start + n)) holds dlogits: dx's rows = dlogits @
+// W_pad straight into dx, and dW_pad = (first chunk) or += dlogits^T @ x's rows in the
+// accumulator.
+void chunk_products(HeadGrads& grads, const HeadSaved& s, const Tensor& w_pad, const Tensor& logits, int64_t start,
+                    int64_t n) {
   const Tensor dl = cast(logits, s.x.dtype());  // a no-op on a GPU, whose kernels take the compute dtype
-  if (grads.dx.defined()) matmul_into(narrow(grads.dx, 0, start, p.rows), dl, w_pad);
-  if (grads.dw.defined()) matmul_into(grads.dw, transpose(dl, 0, 1), narrow(s.x, 0, start, p.rows), start > 0);
+  if (grads.dx.defined()) matmul_into(narrow(grads.dx, 0, start, n), dl, w_pad);
+  if (grads.dw.defined()) matmul_into(grads.dw, transpose(dl, 0, 1), narrow(s.x, 0, start, n), start > 0);
 }
 
 // Fills s.lse and s.count, and the gradients `grads` holds; returns the loss.
@@ -256,7 +263,10 @@ Tensor head_forward_cpu(HeadSaved& s, HeadGrads& grads, int64_t chunk, int64_t i
     const Tensor logits = chunk_logits(s, w_pad, start, n);
     const cpu::CrossEntropyParams p = chunk_params(s, logits, start, n, ignore_index);
     total += cpu::cross_entropy_forward(p).loss;
-    if (grads.any()) chunk_gradients(grads, s, w_pad, logits, p, start);
+    if (grads.any()) {
+      chunk_dlogits(s, logits, p);
+      chunk_products(grads, s, w_pad, logits, start, n);
+    }
   });
   return scalar_tensor(count ? total / static_cast<double>(count) : 0.0, dt, Device::cpu());
 }
@@ -282,8 +292,15 @@ Tensor head_forward_cuda(HeadSaved& s, HeadGrads& grads, int64_t chunk, int64_t 
   for_chunks(rows, chunk, [&](int64_t start, int64_t n) {
     const Tensor logits = chunk_logits(s, w_pad, start, n);
     const cpu::CrossEntropyParams p = chunk_params(s, logits, start, n, ignore_index);
-    cuda::cross_entropy_rows(device.index, p, narrow(row_loss, 0, start, n).raw_data());
-    if (grads.any()) chunk_gradients(grads, s, w_pad, logits, p, start);
+    void* chunk_loss = narrow(row_loss, 0, start, n).raw_data();
+    if (!grads.any()) return cuda::cross_entropy_rows(device.index, p, chunk_loss);
+    // Loss and dlogits in one read of each row while a row fits a block's shared memory; else a
+    // pass for the loss and one for dlogits.
+    if (!cuda::cross_entropy_rows_backward(device.index, p, chunk_loss, logits.raw_data(), s.count.data<int64_t>())) {
+      cuda::cross_entropy_rows(device.index, p, chunk_loss);
+      chunk_dlogits(s, logits, p);
+    }
+    chunk_products(grads, s, w_pad, logits, start, n);
   });
   const Tensor bad = Tensor::empty({2}, DType::I64, device);
   cuda::cross_entropy_finish(device.index, all, row_loss.raw_data(),
