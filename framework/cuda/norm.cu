@@ -1,9 +1,7 @@
 #include "framework/cuda/norm.h"
 
 #include <algorithm>
-#include <map>
 #include <memory>
-#include <mutex>
 
 #include "framework/core/storage.h"
 #include "framework/cuda/check.h"
@@ -61,72 +59,18 @@ template <class A>
 struct GeluAt {
   A value, slope;
 };
-
-// The transcendental terms of both: erf(h / sqrt(2)) and exp(-h^2 / 2).
 template <class A>
-struct GeluTerms {
-  A erf_term, gauss;
-};
-template <class A>
-__device__ __forceinline__ GeluTerms<A> gelu_terms(A h) {
+__device__ __forceinline__ GeluAt<A> gelu_at(A h) {
   using std::erf, std::exp;
-  return {erf(h * A(math::kInvSqrt2)), exp(A(-0.5) * h * h)};
-}
-template <class A>
-__device__ __forceinline__ GeluAt<A> gelu_from(A h, GeluTerms<A> t) {
-  const A cdf = A(0.5) * (A(1) + t.erf_term);
-  return {h * cdf, cdf + h * A(math::kInvSqrt2Pi) * t.gauss};
-}
-
-// bf16 inputs take both terms from a table of every bf16 magnitude in [2^-12, 8) (15 binades of
-// 128 values, 15 KB in shared memory) instead of evaluating erf and exp: the norms of a
-// feed-forward's bf16 pre-activation were bound by that arithmetic, not by their memory. The
-// table holds what gelu_terms gives for each positive value, and both terms are symmetric (erf is
-// odd, exp takes h^2), so results are bit for bit those of the evaluation; inputs outside the
-// range (rare) evaluate.
-constexpr uint32_t kLutFirstExponent = 115;  // biased exponent of 2^-12
-constexpr int kLutEntries = 15 * 128;
-constexpr size_t kLutBytes = kLutEntries * sizeof(float2);
-
-__global__ void build_gelu_lut_kernel(float2* lut) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= kLutEntries) return;
-  const float h = __uint_as_float((static_cast<uint32_t>(i) + (kLutFirstExponent << 7)) << 16);
-  const GeluTerms<float> t = gelu_terms(h);
-  lut[i] = make_float2(t.erf_term, t.gauss);
-}
-
-template <class A>
-__device__ __forceinline__ GeluAt<A> gelu_at(A h, const float2* lut) {
-  if constexpr (std::is_same_v<A, float>) {
-    if (lut) {
-      // The bf16 bits of |h| (h came from a bf16, so its low 16 bits are zero), less the first
-      // entry's: an index below kLutEntries exactly when |h| is in the table's range.
-      const uint32_t i = ((__float_as_uint(h) & 0x7fffffffu) >> 16) - (kLutFirstExponent << 7);
-      if (i < static_cast<uint32_t>(kLutEntries)) {
-        const float2 t = lut[i];
-        return gelu_from(h, GeluTerms<float>{copysignf(t.x, h), t.y});
-      }
-    }
-  }
-  return gelu_from(h, gelu_terms(h));
+  const A cdf = A(0.5) * (A(1) + erf(h * A(math::kInvSqrt2)));
+  return {h * cdf, cdf + h * A(math::kInvSqrt2Pi) * exp(A(-0.5) * h * h)};
 }
 
 // The value a row normalises at x: x itself, or gelu(x) when the norm takes a pre-activation (a
 // warp-uniform flag: one kernel serves both).
 template <class A>
-__device__ __forceinline__ A normed(A x, bool gelu, const float2* lut = nullptr) {
-  return gelu ? gelu_at(x, lut).value : x;
-}
-
-// The table in shared memory (at the start of the dynamic allocation) when `lut` is given: every
-// thread of the block copies part of it, so call it block-uniformly before any use.
-__device__ __forceinline__ const float2* stage_lut(const float2* lut, unsigned char* shared) {
-  if (!lut) return nullptr;
-  auto* table = reinterpret_cast<float2*>(shared);
-  for (int i = threadIdx.x; i < kLutEntries; i += blockDim.x) table[i] = lut[i];
-  __syncthreads();
-  return table;
+__device__ __forceinline__ A normed(A x, bool gelu) {
+  return gelu ? gelu_at(x).value : x;
 }
 
 template <int V, int K, bool kWarp, int kMaxThreads>
@@ -141,12 +85,8 @@ inline constexpr int kMinBackwardBlocks = kWarp ? 4 : 1;
 template <class T, int V, int K, bool kWarp>
 __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMinBlocks<kWarp>)
     norm_forward_kernel(const T* x, const T* weight, const T* bias, T* y, acc_t<T>* mean, acc_t<T>* rstd,
-                        int64_t rows, int64_t len, int group_threads, acc_t<T> eps, bool rms, bool gelu,
-                        const float2* gelu_lut) {
+                        int64_t rows, int64_t len, int group_threads, acc_t<T> eps, bool rms, bool gelu) {
   using A = acc_t<T>;
-  extern __shared__ __align__(16) unsigned char shared_bytes[];
-  const float2* lut = nullptr;  // only bf16 rows take the table: other instances keep no trace of it
-  if constexpr (std::is_same_v<T, BFloat16>) lut = stage_lut(gelu_lut, shared_bytes);
   const Group<kWarp> g(group_threads);
   __shared__ typename rowwise::Reducer<A, 1, kWarp>::Scratch scratch;
   rowwise::Reducer<A, 1, kWarp> reduce(scratch);
@@ -156,9 +96,9 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
     bool act = gelu;
     if constexpr (K > 0) {
       if (gelu) {
-        row.update([lut](int, int64_t, auto& v) {
+        row.update([](int, int64_t, auto& v) {
 #pragma unroll
-          for (int e = 0; e < V; ++e) v[0][e] = gelu_at(v[0][e], lut).value;
+          for (int e = 0; e < V; ++e) v[0][e] = gelu_at(v[0][e]).value;
         });
       }
       act = false;
@@ -167,7 +107,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
     if (!rms) {
       row.visit([&](int, int64_t, const auto& v) {
 #pragma unroll
-        for (int e = 0; e < V; ++e) mu += normed(v[0][e], act, lut);
+        for (int e = 0; e < V; ++e) mu += normed(v[0][e], act);
       });
       mu = reduce.sum(g, mu) * inv_len;
     }
@@ -176,7 +116,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
     row.visit([&](int, int64_t, const auto& v) {
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const A d = normed(v[0][e], act, lut) - mu;
+        const A d = normed(v[0][e], act) - mu;
         ss += d * d;
       }
     });
@@ -187,7 +127,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kForwardThreads>, kMi
       rowwise::load_param<T, V>(weight, p, w, A(1));
       rowwise::load_param<T, V>(bias, p, b, A(0));
 #pragma unroll
-      for (int e = 0; e < V; ++e) o[e] = (normed(v[0][e], act, lut) - mu) * s * w[e] + b[e];
+      for (int e = 0; e < V; ++e) o[e] = (normed(v[0][e], act) - mu) * s * w[e] + b[e];
     });
     if (g.rank == 0) {
       if (mean) mean[r] = mu;
@@ -211,12 +151,8 @@ template <class T, int V, int K, bool kWarp, int kAhead>
 __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kMinBackwardBlocks<kWarp>)
     norm_backward_kernel(const T* x, const T* weight, const acc_t<T>* mean, const acc_t<T>* rstd, const T* dy,
                          T* dx, const T* dx_add, acc_t<T>* part, int64_t rows, int64_t len, int group_threads,
-                         bool rms, bool gelu, const float2* gelu_lut) {
+                         bool rms, bool gelu) {
   using A = acc_t<T>;
-  // Shared memory: the GELU table (when given), then the groups' parameter-gradient sums.
-  extern __shared__ __align__(16) unsigned char shared_bytes[];
-  const float2* lut = nullptr;
-  if constexpr (std::is_same_v<T, BFloat16>) lut = stage_lut(gelu_lut, shared_bytes);
   constexpr int kSlots = K > 0 ? K : 1;
   const Group<kWarp> g(group_threads);
   __shared__ typename rowwise::Reducer<A, 2, kWarp>::Scratch scratch;
@@ -254,7 +190,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
         for (int e = 0; e < V; ++e) {
           const A gw = v[1][e] * w[e];
           sums[0] += gw;
-          sums[1] += gw * (normed(v[0][e], gelu, lut) - st.mu);
+          sums[1] += gw * (normed(v[0][e], gelu) - st.mu);
         }
       });
       reduce(g, sums, rowwise::SumOp{}, A(0));
@@ -265,7 +201,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
 #pragma unroll
         for (int e = 0; e < V; ++e) {
           // The activation again, with its slope from the same erf (the row keeps x, not gelu(x)).
-          const GeluAt<A> ga = gelu ? gelu_at(v[0][e], lut) : GeluAt<A>{v[0][e], A(1)};
+          const GeluAt<A> ga = gelu ? gelu_at(v[0][e]) : GeluAt<A>{v[0][e], A(1)};
           const A xhat = (ga.value - st.mu) * st.s;
           o[e] = st.s * (v[1][e] * w[e] - a - xhat * b) * ga.slope;
           if constexpr (K > 0) {
@@ -288,7 +224,7 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
         if constexpr (K > 0) {
 #pragma unroll
           for (int e = 0; e < V; ++e) {
-            pw[k][e] += v[1][e] * (normed(v[0][e], gelu, lut) - st.mu) * st.s;
+            pw[k][e] += v[1][e] * (normed(v[0][e], gelu) - st.mu) * st.s;
             pb[k][e] += v[1][e];
           }
         }
@@ -318,7 +254,8 @@ __global__ void __launch_bounds__(kBlockLimit<V, K, kWarp, kBackwardThreads>, kM
       return;
     }
     // The block's groups own the same columns: add their sums in group order.
-    A* sum = reinterpret_cast<A*>(shared_bytes + (gelu_lut ? kLutBytes : 0));
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    A* sum = reinterpret_cast<A*>(shared_bytes);
     for (int i = 0; i < g.per_block; ++i) {
       if (g.index == i) {
         owned([&](int64_t c, A w, A b) {
@@ -455,61 +392,18 @@ constexpr int64_t kInFlightBytes = 48 * 1024;
 // block): the most, within kBackwardThreads and kMaxSumBytes, that still keep kInFlightBytes of
 // rows in flight per multiprocessor; else the most that keep the most groups resident.
 // Registers decide: a block of many groups may fit fewer times than its groups would alone.
-// `fixed_bytes` of shared memory every block takes (the GELU table).
-int groups_per_block(const void* kernel, int group, size_t sum_bytes, size_t fixed_bytes, int64_t ahead_bytes) {
+int groups_per_block(const void* kernel, int group, size_t sum_bytes, int64_t ahead_bytes) {
   int best = 1, most = 0, fast = 0;
   for (int per = 1; per * group <= kBackwardThreads && per <= rowwise::kMaxBlockGroups; ++per) {
     if (per > 1 && sum_bytes > kMaxSumBytes) break;
-    const int resident =
-        per * rowwise::blocks_per_multiprocessor(kernel, per * group, (per > 1 ? sum_bytes : 0) + fixed_bytes);
+    const int resident = per * rowwise::blocks_per_multiprocessor(kernel, per * group, per > 1 ? sum_bytes : 0);
     if (resident >= most) most = resident, best = per;
     if (resident * ahead_bytes >= kInFlightBytes) fast = per;
   }
   return fast > 0 ? fast : best;
 }
 
-// The GELU table on `device`, built on its first use (it lives as long as the process: 15 KB);
-// null unless the norm takes the GELU of bf16 rows.
-template <class T>
-const float2* gelu_lut_for(int device, bool gelu) {
-  if (!gelu || !std::is_same_v<T, BFloat16>) return nullptr;
-  static std::mutex mutex;
-  static std::map<int, float2*> tables;
-  const std::lock_guard<std::mutex> lock(mutex);
-  float2*& table = tables[device];
-  if (table == nullptr) {
-    LN_CUDA_CHECK(cudaMalloc(&table, kLutBytes));
-    build_gelu_lut_kernel<<<(kLutEntries + 255) / 256, 256, 0, stream(device)>>>(table);
-    LN_CUDA_CHECK_LAUNCH();
-  }
-  return table;
-}
-
-// Value and slope of the bf16 inputs `in` through the table and evaluated, for gelu_table_probe.
-__global__ void gelu_probe_kernel(const uint16_t* in, int64_t n, const float2* gelu_lut, float* from_table,
-                                  float* evaluated) {
-  extern __shared__ __align__(16) unsigned char shared_bytes[];
-  const float2* lut = stage_lut(gelu_lut, shared_bytes);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float h = __uint_as_float(static_cast<uint32_t>(in[i]) << 16);
-    const GeluAt<float> a = gelu_at(h, lut), b = gelu_at(h, static_cast<const float2*>(nullptr));
-    from_table[2 * i] = a.value;
-    from_table[2 * i + 1] = a.slope;
-    evaluated[2 * i] = b.value;
-    evaluated[2 * i + 1] = b.slope;
-  }
-}
-
 }  // namespace
-
-void gelu_table_probe(int device, const uint16_t* in, int64_t n, float* from_table, float* evaluated) {
-  if (n == 0) return;
-  DeviceGuard guard(device);
-  const float2* lut = gelu_lut_for<BFloat16>(device, true);
-  gelu_probe_kernel<<<static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 1024)), 256, kLutBytes,
-                      stream(device)>>>(in, n, lut, from_table, evaluated);
-  LN_CUDA_CHECK_LAUNCH();
-}
 
 void norm_forward(int device, const cpu::NormParams& p) {
   if (p.rows == 0) return;
@@ -519,14 +413,12 @@ void norm_forward(int device, const cpu::NormParams& p) {
     const bool vec = p.len % rowwise::kVecWidth<T> == 0 && aligned16(p.x) && aligned16(p.y) &&
                      rowwise::aligned_or_null(p.weight) && rowwise::aligned_or_null(p.bias);
     const rowwise::RowConfig c = rowwise::plan_rows(p.len, vec, kBigForward<T>, kForwardThreads);
-    const float2* lut = gelu_lut_for<T>(device, p.gelu);
-    const size_t smem = lut ? kLutBytes : 0;
     rowwise::dispatch_rows<T, kBigForward<T>>(c, [&]<int V, int K, bool kWarp>() {
       const auto kernel = norm_forward_kernel<T, V, K, kWarp>;
-      kernel<<<rowwise::grid_for_rows(device, kernel, c, p.rows, smem), c.threads, smem, stream(device)>>>(
+      kernel<<<rowwise::grid_for_rows(device, kernel, c, p.rows), c.threads, 0, stream(device)>>>(
           static_cast<const T*>(p.x), static_cast<const T*>(p.weight), static_cast<const T*>(p.bias),
           static_cast<T*>(p.y), static_cast<A*>(p.mean), static_cast<A*>(p.rstd), p.rows, p.len, c.group,
-          static_cast<A>(p.eps), p.rms, p.gelu, lut);
+          static_cast<A>(p.eps), p.rms, p.gelu);
     });
   });
   LN_CUDA_CHECK_LAUNCH();
@@ -558,8 +450,6 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
     const size_t sum_bytes = 2 * static_cast<size_t>(p.len) * sizeof(A);
     std::unique_ptr<Storage> part;
     int64_t groups = chunks;
-    const float2* lut = gelu_lut_for<T>(device, p.gelu);
-    const size_t lut_bytes = lut ? kLutBytes : 0;
     if (held || p.dx) {
       const auto launch = [&]<int V, int K, bool kWarp, int kAhead>() {
         const auto kernel = norm_backward_kernel<T, V, K, kWarp, kAhead>;
@@ -569,10 +459,10 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
         rowwise::RowConfig c = plan;
         if (K > 0 && params && !kWarp) {
           const int64_t ahead_bytes = kAhead * 2 * p.len * static_cast<int64_t>(sizeof(T));
-          c.threads = c.group * groups_per_block(reinterpret_cast<const void*>(kernel), c.group, sum_bytes, lut_bytes,
-                                                 ahead_bytes);
+          c.threads =
+              c.group * groups_per_block(reinterpret_cast<const void*>(kernel), c.group, sum_bytes, ahead_bytes);
         }
-        const size_t smem = (K > 0 && params && c.threads > c.group ? sum_bytes : 0) + lut_bytes;
+        const size_t smem = K > 0 && params && c.threads > c.group ? sum_bytes : 0;
         const unsigned blocks = rowwise::grid_for_rows(device, kernel, c, p.rows, smem);
         if (K > 0 && params) {
           groups = blocks;
@@ -580,8 +470,7 @@ void norm_backward(int device, const cpu::NormBackwardParams& p) {
         }
         kernel<<<blocks, c.threads, smem, stream(device)>>>(
             x, static_cast<const T*>(p.weight), mean, rstd, dy, static_cast<T*>(p.dx),
-            static_cast<const T*>(p.dx_add), part ? static_cast<A*>(part->data()) : nullptr, p.rows, p.len, c.group, p.rms,
-            p.gelu, lut);
+            static_cast<const T*>(p.dx_add), part ? static_cast<A*>(part->data()) : nullptr, p.rows, p.len, c.group, p.rms, p.gelu);
       };
       rowwise::dispatch_rows<T, kBigBackward<T>>(plan, [&]<int V, int K, bool kWarp>() {
         // Warp groups load nothing ahead: one instance; block groups one for each count

@@ -2,8 +2,6 @@
 // CUDA LayerNorm / RMSNorm over the rows of a contiguous (rows, len) block; same contracts as
 // framework/cpu/norm.h for f32, f64, bf16 and f16, except that the statistics (mean, rstd) are
 // always f32 (f64 for f64 inputs) whatever the storage dtype of x.
-#include <cstdint>
-
 #include "framework/cpu/norm.h"
 
 namespace longnet::cuda {
@@ -14,9 +12,5 @@ void norm_forward(int device, const cpu::NormParams& p);
 /// dx per row in one pass (the row in registers); dweight / dbias as per-block partial sums in
 /// f32 (f64) added in a fixed order by a second kernel, so results are deterministic.
 void norm_backward(int device, const cpu::NormBackwardParams& p);
-/// For tests: GELU value and slope of `n` bf16 inputs (bit patterns, on the device) as the bf16
-/// GELU norms take them (from their table where it covers the input) and as evaluated, each
-/// (n, 2) f32 on the device.
-void gelu_table_probe(int device, const uint16_t* in, int64_t n, float* from_table, float* evaluated);
 
 }  // namespace longnet::cuda
