@@ -168,20 +168,24 @@ TEST(CudaNorm, LayerNormWithAndWithoutAffine) {
 }
 
 // A pre-norm residual block: the norm's backward adds its dx into the skip's gradient (the
-// engine's sink) as it writes, on every row shape, packed and not.
+// engine's sink) as it writes, on every row shape, packed and not. The final scaling hands add a
+// fresh gradient (the caller's upstream one is never written in place), and the projection's
+// 1 / sqrt(d) scale keeps its bf16 rounding within the parity tolerance at every width.
 TEST(CudaNorm, NormBackwardIntoTheResidualGradient) {
   LN_REQUIRE_GPU();
   for (const Shape& shape : norm_shapes()) {
     const int64_t d = shape.back();
+    if (d > 6000) continue;  // a (d, d) projection; 6000 already streams the f32 backward's rows
     const Tensor x = input(shape, 11), w = input({d}, 12, 0.5, 1.5), b = input({d}, 13, -0.5, 0.5);
-    const Tensor proj = input({d, d}, 14, -0.1, 0.1);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    const Tensor proj = input({d, d}, 14, -scale, scale);
     for (DType dt : {DType::F32, DType::BF16}) {
       for (bool rms : {false, true}) {
         EXPECT_TRUE(cpu_cuda_parity(
             [rms](const std::vector<Tensor>& a) {
               const Tensor h = mul(a[0], 1.0);
               const Tensor n = rms ? rms_norm(h, a[1]) : layer_norm(h, a[1], a[2]);
-              return add(h, linear(n, a[3], Tensor()));
+              return mul(add(h, linear(n, a[3], Tensor())), 2.0);
             },
             {x, w, b, proj}, dt, true, false))
             << (rms ? "rms_norm" : "layer_norm") << " residual " << label(shape, dt, false);
