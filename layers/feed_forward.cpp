@@ -20,17 +20,19 @@ Tensor FeedForward::hidden(const Tensor& activated) const {
   return ffn_layernorm_ ? ffn_layernorm_->forward(h) : h;
 }
 
-Tensor FeedForward::forward(const Tensor& x) const {
-  if (gate_) return fc2_->forward(hidden(mul(silu(gate_->forward(x)), fc1_->forward(x))));
+Tensor FeedForward::forward(const Tensor& x, const Tensor& residual) const {
+  if (gate_) return fc2_->forward(hidden(mul(silu(gate_->forward(x)), fc1_->forward(x))), residual);
   const Tensor pre = fc1_->forward(x);
   // GELU and the sub-LN in one fused op: no GELU output is written, read or kept.
-  if (ffn_layernorm_ && !activation_dropout_->active()) return fc2_->forward(ffn_layernorm_->forward_gelu(pre));
-  if (!ffn_layernorm_ || !config_.recompute_activation) return fc2_->forward(hidden(gelu(pre)));
+  if (ffn_layernorm_ && !activation_dropout_->active()) {
+    return fc2_->forward(ffn_layernorm_->forward_gelu(pre), residual);
+  }
+  if (!ffn_layernorm_ || !config_.recompute_activation) return fc2_->forward(hidden(gelu(pre)), residual);
   // GELU and the sub-LN as one recomputed block: the graph keeps fc1's output alone instead of
   // also the GELU output the norm reads (hidden-sized, the largest activations of a layer). The
   // recomputation is elementwise work and gives the same values, so the gradients are unchanged.
   const CheckpointFn block = [this](const std::vector<Tensor>& in) { return std::vector<Tensor>{hidden(gelu(in[0]))}; };
-  return fc2_->forward(checkpoint(block, {pre})[0]);
+  return fc2_->forward(checkpoint(block, {pre})[0], residual);
 }
 
 }  // namespace longnet

@@ -35,7 +35,8 @@ class FeedForward : public Module {
  public:
   FeedForward(const FeedForwardConfig& config, Initializer& init);
   std::string type_name() const override { return "FeedForward"; }
-  Tensor forward(const Tensor& x) const;
+  /// (..., dim) -> (..., dim); plus `residual` when given, added in fc2's product (the layer's skip).
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const;
   const FeedForwardConfig& config() const { return config_; }
 
  private:

@@ -20,10 +20,10 @@ Linear::Linear(Tensor weight, Tensor bias) {
   if (bias.defined()) bias_ = register_parameter("bias", std::move(bias));
 }
 
-Tensor Linear::forward(const Tensor& x) const {
+Tensor Linear::forward(const Tensor& x, const Tensor& residual) const {
   LN_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == in_features(), "[Linear] expects (..., ", in_features(),
            "), got ", x.defined() ? shape_str(x.shape()) : std::string("undefined"));
-  return linear(x, in_dtype_of(weight_, x), in_dtype_of(bias_, x));
+  return linear_residual(x, in_dtype_of(weight_, x), in_dtype_of(bias_, x), residual);
 }
 
 }  // namespace longnet

@@ -13,8 +13,9 @@ class Linear : public Module {
   /// Wraps given initial values: weight (out, in), bias (out) or undefined.
   Linear(Tensor weight, Tensor bias);
   std::string type_name() const override { return "Linear"; }
-  /// (..., in) -> (..., out).
-  Tensor forward(const Tensor& x) const;
+  /// (..., in) -> (..., out); plus `residual` (..., out) when given, added in the product (a
+  /// residual block's skip, see linear_residual).
+  Tensor forward(const Tensor& x, const Tensor& residual = Tensor()) const;
 
   const Tensor& weight() const { return weight_; }
   /// Undefined without bias.

@@ -57,13 +57,13 @@ KeyValue MultiheadAttention::project_kv(const Tensor& source, const Positions& p
   return {positions_ ? positions_->apply(k, positions, true) : k, split_heads(v_proj_->forward(source))};
 }
 
-Tensor MultiheadAttention::project_out(const Tensor& attention) const {
+Tensor MultiheadAttention::project_out(const Tensor& attention, const Tensor& residual) const {
   LN_CHECK(attention.dim() == 4 && attention.size(2) == config_.heads && attention.size(3) == head_dim(),
            "[MultiheadAttention] expects the core's output (B, N, ", config_.heads, ", ", head_dim(), "), got ",
            shape_str(attention.shape()));
   Tensor h = attention.reshape({attention.size(0), attention.size(1), config_.dim});
   if (inner_attn_ln_) h = inner_attn_ln_->forward(h);
-  return out_proj_->forward(h);
+  return out_proj_->forward(h, residual);
 }
 
 AttentionLayerOutput MultiheadAttention::forward(const Tensor& x, const Tensor& memory, const AttentionCall& call) const {
@@ -80,7 +80,7 @@ AttentionLayerOutput MultiheadAttention::forward(const Tensor& x, const Tensor& 
     options.key_padding_mask = call.key_padding_mask;
     r = core_->forward(q, kv.k, kv.v, options);
   }
-  return {project_out(r.out), r.aux_loss};
+  return {project_out(r.out, call.residual), r.aux_loss};
 }
 
 }  // namespace longnet

@@ -52,6 +52,9 @@ struct AttentionCall {
   /// When set, runs instead of the core (causal and key_padding_mask are then its business): a
   /// decoder with a KV cache appends k, v and attends over the cache here.
   AttendFn attend;
+  /// (B, N, dim) or undefined: added to the output in the out projection's product (the layer's
+  /// skip, when no dropout stands between).
+  Tensor residual;
 };
 
 /// The layer's output (B, N, dim) and the core's auxiliary loss (undefined when it has none).
@@ -83,8 +86,9 @@ class MultiheadAttention : public Module {
   /// Keys and values (B, Nk, H, D) of source (B, Nk, kv_dim) at positions offset, ... (positions
   /// rotate the keys only when this layer has them, i.e. in self-attention).
   KeyValue project_kv(const Tensor& source, const Positions& positions) const;
-  /// The core's output (B, N, H, D) -> (B, N, dim): sub-LN (if any), then out_proj.
-  Tensor project_out(const Tensor& attention) const;
+  /// The core's output (B, N, H, D) -> (B, N, dim): sub-LN (if any), then out_proj, plus
+  /// `residual` (B, N, dim) in the projection's product when given.
+  Tensor project_out(const Tensor& attention, const Tensor& residual = Tensor()) const;
 
   AttentionCore& core() const { return *core_; }
   const MultiheadAttentionConfig& config() const { return config_; }

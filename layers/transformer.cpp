@@ -88,20 +88,34 @@ LayerOutput TransformerLayer::compose(const Tensor& x, const SublayerCalls& call
   }
   // By value: a chunked feed-forward runs it again in backward, after this call has returned.
   const auto branch = [this, dropout](const Tensor& t) { return dropout ? dropout_->forward(t) : t; };
-  AttentionLayerOutput a = calls.self(self_attn_layer_norm_->forward(x));
-  Tensor h = add(x, branch(a.out));
+  // Without dropout on the branches, each skip is added in the branch's last product (no pass of
+  // its own over the residual stream).
+  const bool skip_in_product = !dropout || !dropout_->active();
+  const auto sublayer = [&](const SublayerCalls::Call& call, const Tensor& skip, const Tensor& normed) {
+    if (skip_in_product) return call(normed, skip);
+    AttentionLayerOutput a = call(normed, Tensor());
+    a.out = add(skip, branch(a.out));
+    return a;
+  };
+  AttentionLayerOutput a = sublayer(calls.self, x, self_attn_layer_norm_->forward(x));
+  Tensor h = a.out;
   Tensor aux = a.aux_loss;
   if (encoder_attn_) {
     LN_CHECK(calls.cross != nullptr, "[", type_name(), "] has cross-attention but was given no call for it");
-    a = calls.cross(encoder_attn_layer_norm_->forward(h));
-    h = add(h, branch(a.out));
+    a = sublayer(calls.cross, h, encoder_attn_layer_norm_->forward(h));
+    h = a.out;
     aux = add_loss(aux, a.aux_loss);
   }
   const RowwiseFn ffn_branch = [this, branch](const Tensor& t) {
     return branch(ffn_->forward(final_layer_norm_->forward(t)));
   };
-  const bool chunked = config_.ffn_checkpoint == "chunked";
-  h = add(h, chunked ? checkpoint_rows(ffn_branch, h, config_.ffn_checkpoint_chunk) : ffn_branch(h));
+  if (config_.ffn_checkpoint == "chunked") {
+    h = add(h, checkpoint_rows(ffn_branch, h, config_.ffn_checkpoint_chunk));
+  } else if (skip_in_product) {
+    h = ffn_->forward(final_layer_norm_->forward(h), h);
+  } else {
+    h = add(h, ffn_branch(h));
+  }
   return {h, aux};
 }
 
@@ -112,12 +126,17 @@ LayerOutput TransformerLayer::run(const Tensor& x, const Tensor& memory, const L
   self_call.positions = context.positions;
   self_call.attend = context.self_attend;
   SublayerCalls calls;
-  calls.self = [&](const Tensor& h) { return self_attn_->forward(h, Tensor(), self_call); };
+  calls.self = [&](const Tensor& h, const Tensor& residual) {
+    AttentionCall call = self_call;
+    call.residual = residual;
+    return self_attn_->forward(h, Tensor(), call);
+  };
   if (encoder_attn_) {
     LN_CHECK(memory.defined(), "[DecoderLayer] has cross-attention but was given no encoder output");
-    calls.cross = [&](const Tensor& h) {
+    calls.cross = [&](const Tensor& h, const Tensor& residual) {
       AttentionCall cross_call;
       cross_call.key_padding_mask = context.memory_padding_mask;
+      cross_call.residual = residual;
       return encoder_attn_->forward(h, memory, cross_call);
     };
   }

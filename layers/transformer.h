@@ -95,9 +95,12 @@ class TransformerLayer : public Module {
   LayerOutput forward(const Tensor& x, const LayerContext& context = {}) const;
 
   /// What the layer's attention sublayers compute on their normed input (B, n, dim): `self`
-  /// always, `cross` in layers with cross-attention.
+  /// always, `cross` in layers with cross-attention. A defined `residual` (B, n, dim) is added to
+  /// the output in its projection's product (the layer's skip, folded in when no dropout stands
+  /// between).
   struct SublayerCalls {
-    std::function<AttentionLayerOutput(const Tensor& normed)> self, cross;
+    using Call = std::function<AttentionLayerOutput(const Tensor& normed, const Tensor& residual)>;
+    Call self, cross;
   };
   /// The layer's residual structure (norms, residual adds, feed-forward) around `calls`, with the
   /// dropout of the residual branches when `dropout`: forward() passes its attention modules;

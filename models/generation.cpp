@@ -21,18 +21,18 @@ Tensor decode_layer(const TransformerLayer& layer, const Tensor& x, KvCache& sel
   const MultiheadAttention& sa = layer.self_attn();
   const int64_t position = self.length();
   TransformerLayer::SublayerCalls calls;
-  calls.self = [&](const Tensor& h) {
+  calls.self = [&](const Tensor& h, const Tensor& residual) {
     const KeyValue kv = sa.project_kv(h, position);
     const AttentionResult a = sa.core().decode(sa.project_q(h, position), kv.k, kv.v, self);
-    return AttentionLayerOutput{sa.project_out(a.out), Tensor()};
+    return AttentionLayerOutput{sa.project_out(a.out, residual), Tensor()};
   };
   if (const MultiheadAttention* ca = layer.encoder_attn()) {
     LN_CHECK(cross != nullptr, "[generate] the decoder has cross-attention but the cache holds no encoder output");
-    calls.cross = [&, ca](const Tensor& h) {
+    calls.cross = [&, ca](const Tensor& h, const Tensor& residual) {
       AttentionOptions options;
       options.key_padding_mask = memory_padding_mask;
       const AttentionResult c = ca->core().forward(ca->project_q(h, 0), cross->k, cross->v, options);
-      return AttentionLayerOutput{ca->project_out(c.out), Tensor()};
+      return AttentionLayerOutput{ca->project_out(c.out, residual), Tensor()};
     };
   }
   return layer.compose(x, calls, false).x;

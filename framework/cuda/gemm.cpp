@@ -72,6 +72,8 @@ void validate(const GemmParams& p) {
            gemm_str(p));
   LN_CHECK((p.m * p.k == 0 || p.a) && (p.k * p.n == 0 || p.b) && (p.m * p.n == 0 || p.c),
            "[gemm] null operand: ", gemm_str(p));
+  LN_CHECK(!p.c_in || (p.k > 0 && p.c_in != p.c), "[gemm] a separate C input needs K > 0 and memory of its own: ",
+           gemm_str(p));
   if (p.epilogue == GemmEpilogue::None) return;
   LN_CHECK(p.batch == 1, "[gemm] epilogues need batch 1: ", gemm_str(p));
   const bool aux_ok = p.ld_aux >= std::max<int64_t>(1, p.n);
@@ -157,7 +159,8 @@ PlanKey make_key(const GemmParams& p, cublasLtEpilogue_t e) {
           p.lda, p.ldb, p.ldc, batched ? p.stride_a : 0, batched ? p.stride_b : 0, batched ? p.stride_c : 0,
           p.trans_a, p.trans_b, p.tf32, static_cast<int64_t>(e),
           alignment(p.a, p.stride_a, p.batch, p.dtype), alignment(p.b, p.stride_b, p.batch, p.dtype),
-          alignment(p.c, p.stride_c, p.batch, c_type), alignment(lt_bias(p, e), 0, 1, p.dtype),
+          std::min(alignment(p.c, p.stride_c, p.batch, c_type), alignment(p.c_in ? p.c_in : p.c, p.stride_c, p.batch, c_type)),
+          alignment(lt_bias(p, e), 0, 1, p.dtype),
           aux ? alignment(p.aux, 0, 1, p.dtype) : 0, aux ? p.ld_aux : 0};
 }
 
@@ -297,8 +300,9 @@ cublasStatus_t launch(Plan& plan, const GemmParams& p, size_t index) {
   size_t ws_bytes = 0;
   void* ws = cublaslt_workspace(p.device, &ws_bytes);
   set_pointers(plan.desc, p, plan.epilogue);
-  return cublasLtMatmul(cublaslt(p.device), plan.desc, alpha, p.b, plan.layout_a, p.a, plan.layout_b, beta, p.c,
-                        plan.layout_c, p.c, plan.layout_c, &plan.algos[index], ws, ws_bytes, stream(p.device));
+  return cublasLtMatmul(cublaslt(p.device), plan.desc, alpha, p.b, plan.layout_a, p.a, plan.layout_b, beta,
+                        p.c_in ? p.c_in : p.c, plan.layout_c, p.c, plan.layout_c, &plan.algos[index], ws, ws_bytes,
+                        stream(p.device));
 }
 
 void run(Plan& plan, const GemmParams& p, size_t index) {
@@ -330,7 +334,8 @@ bool overlap(const void* x, int64_t x_bytes, const void* y, int64_t y_bytes) {
 // outputs (aux, bias gradients) are all overwritten; the one input that may share memory with C
 // is the pre-activation a dgelu reads (computing in place over it).
 bool rerunnable(const GemmParams& p, cublasLtEpilogue_t e) {
-  if (p.beta != 0.0) return false;
+  // A separate C is only read; D overwritten.
+  if (p.beta != 0.0 && p.c_in == nullptr) return false;
   if (e != CUBLASLT_EPILOGUE_DGELU && e != CUBLASLT_EPILOGUE_DGELU_BGRAD) return true;
   return !overlap(p.c, span_bytes(p.batch, p.stride_c, p.m, p.n, p.ldc, gemm_c_dtype(p)), p.aux,
                   span_bytes(1, 0, p.m, p.n, p.ld_aux, p.dtype));

@@ -40,6 +40,9 @@ struct GemmParams {
   bool trans_b = false;
   void* c = nullptr;
   int64_t ldc = 0, stride_c = 0;
+  // The C that beta scales, when it is not c (same layout, not overlapping it): c is then only
+  // written, D = alpha A B + beta C_in (+ the epilogue), as a residual add in the product.
+  const void* c_in = nullptr;
   double alpha = 1.0, beta = 0.0;
   bool tf32 = false;  // f32 only: TF32 tensor cores (about 1e-3 relative error)
   GemmEpilogue epilogue = GemmEpilogue::None;

@@ -300,8 +300,13 @@ Tensor product(const Tensor& a, const Tensor& b, const char* op) {
 #ifdef LONGNET_WITH_CUDA
 // Runs the single product p with `bias` (N, contiguous) added in the GEMM's epilogue or, when
 // `a_row_sums` and no bias, the sums over K of op(A)'s rows written by it; returns those sums.
-Tensor gpu_gemm_epilogue(const cpu::GemmParams& p, int device, const Tensor& bias, bool a_row_sums) {
+Tensor gpu_gemm_epilogue(const cpu::GemmParams& p, int device, const Tensor& bias, bool a_row_sums,
+                         const Tensor& residual) {
   cuda::GemmParams g = cuda_params(p, device);
+  if (residual.defined()) {
+    g.c_in = residual.raw_data();
+    g.beta = 1.0;
+  }
   Tensor sums;
   if (bias.defined()) {
     g.epilogue = cuda::GemmEpilogue::Bias;
@@ -323,10 +328,12 @@ struct LinearProduct {
 };
 
 // a (M, K) @ b (K, N) as one GEMM in a's dtype, plus either `bias` (N) added to every row or, when
-// `a_row_sums`, the sums of a's rows (the bias gradient when a is dy^T). On a GPU both happen in
-// the GEMM's epilogue; on the CPU, and for empty products, as separate ops. Operands are read in
-// place where BLAS or cuBLASLt can, else copied. Not recorded.
-LinearProduct linear_product(Tensor a, Tensor b, const Tensor& bias, bool a_row_sums) {
+// `a_row_sums`, the sums of a's rows (the bias gradient when a is dy^T), plus `residual` (M, N) when
+// given. On a GPU all happen in the GEMM (the residual as its C with beta 1, one rounding); on the
+// CPU, and for empty products, as separate ops (the residual added to the rounded product, as
+// add() would). Operands are read in place where BLAS or cuBLASLt can, else copied. Not recorded.
+LinearProduct linear_product(Tensor a, Tensor b, const Tensor& bias, bool a_row_sums,
+                             const Tensor& residual = Tensor()) {
   NoGradGuard no_grad;
   const DType dtype = a.dtype();
   a = ops::kernel_input(a);
@@ -336,11 +343,15 @@ LinearProduct linear_product(Tensor a, Tensor b, const Tensor& bias, bool a_row_
   const Device dev = a.device();
   const bool empty = m == 0 || n == 0 || k == 0;
   const bool fused = dev.is_cuda() && !empty;
+  // The GEMM's C must hold the residual in its own dtype and layout (rows n apart).
+  const bool fused_residual = fused && residual.defined() && residual.dtype() == a.dtype();
+  const Tensor residual_k = fused_residual ? residual.contiguous() : Tensor();
   LinearProduct r;
   r.c = empty ? zeros({m, n}, a.dtype(), dev) : Tensor::empty({m, n}, a.dtype(), dev);
   if (!empty) {
     const cpu::GemmParams p = product_params(a, b, r.c.raw_data(), n);
-    LN_ON_DEVICE(dev, cpu::gemm(p), r.a_row_sums = gpu_gemm_epilogue(p, dev.index, bias_k, a_row_sums));
+    LN_ON_DEVICE(dev, cpu::gemm(p),
+                 r.a_row_sums = gpu_gemm_epilogue(p, dev.index, bias_k, a_row_sums, residual_k));
   }
   if (!fused) {
     if (bias_k.defined()) add_(r.c, bias_k);
@@ -351,6 +362,7 @@ LinearProduct linear_product(Tensor a, Tensor b, const Tensor& bias, bool a_row_
     r.c = cast(r.c, dtype);
     if (r.a_row_sums.defined()) r.a_row_sums = cast(r.a_row_sums, dtype);
   }
+  if (residual.defined() && !fused_residual) add_(r.c, residual);
   return r;
 }
 
@@ -360,10 +372,12 @@ Tensor as_rows(const Tensor& x) {
 }
 
 // dx = dy @ W, dW = dy^T @ x and db = sum_rows(dy), each only when its input needs it. dW and db
-// come from one GEMM (on a GPU, db in its epilogue); db alone is a column sum.
+// come from one GEMM (on a GPU, db in its epilogue); db alone is a column sum. With a residual
+// (a fourth input), its gradient is dy itself, as add's is.
 class LinearBackward final : public autograd::Node {
  public:
-  LinearBackward(Tensor x, Tensor weight) : x_(std::move(x)), weight_(std::move(weight)) {}
+  LinearBackward(Tensor x, Tensor weight, bool residual)
+      : x_(std::move(x)), weight_(std::move(weight)), residual_(residual) {}
   std::string name() const override { return "LinearBackward"; }
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override {
     const Tensor g = as_rows(grads[0]);
@@ -388,6 +402,7 @@ class LinearBackward final : public autograd::Node {
     }
     std::vector<Tensor> out{gx, gw};
     if (next_edges.size() > 2) out.push_back(gb);
+    if (residual_) out.push_back(grads[0]);
     return out;
   }
   std::vector<Tensor> saved_tensors() const override { return {x_, weight_}; }
@@ -398,6 +413,7 @@ class LinearBackward final : public autograd::Node {
 
  private:
   Tensor x_, weight_;
+  bool residual_;
 };
 
 }  // namespace
@@ -452,7 +468,9 @@ void matmul_into(const Tensor& out, const Tensor& a, const Tensor& b, bool accum
   copy_(out, product);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) { return linear_residual(x, weight, bias, Tensor()); }
+
+Tensor linear_residual(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& residual) {
   LN_CHECK(weight.dim() == 2, "[linear] weight must be (out, in), got ", shape_str(weight.shape()));
   LN_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "[linear] input features differ: x ",
            shape_str(x.shape()), " vs weight ", shape_str(weight.shape()));
@@ -462,18 +480,28 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   ops::require_float("linear", x);
   ops::require_same_dtype("linear", x, weight);
   if (bias.defined()) ops::require_same_dtype("linear", x, bias);
-  const ProfileScope scope("linear");
   Shape out_shape = x.shape();
   out_shape.back() = weight.size(0);
+  if (residual.defined()) {
+    ops::common_device("linear", {x, residual});
+    ops::require_same_dtype("linear", x, residual);
+    LN_CHECK(residual.shape() == out_shape, "[linear] residual ", shape_str(residual.shape()),
+             " differs from the output ", shape_str(out_shape));
+  }
+  const ProfileScope scope("linear");
   Tensor y;
   {
     NoGradGuard no_grad;
-    y = reshape(linear_product(as_rows(x), transpose(weight, 0, 1), bias, false).c, out_shape);
+    y = reshape(linear_product(as_rows(x), transpose(weight, 0, 1), bias, false,
+                               residual.defined() ? as_rows(residual) : Tensor())
+                    .c,
+                out_shape);
   }
   std::vector<Tensor> inputs{x, weight};
-  if (bias.defined()) inputs.push_back(bias);
+  if (bias.defined() || residual.defined()) inputs.push_back(bias);
+  if (residual.defined()) inputs.push_back(residual);
   if (autograd::needs_grad(inputs)) {
-    autograd::record(std::make_shared<LinearBackward>(x.detach(), weight.detach()), inputs, {y});
+    autograd::record(std::make_shared<LinearBackward>(x.detach(), weight.detach(), residual.defined()), inputs, {y});
   }
   return y;
 }

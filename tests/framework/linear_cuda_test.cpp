@@ -114,6 +114,41 @@ TEST(LinearCuda, TransformerShapesMatchCpu) {
   }
 }
 
+// The residual as the GEMM's C (beta 1, D written apart): the output and every gradient against
+// the CPU, at the model's shapes and at odd ones where the epilogue may not fuse.
+TEST(LinearCuda, ResidualInTheProductMatchesCpu) {
+  LN_REQUIRE_GPU();
+  struct Case {
+    int64_t rows, in, out;
+    bool bias;
+  };
+  uint32_t seed = 300;
+  for (const Case c : {Case{2048, 768, 768, true}, Case{512, 3072, 768, false}, Case{29, 37, 45, true}}) {
+    const Tensor x = random_tensor({c.rows, c.in}, ++seed), w = random_tensor({c.out, c.in}, ++seed, -0.05, 0.05);
+    const Tensor b = random_tensor({c.out}, ++seed), r = random_tensor({c.rows, c.out}, ++seed);
+    const Tensor up = random_tensor({c.rows, c.out}, ++seed);
+    for (DType dt : {DType::BF16, DType::F32}) {
+      const auto run = [&](Device dev) {
+        std::vector<Tensor> in{x.to(dt).to(dev), w.to(dt).to(dev), b.to(dt).to(dev), r.to(dt).to(dev)};
+        for (Tensor& t : in) t.requires_grad_(true);
+        const Tensor y = linear_residual(in[0], in[1], c.bias ? in[2] : Tensor(), in[3]);
+        y.backward(up.to(dt).to(dev));
+        std::vector<Tensor> got{y.to(Device::cpu())};
+        for (size_t i = 0; i < in.size(); ++i) {
+          if (i != 2 || c.bias) got.push_back(in[i].grad().to(Device::cpu()));
+        }
+        return got;
+      };
+      const std::vector<Tensor> ref = run(Device::cpu()), got = run(Device::cuda(0));
+      const double tol = dt == DType::BF16 ? kBf16Tol : kF32Tol;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        EXPECT_LT(relative_error(got[i], ref[i]), tol) << "output/gradient " << i << " " << dtype_name(dt) << " rows "
+                                                        << c.rows;
+      }
+    }
+  }
+}
+
 TEST(LinearCuda, OddShapesMatchCpu) {
   LN_REQUIRE_GPU();
   // Rows and features that leave operands 2-byte aligned, where cuBLASLt may refuse to fuse the

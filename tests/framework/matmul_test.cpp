@@ -262,6 +262,35 @@ TEST(Linear, Gradients) {
                         {leaf({2, 3, 4}, 16), leaf({4, 5}, 17), leaf({5}, 18)}));
 }
 
+TEST(Linear, ResidualGradients) {
+  const auto lin = [](const std::vector<Tensor>& x) { return linear_residual(x[0], x[1], x[2], x[3]); };
+  const auto lin_nb = [](const std::vector<Tensor>& x) { return linear_residual(x[0], x[1], Tensor(), x[2]); };
+  EXPECT_TRUE(gradcheck(lin, {leaf({2, 3, 4}, 50), leaf({5, 4}, 51), leaf({5}, 52), leaf({2, 3, 5}, 53)}));
+  EXPECT_TRUE(gradcheck(lin_nb, {leaf({3, 4}, 54), leaf({5, 4}, 55), leaf({3, 5}, 56)}));
+  // A residual that is a view (a transposed one is copied for the product's C on a GPU).
+  EXPECT_TRUE(gradcheck(
+      [](const std::vector<Tensor>& x) { return linear_residual(x[0], x[1], x[2], x[3].transpose(0, 1)); },
+      {leaf({3, 4}, 57), leaf({5, 4}, 58), leaf({5}, 59), leaf({5, 3}, 60)}));
+}
+
+TEST(Linear, ResidualIsBitForBitTheAddOnTheCpu) {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    const Tensor x = leaf({4, 6}, 61).detach().to(dt), w = leaf({7, 6}, 62).detach().to(dt);
+    const Tensor b = leaf({7}, 63).detach().to(dt), r = leaf({4, 7}, 64).detach().to(dt);
+    EXPECT_TRUE(all_close(linear_residual(x, w, b, r).to(DType::F64), add(r, linear(x, w, b)).to(DType::F64), 0.0, 0.0))
+        << dtype_name(dt);
+  }
+}
+
+TEST(Linear, ResidualErrors) {
+  const Tensor x = leaf({2, 3}, 65), w = leaf({4, 3}, 66);
+  const std::string m = testing::error_message([&] { linear_residual(x, w, Tensor(), leaf({2, 3}, 67)); });
+  EXPECT_NE(m.find("[linear] residual (2, 3) differs from the output (2, 4)"), std::string::npos) << m;
+  const std::string d =
+      testing::error_message([&] { linear_residual(x, w, Tensor(), leaf({2, 4}, 68).detach().to(DType::F32)); });
+  EXPECT_NE(d.find("[linear]"), std::string::npos) << d;
+}
+
 TEST(Linear, GradientsOfOnlyTheInputsThatNeedThem) {
   const auto lin = [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); };
   const auto lin_nb = [](const std::vector<Tensor>& x) { return linear(x[0], x[1]); };
