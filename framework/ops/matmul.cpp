@@ -298,28 +298,42 @@ Tensor product(const Tensor& a, const Tensor& b, const char* op) {
 }
 
 #ifdef LONGNET_WITH_CUDA
-// Runs the single product p with `bias` (N, contiguous) added in the GEMM's epilogue and
-// `residual` (p's C layout) as the C it adds with beta 1, each when given.
-void gpu_gemm_epilogue(const cpu::GemmParams& p, int device, const Tensor& bias, const Tensor& residual) {
+// Runs the single product p with `bias` (N, contiguous) added in the GEMM's epilogue or, when
+// `a_row_sums` and no bias, the sums over K of op(A)'s rows written by it; returns those sums.
+Tensor gpu_gemm_epilogue(const cpu::GemmParams& p, int device, const Tensor& bias, bool a_row_sums,
+                         const Tensor& residual) {
   cuda::GemmParams g = cuda_params(p, device);
   if (residual.defined()) {
     g.c_in = residual.raw_data();
     g.beta = 1.0;
   }
+  Tensor sums;
   if (bias.defined()) {
     g.epilogue = cuda::GemmEpilogue::Bias;
     g.bias = bias.raw_data();
+  } else if (a_row_sums) {
+    sums = Tensor::empty({p.m}, p.dtype, Device::cuda(device));
+    g.epilogue = cuda::GemmEpilogue::BGradA;
+    g.bias_grad = sums.raw_data();
   }
   cuda::gemm(g);
+  return sums;
 }
 #endif
 
-// a (M, K) @ b (K, N) as one GEMM in a's dtype, plus `bias` (N) added to every row and `residual`
-// (M, N) when given. On a GPU both happen in the GEMM (the bias in its epilogue, the residual as
-// its C with beta 1: one rounding); on the CPU, and for empty products, as separate ops (the
-// residual added to the rounded product, as add() would). Operands are read in place where BLAS
-// or cuBLASLt can, else copied. Not recorded.
-Tensor linear_product(Tensor a, Tensor b, const Tensor& bias, const Tensor& residual = Tensor()) {
+// One GEMM of a linear layer and what comes with it.
+struct LinearProduct {
+  Tensor c;           // (M, N)
+  Tensor a_row_sums;  // (M), when asked for
+};
+
+// a (M, K) @ b (K, N) as one GEMM in a's dtype, plus either `bias` (N) added to every row or, when
+// `a_row_sums`, the sums of a's rows (the bias gradient when a is dy^T), plus `residual` (M, N) when
+// given. On a GPU all happen in the GEMM (the residual as its C with beta 1, one rounding); on the
+// CPU, and for empty products, as separate ops (the residual added to the rounded product, as
+// add() would). Operands are read in place where BLAS or cuBLASLt can, else copied. Not recorded.
+LinearProduct linear_product(Tensor a, Tensor b, const Tensor& bias, bool a_row_sums,
+                             const Tensor& residual = Tensor()) {
   NoGradGuard no_grad;
   const DType dtype = a.dtype();
   a = ops::kernel_input(a);
@@ -332,15 +346,24 @@ Tensor linear_product(Tensor a, Tensor b, const Tensor& bias, const Tensor& resi
   // The GEMM's C must hold the residual in its own dtype and layout (rows n apart).
   const bool fused_residual = fused && residual.defined() && residual.dtype() == a.dtype();
   const Tensor residual_k = fused_residual ? residual.contiguous() : Tensor();
-  Tensor c = empty ? zeros({m, n}, a.dtype(), dev) : Tensor::empty({m, n}, a.dtype(), dev);
+  LinearProduct r;
+  r.c = empty ? zeros({m, n}, a.dtype(), dev) : Tensor::empty({m, n}, a.dtype(), dev);
   if (!empty) {
-    const cpu::GemmParams p = product_params(a, b, c.raw_data(), n);
-    LN_ON_DEVICE(dev, cpu::gemm(p), gpu_gemm_epilogue(p, dev.index, bias_k, residual_k));
+    const cpu::GemmParams p = product_params(a, b, r.c.raw_data(), n);
+    LN_ON_DEVICE(dev, cpu::gemm(p),
+                 r.a_row_sums = gpu_gemm_epilogue(p, dev.index, bias_k, a_row_sums, residual_k));
   }
-  if (!fused && bias_k.defined()) add_(c, bias_k);
-  if (c.dtype() != dtype) c = cast(c, dtype);
-  if (residual.defined() && !fused_residual) add_(c, residual);
-  return c;
+  if (!fused) {
+    if (bias_k.defined()) add_(r.c, bias_k);
+    // As column sums of a^T (dy in its own layout), the form reductions over leading dims take.
+    if (a_row_sums) r.a_row_sums = sum(transpose(a, 0, 1), {0});
+  }
+  if (r.c.dtype() != dtype) {
+    r.c = cast(r.c, dtype);
+    if (r.a_row_sums.defined()) r.a_row_sums = cast(r.a_row_sums, dtype);
+  }
+  if (residual.defined() && !fused_residual) add_(r.c, residual);
+  return r;
 }
 
 // Rows of x (..., in) as one (rows, in) matrix: a view where the layout allows, else a copy.
@@ -348,11 +371,9 @@ Tensor as_rows(const Tensor& x) {
   return reshape(x, {numel_of(Shape(x.shape().begin(), x.shape().end() - 1)), x.size(-1)});
 }
 
-// dx = dy @ W, dW = dy^T @ x and db = sum_rows(dy), each only when its input needs it. db is a
-// column sum of dy of its own: on an H100 at 32768 rows, cuBLASLt's bias-gradient epilogue made
-// the dW GEMM 32-107 us slower (bench gemm: +51% at 768 x 768, +51% at 768 x 3072, +21% at
-// 3072 x 768), more than the pass over dy it saves. With a residual (a fourth input), its
-// gradient is dy itself, as add's is.
+// dx = dy @ W, dW = dy^T @ x and db = sum_rows(dy), each only when its input needs it. dW and db
+// come from one GEMM (on a GPU, db in its epilogue); db alone is a column sum. With a residual
+// (a fourth input), its gradient is dy itself, as add's is.
 class LinearBackward final : public autograd::Node {
  public:
   LinearBackward(Tensor x, Tensor weight, bool residual)
@@ -369,11 +390,16 @@ class LinearBackward final : public autograd::Node {
       if (gx.defined()) {
         matmul_into(as_rows(gx), g, weight_, true);
       } else {
-        gx = reshape(linear_product(g, weight_, Tensor()), x_.shape());
+        gx = reshape(linear_product(g, weight_, Tensor(), false).c, x_.shape());
       }
     }
-    if (next_edges[1].fn) gw = linear_product(transpose(g, 0, 1), as_rows(x_), Tensor());
-    if (bias_grad) gb = sum(g, {0});
+    if (next_edges[1].fn) {
+      LinearProduct w = linear_product(transpose(g, 0, 1), as_rows(x_), Tensor(), bias_grad);
+      gw = std::move(w.c);
+      gb = std::move(w.a_row_sums);
+    } else if (bias_grad) {
+      gb = sum(g, {0});
+    }
     std::vector<Tensor> out{gx, gw};
     if (next_edges.size() > 2) out.push_back(gb);
     if (residual_) out.push_back(grads[0]);
@@ -466,9 +492,10 @@ Tensor linear_residual(const Tensor& x, const Tensor& weight, const Tensor& bias
   Tensor y;
   {
     NoGradGuard no_grad;
-    y = reshape(
-        linear_product(as_rows(x), transpose(weight, 0, 1), bias, residual.defined() ? as_rows(residual) : Tensor()),
-        out_shape);
+    y = reshape(linear_product(as_rows(x), transpose(weight, 0, 1), bias, false,
+                               residual.defined() ? as_rows(residual) : Tensor())
+                    .c,
+                out_shape);
   }
   std::vector<Tensor> inputs{x, weight};
   if (bias.defined() || residual.defined()) inputs.push_back(bias);

@@ -11,7 +11,7 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor bmm(const Tensor& a, const Tensor& b);
 /// x @ weight^T + bias: x (..., in), weight (out, in), bias (out) or undefined; all one float dtype.
 /// One GEMM over all rows of x (GPU: the bias added in its epilogue); its backward is one GEMM for
-/// dx, one for dW and a column sum of dy for the bias gradient. Saves x and weight.
+/// dx and one for dW, which also yields the bias gradient (GPU: in its epilogue). Saves x and weight.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 /// residual + linear(x, weight, bias): residual (..., out) in x's dtype. On a GPU the residual is
 /// the GEMM's C (beta 1), so a residual block's add costs no pass of its own; on the CPU it is
