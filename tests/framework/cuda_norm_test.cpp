@@ -16,11 +16,14 @@
 #include "framework/ops/norm.h"
 #include "framework/ops/ops.h"
 #include "framework/ops/softmax.h"
+#include "tests/support/gradcheck.h"
 #include "tests/support/gpu.h"
 #include "tests/support/parity.h"
 
 namespace longnet {
 namespace {
+
+using testing::relative_error;
 
 using testing::cpu_cuda_parity;
 
@@ -167,17 +170,6 @@ TEST(CudaNorm, LayerNormWithAndWithoutAffine) {
   const Tensor x = input({17, 130}, 9), w = input({130}, 10);
   EXPECT_TRUE(cpu_cuda_parity([](const std::vector<Tensor>& a) { return layer_norm(a[0], a[1], Tensor()); }, {x, w},
                               DType::F32));
-}
-
-// ||got - ref|| / ||ref|| over all elements.
-double relative_error(const Tensor& got, const Tensor& ref) {
-  const std::vector<double> g = got.to_vector<double>(), r = ref.to_vector<double>();
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < r.size(); ++i) {
-    diff += (g[i] - r[i]) * (g[i] - r[i]);
-    norm += r[i] * r[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-300));
 }
 
 // A pre-norm residual block, 2 (h + P norm(h)): the norm's backward adds its dx into the skip's

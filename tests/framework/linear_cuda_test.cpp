@@ -2,6 +2,7 @@
 // epilogue backward) against the same op on the CPU in f64 from the same rounded inputs.
 #include <gtest/gtest.h>
 
+#include "tests/support/gradcheck.h"
 #include "tests/support/gpu.h"
 
 #ifdef LONGNET_WITH_CUDA
@@ -20,24 +21,14 @@
 namespace longnet {
 namespace {
 
+using testing::relative_error;
+
 Tensor random_tensor(const Shape& shape, uint32_t seed, double lo = -1.0, double hi = 1.0) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<double> dist(lo, hi);
   std::vector<double> v(static_cast<size_t>(numel_of(shape)));
   for (double& x : v) x = dist(gen);
   return from_vector<double>(v, shape);
-}
-
-// ||got - ref|| / ||ref||.
-double relative_error(const Tensor& got, const Tensor& ref) {
-  EXPECT_EQ(got.shape(), ref.shape());
-  const auto g = got.to_vector<double>(), r = ref.to_vector<double>();
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < std::min(g.size(), r.size()); ++i) {
-    diff += (g[i] - r[i]) * (g[i] - r[i]);
-    norm += r[i] * r[i];
-  }
-  return norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
 }
 
 // One problem: x's shape (before the optional swap of its first two dims, which makes rows that

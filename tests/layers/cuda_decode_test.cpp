@@ -11,27 +11,19 @@
 #include "layers/attention/core.h"
 #include "layers/attention/decode.h"
 #include "tests/layers/block_patterns.h"
+#include "tests/support/gradcheck.h"
 #include "tests/support/gpu.h"
 
 namespace longnet {
 namespace {
+
+using testing::relative_error;
 
 // ||a - b|| / ||b|| over a chunk: bf16 rounding of operands and the cache (8 bits of mantissa)
 // stays well below it; a missing or extra key block does not.
 constexpr double kMaxRelError = 2e-2;
 // lse is f32 from bf16 scores: absolute error of a few bf16 ulps of the largest score.
 constexpr double kLseTolerance = 5e-2;
-
-double relative_error(const Tensor& a, const Tensor& b) {
-  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (std::isinf(y[i]) && x[i] == y[i]) continue;
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 double max_abs_error(const Tensor& a, const Tensor& b) {
   const auto x = a.to_vector<double>(), y = b.to_vector<double>();

@@ -18,6 +18,8 @@
 namespace longnet {
 namespace {
 
+using testing::relative_error;
+
 // Small, with a head dim the GPU kernels take; f32 activations (for the CPU reference).
 ModelConfig gpu_tiny(const std::string& attention) {
   ModelConfig c = model_preset("tiny");
@@ -52,18 +54,6 @@ LossAndGrads run(LongNetLM& model, const Tensor& tokens, const Tensor& targets) 
 }
 
 class CudaLongNetLM : public ::testing::TestWithParam<std::string> {};
-
-// |a - b| / |b| over all elements: bf16 rounding through the network leaves each gradient a
-// relative error of a few 1e-3; a wrong gradient is off by order 1.
-double relative_error(const Tensor& a, const Tensor& b) {
-  const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    diff += (va[i] - vb[i]) * (va[i] - vb[i]);
-    norm += vb[i] * vb[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
 
 TEST_P(CudaLongNetLM, Bf16LossAndGradientsTrackTheCpu) {
   LN_REQUIRE_GPU();

@@ -20,6 +20,7 @@ namespace longnet {
 namespace {
 
 using testing::all_close;
+using testing::relative_error;
 using testing::error_message;
 
 // The attention variants the models are decoded with: core name and pattern kind.
@@ -263,17 +264,6 @@ TEST(Generation, RejectsBadInput) {
   LongNetEncoderDecoder ed(tiny("tiny_encoder_decoder", "dense", ""));
   EXPECT_NE(error_message([&] { generate(ed, {{1}}, {{1}, {2}}, 0, greedy(2)); }).find("1 sources for 2 prompts"),
             std::string::npos);
-}
-
-// ||a - b|| / ||b||.
-double relative_error(const Tensor& a, const Tensor& b) {
-  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return std::sqrt(num / den);
 }
 
 TEST(CudaGeneration, DecodedLogitsMatchTheForwardInBf16) {

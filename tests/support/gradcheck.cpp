@@ -1,7 +1,10 @@
 #include "tests/support/gradcheck.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
+#include <vector>
 
 namespace longnet::testing {
 
@@ -46,6 +49,19 @@ std::string error_message(const std::function<void()>& f) {
                                          << " (shape " << shape_str(a.shape()) << ")";
   }
   return ::testing::AssertionSuccess();
+}
+
+double relative_error(const Tensor& got, const Tensor& ref) {
+  EXPECT_EQ(got.numel(), ref.numel());
+  if (got.numel() != ref.numel()) return std::numeric_limits<double>::infinity();
+  const std::vector<double> g = got.to_vector<double>(), r = ref.to_vector<double>();
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < r.size(); ++i) {
+    if (std::isinf(r[i]) && g[i] == r[i]) continue;
+    diff += (g[i] - r[i]) * (g[i] - r[i]);
+    norm += r[i] * r[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-300));
 }
 
 ::testing::AssertionResult gradcheck(const TensorFn& fn, const std::vector<Tensor>& inputs,

@@ -36,4 +36,10 @@ std::string error_message(const std::function<void()>& f);
 ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, double atol = 1e-6,
                                      double rtol = 1e-5);
 
+/// ||got - ref|| / ||ref|| over all elements, in f64 (elements where both hold the same infinity
+/// count as equal): how far a result computed in rounded arithmetic is from its reference as a
+/// whole, where sums that cancel make elementwise tolerances judge the rounding. Records a test
+/// failure (and returns infinity) when the element counts differ.
+double relative_error(const Tensor& got, const Tensor& ref);
+
 }  // namespace longnet::testing
