@@ -164,6 +164,15 @@ __device__ __forceinline__ void load_vec_if(Vec<T>& x, bool on, const T* p) {
 #endif
 }
 
+// Branch p's slot for the thread's position and, when the branch covers it, the thread's pack of
+// its row loaded into x (predicated: the caller's other loads stay in flight with it).
+template <class T, class I>
+__device__ __forceinline__ Slot<I> load_branch(const Branch<I>& p, const Rows<I>& g, const Coord<I>& c, Vec<T>& x) {
+  const Slot<I> s = slot(p, c.q, c.h);
+  load_vec_if(x, s.covered, static_cast<const T*>(p.rows) + row_offset(p, s, c.h, g.heads, g.packs, c.pk));
+  return s;
+}
+
 // The kernels index with I = int32_t whenever every offset fits (index32 below). Each issues all
 // of a thread's loads before it consumes any, so that their latencies overlap.
 
@@ -217,11 +226,10 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(Rows<I> g, Branches<I, 
 #pragma unroll
   for (int i = 0; i < C; ++i) {
     const Branch<I>& p = parts.b[i];
-    const Slot<I> s = slot(p, c.q, c.h);
     // A covered row's pack is loaded even if its lse turns out -inf (rare padding), so that it
     // need not wait for the lse.
+    const Slot<I> s = load_branch(p, g, c, x[i]);
     l[i] = s.covered ? p.lse[(s.segment * g.heads + c.h) * p.length + s.t] : -INFINITY;
-    load_vec_if(x[i], s.covered, static_cast<const T*>(p.rows) + row_offset(p, s, c.h, g.heads, g.packs, c.pk));
   }
   float m = -INFINITY;
 #pragma unroll
@@ -258,10 +266,7 @@ __global__ void __launch_bounds__(kThreads) sum_kernel(Rows<I> g, Branches<I, C>
   Vec<T> x[C];
 #pragma unroll
   for (int i = 0; i < C; ++i) {
-    const Branch<I>& p = parts.b[i];
-    const Slot<I> s = slot(p, c.q, c.h);
-    covered[i] = s.covered;
-    load_vec_if(x[i], s.covered, static_cast<const T*>(p.rows) + row_offset(p, s, c.h, g.heads, g.packs, c.pk));
+    covered[i] = load_branch(parts.b[i], g, c, x[i]).covered;
   }
   float acc[kPack] = {};
 #pragma unroll
