@@ -5,7 +5,6 @@
 // against the CPU.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -457,36 +456,6 @@ TEST(LinearCrossEntropy, GpuUpstreamGradientOneSidedAndRetainedGraph) {
     const LossAndGrads once = composite(xc, wc, t);
     EXPECT_TRUE(all_close(host(xr.grad()), mul(once.dx, 2.0), 2 * tol * max_abs(once.dx), 0.0));
     EXPECT_TRUE(all_close(host(wr.grad()), mul(once.dw, 2.0), 2 * tol * max_abs(once.dw), 0.0));
-  }
-}
-
-// A bad target on a GPU, as in cross_entropy: no host wait, a NaN loss, NaN gradient rows of x
-// where the target is bad, 0 where it is ignored.
-TEST(LinearCrossEntropy, GpuBadTargetsGiveNaN) {
-  LN_REQUIRE_GPU();
-  if (const char* v = std::getenv("LONGNET_CHECK_TARGETS"); v != nullptr && *v != '\0' && std::string(v) != "0") {
-    GTEST_SKIP() << "LONGNET_CHECK_TARGETS is set: bad targets raise instead";
-  }
-  Generator g(56);
-  const Device gpu = Device::cuda();
-  const Tensor w = randn({10, 8}, DType::F32, Device::cpu(), &g).to(gpu);
-  const Tensor x = randn({6, 8}, DType::F32, Device::cpu(), &g).to(gpu).requires_grad_(true);
-  const Tensor t = from_vector<int64_t>({1, -100, 3, 10, 0, 2}, {6}, gpu);
-  const Tensor loss = linear_cross_entropy(x, w, t, -100, 4);
-  EXPECT_TRUE(std::isnan(loss.item()));
-  loss.backward();
-  const std::vector<float> dx = x.grad().to(Device::cpu()).to_vector<float>();
-  for (size_t r = 0; r < 6; ++r) {
-    for (size_t j = 0; j < 8; ++j) {
-      const float v = dx[r * 8 + j];
-      if (r == 3) {
-        EXPECT_TRUE(std::isnan(v)) << r << "," << j;
-      } else if (r == 1) {
-        EXPECT_EQ(v, 0.0f) << r << "," << j;
-      } else {
-        EXPECT_TRUE(std::isfinite(v)) << r << "," << j;
-      }
-    }
   }
 }
 

@@ -361,10 +361,17 @@ TEST(CrossEntropyFused, LinearCrossEntropyBadTargetGivesNaNOnBothPaths) {
     GTEST_SKIP() << "LONGNET_CHECK_TARGETS is set: bad targets raise instead";
   }
   const Device device = Device::cuda();
+  struct Case {
+    DType dtype;
+    int64_t classes;
+    bool fused;
+  };
   const int64_t fallback = cuda::cross_entropy_fused_classes(gpu(), DType::F32, DType::I64) + 1;
-  for (const auto& [dtype, classes] : {std::pair{DType::BF16, int64_t{50257}}, std::pair{DType::F32, fallback}}) {
+  for (const Case c : {Case{DType::F32, 10, true}, Case{DType::BF16, 50257, true}, Case{DType::F32, fallback, false}}) {
+    const DType dtype = c.dtype;
+    const int64_t classes = c.classes;
     SCOPED_TRACE(std::string(dtype_name(dtype)) + " classes " + std::to_string(classes));
-    ASSERT_EQ(takes_fused_path(dtype, classes), dtype == DType::BF16);
+    ASSERT_EQ(takes_fused_path(dtype, classes), c.fused);
     Generator g(96);
     const Tensor w = mul(randn({classes, 8}, DType::F32, Device::cpu(), &g), 0.3).to(dtype).to(device);
     const Tensor x = randn({6, 8}, DType::F32, Device::cpu(), &g).to(dtype).to(device).requires_grad_(true);

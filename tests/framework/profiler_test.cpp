@@ -27,16 +27,6 @@ const ProfileEntry& entry(const std::vector<ProfileEntry>& entries, const std::s
   throw Error("no entry named " + name);
 }
 
-// A scope's time with the scopes nested in it ("inner in outer"), which the entries report apart.
-double inclusive_ms(const std::vector<ProfileEntry>& entries, const std::string& name) {
-  double ms = 0.0;
-  const std::string nested = " in " + name;
-  for (const ProfileEntry& e : entries) {
-    if (e.name == name || (e.name.size() > nested.size() && e.name.ends_with(nested))) ms += e.ms;
-  }
-  return ms;
-}
-
 TEST(Profiler, CpuScopesGetTheirExclusiveTime) {
   // The test keeps its own clock just outside each scope boundary, so each of its intervals holds
   // the profiler's with only the scope's own bookkeeping between them, however long a loaded
@@ -123,6 +113,17 @@ TEST(Profiler, EachThreadHasItsOwn) {
 }
 
 #ifdef LONGNET_WITH_CUDA
+
+// A scope's time with the scopes nested in it ("inner in outer"), which the entries report apart.
+double inclusive_ms(const std::vector<ProfileEntry>& entries, const std::string& name) {
+  double ms = 0.0;
+  const std::string nested = " in " + name;
+  for (const ProfileEntry& e : entries) {
+    if (e.name == name || (e.name.size() > nested.size() && e.name.ends_with(nested))) ms += e.ms;
+  }
+  return ms;
+}
+
 // The profile measures what the GPU did inside the scope, not how long the host took to queue it.
 TEST(ProfilerCuda, ScopesTimeTheKernelsTheyQueued) {
   LN_REQUIRE_GPU();
