@@ -13,8 +13,9 @@ void embedding(int device, const cpu::EmbeddingParams& p);
 /// grad_weight[v, :] = sum of grad_out[i, :] over i with ids[i] == v, added in increasing i with
 /// f32 accumulation (f64 for f64); rows of unused ids are zero. grad_weight and grad_out share
 /// `dtype`: f32, f64, bf16 or f16 (16-bit sums are rounded once). The (id, position) pairs are
-/// radix-sorted (stable) and one block per (id, column chunk) sums its rows in position order, so
-/// the result is bitwise reproducible and equal to the CPU kernel's. Needs n < 2^31, V < 2^31.
+/// radix-sorted (stable), each id's run of them is bounded once, and blocks of a few ids per
+/// column chunk sum each id's rows in position order, so the result is bitwise reproducible and
+/// equal to the CPU kernel's. Needs n < 2^31, V < 2^31.
 void embedding_backward(int device, const cpu::EmbeddingBackwardParams& p);
 
 }  // namespace longnet::cuda

@@ -9,8 +9,9 @@ namespace longnet::cuda {
 /// One pass per row on `device`: the row stays in registers while its mean and centred variance
 /// are reduced, then y is written. mean / rstd: (rows) in f32 (f64 for f64).
 void norm_forward(int device, const cpu::NormParams& p);
-/// dx per row in one pass (the row in registers); dweight / dbias as per-block partial sums in
-/// f32 (f64) added in a fixed order by a second kernel, so results are deterministic.
+/// dx per row in one pass (the row in registers), plus p.dx_add when given (read as dx is
+/// written, so it may be dx itself); dweight / dbias as per-block partial sums in f32 (f64) added
+/// in a fixed order by a second kernel, so results are deterministic.
 void norm_backward(int device, const cpu::NormBackwardParams& p);
 
 }  // namespace longnet::cuda
