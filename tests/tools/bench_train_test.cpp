@@ -264,7 +264,7 @@ size_t count_parameter_tensors(const std::string& preset) {
 // and the ops inside them are apart.
 TEST(BenchTrain, ProfileAccountsForTheStep) {
   std::string out;
-  ASSERT_EQ(testing::run_longnet("bench train --device cpu --dtype f32 --preset tiny --seq-len 64 --steps 3 "
+  ASSERT_EQ(testing::run_longnet("bench train --device cpu --dtype f32 --preset tiny --seq-len 64 --steps 7 "
                                  "--warmup 1 --no-torch --profile",
                                  out),
             0)
@@ -295,9 +295,11 @@ TEST(BenchTrain, ProfileAccountsForTheStep) {
   const double total = std::stod(rows.at("total")[2]);
   EXPECT_NEAR(sum_ms, total, 0.001 * static_cast<double>(rows.size()) + 1e-3);
   EXPECT_NEAR(sum_share, 100.0, 0.1 * static_cast<double>(rows.size()));
-  // One step per profiled step: the timed step of the table, give or take the machine's noise.
-  EXPECT_GT(total, 0.4 * step_ms) << out;
-  EXPECT_LT(total, 3.0 * step_ms) << out;
+  // One step per profiled step: the timed step of the table, give or take the machine's noise (a
+  // busy CI machine has slowed the table's median 2.6x). Counting all 7 steps, or a seventh of one,
+  // stays outside these bounds.
+  EXPECT_GT(total, 0.3 * step_ms) << out;
+  EXPECT_LT(total, 3.5 * step_ms) << out;
   // The optimizer updates each parameter tensor once per step.
   const std::vector<std::string> adamw = rows.at("adamw_update_");
   EXPECT_EQ(std::stod(adamw[1]), static_cast<double>(count_parameter_tensors("tiny")));
